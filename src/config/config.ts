@@ -1,0 +1,183 @@
+import { readFileSync } from 'node:fs';
+import * as v from 'valibot';
+import { parse as parseYaml } from 'yaml';
+import { isValidServerName } from '../matrix/user-id.ts';
+
+/**
+ * Server configuration: defaults, then an optional YAML file, then environment variables.
+ * Validated once at start and frozen; a bad config is reported with every problem at once.
+ */
+
+const intInRange = (min: number, max: number) =>
+  v.pipe(v.number('must be a number'), v.integer('must be an integer'), v.minValue(min), v.maxValue(max));
+
+const ConfigFileSchema = v.strictObject({
+  server_name: v.optional(
+    v.pipe(v.string(), v.check(isValidServerName, 'must be a valid Matrix server name (host[:port])')),
+    'localhost:8008',
+  ),
+  listen: v.optional(
+    v.strictObject({
+      host: v.optional(v.pipe(v.string(), v.minLength(1)), '127.0.0.1'),
+      port: v.optional(intInRange(0, 65535), 8008),
+    }),
+    {},
+  ),
+  database: v.optional(
+    v.strictObject({
+      // A PostgreSQL URL; when absent the embedded PGlite database in data_dir is used.
+      url: v.optional(v.pipe(v.string(), v.regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'))),
+      data_dir: v.optional(v.pipe(v.string(), v.minLength(1)), './data/pglite'),
+      pool_size: v.optional(intInRange(1, 1000), 10),
+    }),
+    {},
+  ),
+  registration: v.optional(
+    v.strictObject({
+      // Default: open only when listening on loopback (decided after parsing).
+      enabled: v.optional(v.boolean('must be true or false')),
+    }),
+    {},
+  ),
+  limits: v.optional(
+    v.strictObject({
+      sync_to_device_limit: v.optional(intInRange(1, 10_000), 100),
+      max_request_bytes: v.optional(intInRange(1024, 1024 * 1024 * 1024), 10 * 1024 * 1024),
+      max_sync_timeout_ms: v.optional(intInRange(0, 3_600_000), 300_000),
+      txn_retention_hours: v.optional(intInRange(24, 24 * 365), 24),
+    }),
+    {},
+  ),
+  handlers: v.optional(v.record(v.string(), v.unknown()), {}),
+});
+
+export type ConfigFile = v.InferOutput<typeof ConfigFileSchema>;
+
+export interface Config {
+  readonly serverName: string;
+  readonly listen: { readonly host: string; readonly port: number };
+  readonly database:
+    | { readonly kind: 'postgres'; readonly url: string; readonly poolSize: number }
+    | { readonly kind: 'pglite'; readonly dataDir: string | null };
+  readonly registrationEnabled: boolean;
+  readonly limits: {
+    readonly syncToDeviceLimit: number;
+    readonly maxRequestBytes: number;
+    readonly maxSyncTimeoutMs: number;
+    readonly txnRetentionHours: number;
+  };
+  /** Handler modules to load (by name) and each one's raw config, validated by the module. */
+  readonly handlers: Readonly<Record<string, unknown>>;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Environment variables and where each lands in the config file's shape. */
+export const ENV_VARS = {
+  SERVER_NAME: ['server_name'],
+  LISTEN_HOST: ['listen', 'host'],
+  LISTEN_PORT: ['listen', 'port'],
+  DATABASE_URL: ['database', 'url'],
+  DATA_DIR: ['database', 'data_dir'],
+  DATABASE_POOL_SIZE: ['database', 'pool_size'],
+  ENABLE_REGISTRATION: ['registration', 'enabled'],
+  SYNC_TO_DEVICE_LIMIT: ['limits', 'sync_to_device_limit'],
+  MAX_REQUEST_BYTES: ['limits', 'max_request_bytes'],
+  MAX_SYNC_TIMEOUT_MS: ['limits', 'max_sync_timeout_ms'],
+  TXN_RETENTION_HOURS: ['limits', 'txn_retention_hours'],
+} as const satisfies Record<string, readonly string[]>;
+
+function coerceEnv(raw: string): unknown {
+  if (/^-?\d+$/.test(raw)) return Number(raw);
+  if (/^(true|yes|on)$/i.test(raw)) return true;
+  if (/^(false|no|off)$/i.test(raw)) return false;
+  return raw;
+}
+
+function setPath(target: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (typeof next !== 'object' || next === null || Array.isArray(next)) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1] as string] = value;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\./.test(host);
+}
+
+function issuePath(issue: v.BaseIssue<unknown>): string {
+  return issue.path?.map((p) => String(p.key)).join('.') ?? '(root)';
+}
+
+/** Validates a config-file-shaped object (YAML or built in code) into a frozen Config. */
+export function parseConfig(raw: unknown): Config {
+  const parsed = v.safeParse(ConfigFileSchema, raw ?? {});
+  if (!parsed.success) {
+    throw new ConfigError(parsed.issues.map((i) => `${issuePath(i)}: ${i.message}`));
+  }
+  const c = parsed.output;
+  const config: Config = {
+    serverName: c.server_name,
+    listen: { host: c.listen.host, port: c.listen.port },
+    database:
+      c.database.url !== undefined
+        ? { kind: 'postgres', url: c.database.url, poolSize: c.database.pool_size }
+        : { kind: 'pglite', dataDir: c.database.data_dir },
+    registrationEnabled: c.registration.enabled ?? isLoopback(c.listen.host),
+    limits: {
+      syncToDeviceLimit: c.limits.sync_to_device_limit,
+      maxRequestBytes: c.limits.max_request_bytes,
+      maxSyncTimeoutMs: c.limits.max_sync_timeout_ms,
+      txnRetentionHours: c.limits.txn_retention_hours,
+    },
+    handlers: c.handlers,
+  };
+  return deepFreeze(config);
+}
+
+/** Reads CONFIG_FILE (YAML) if set, overlays environment variables, validates. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  let raw: Record<string, unknown> = {};
+  const file = env.CONFIG_FILE;
+  if (file !== undefined && file !== '') {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new ConfigError([`CONFIG_FILE ${file}: cannot be read (${(e as Error).message})`]);
+    }
+    let doc: unknown;
+    try {
+      doc = parseYaml(text);
+    } catch (e) {
+      throw new ConfigError([`CONFIG_FILE ${file}: not valid YAML (${(e as Error).message})`]);
+    }
+    if (doc !== null && doc !== undefined) {
+      if (typeof doc !== 'object' || Array.isArray(doc)) {
+        throw new ConfigError([`CONFIG_FILE ${file}: must be a YAML mapping`]);
+      }
+      raw = doc as Record<string, unknown>;
+    }
+  }
+  for (const [name, path] of Object.entries(ENV_VARS)) {
+    const value = env[name];
+    if (value !== undefined && value !== '') setPath(raw, path, coerceEnv(value));
+  }
+  return parseConfig(raw);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}

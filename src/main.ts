@@ -1,0 +1,51 @@
+import { serve } from '@hono/node-server';
+import { createApp } from './app.ts';
+import { ConfigError, loadConfig } from './config/config.ts';
+import { createLogger, type LogLevel } from './logger.ts';
+import { openDatabase } from './storage/database.ts';
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(e.message);
+      process.exit(1);
+    }
+    throw e;
+  }
+  const log = createLogger((process.env.LOG_LEVEL as LogLevel | undefined) ?? 'info');
+  const database = await openDatabase(
+    config.database.kind === 'postgres'
+      ? { kind: 'postgres', url: config.database.url, poolSize: config.database.poolSize }
+      : { kind: 'pglite', dataDir: config.database.dataDir },
+  );
+  const { app, maintenance } = createApp({ config, database, log });
+  maintenance.start();
+  const server = serve({ fetch: app.fetch, hostname: config.listen.host, port: config.listen.port }, (info) => {
+    log.info('listening', {
+      url: `http://${config.listen.host}:${info.port}`,
+      serverName: config.serverName,
+      database: config.database.kind,
+      registration: config.registrationEnabled,
+    });
+  });
+
+  const shutdown = (signal: string) => {
+    log.info('shutting down', { signal });
+    maintenance.stop();
+    server.close(() => {
+      void database.close().then(() => process.exit(0));
+    });
+    // Long-polls would hold close() open for their whole timeout.
+    setTimeout(() => process.exit(0), 10_000).unref();
+  };
+  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+}
+
+main().catch((e: unknown) => {
+  console.error('fatal:', e instanceof Error ? e.message : e);
+  process.exit(1);
+});

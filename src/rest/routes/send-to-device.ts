@@ -1,0 +1,34 @@
+import { Hono } from 'hono';
+import * as v from 'valibot';
+import { MatrixError } from '../../errors/matrix-error.ts';
+import type { Services } from '../../services/services.ts';
+import { requireAuth } from '../auth.ts';
+import type { AppEnv } from '../env.ts';
+import { jsonObjectOf, readJsonBody } from '../json-body.ts';
+
+const Content = jsonObjectOf(v.unknown(), 'each message content must be a JSON object');
+const SendToDeviceBody = v.object({
+  messages: jsonObjectOf(jsonObjectOf(Content, 'messages.<user_id> must map device IDs to contents'), 'messages must be an object'),
+});
+
+export function sendToDeviceRoutes(s: Services): Hono<AppEnv> {
+  const r = new Hono<AppEnv>();
+
+  r.put('/v3/sendToDevice/:eventType/:txnId', requireAuth(s.accounts), async (c) => {
+    const { eventType, txnId } = c.req.param();
+    if (Buffer.byteLength(eventType, 'utf8') > 255) throw new MatrixError('M_INVALID_PARAM', 'Event type is longer than 255 bytes');
+    const body = await readJsonBody(c, SendToDeviceBody, s.config.limits.maxRequestBytes);
+    const session = c.get('session');
+    const response = await s.toDevice.send({
+      sender: session.userId,
+      senderDevice: session.deviceId,
+      type: eventType,
+      origin: 'client',
+      messages: body.messages as Record<string, Record<string, Record<string, unknown>>>,
+      txn: { userId: session.userId, deviceId: session.deviceId, endpoint: `sendToDevice/${eventType}`, txnId },
+    });
+    return c.json(response);
+  });
+
+  return r;
+}

@@ -1,0 +1,49 @@
+import { Hono } from 'hono';
+import { MatrixError } from '../../errors/matrix-error.ts';
+import type { Services } from '../../services/services.ts';
+import { requireAuth } from '../auth.ts';
+import type { AppEnv } from '../env.ts';
+import { boolParam, intParam } from '../query.ts';
+import { encodeSyncToken, parseSyncToken } from '../sync-token.ts';
+
+const PRESENCE = new Set(['online', 'offline', 'unavailable']);
+
+export function syncRoutes(s: Services): Hono<AppEnv> {
+  const r = new Hono<AppEnv>();
+
+  r.get('/v3/sync', requireAuth(s.accounts), async (c) => {
+    const session = c.get('session');
+    const sinceRaw = c.req.query('since');
+    const since = sinceRaw === undefined || sinceRaw === '' ? null : parseSyncToken(sinceRaw);
+    const timeout = Math.min(intParam(c.req.query('timeout'), 'timeout', 0), s.config.limits.maxSyncTimeoutMs);
+    const fullState = boolParam(c.req.query('full_state'), 'full_state');
+    const presence = c.req.query('set_presence');
+    if (presence !== undefined && !PRESENCE.has(presence)) {
+      throw new MatrixError('M_INVALID_PARAM', 'set_presence must be online, offline or unavailable');
+    }
+    const filter = c.req.query('filter');
+    if (filter !== undefined && filter !== '') await s.filters.checkSyncParam(session.userId, filter);
+
+    // As in Synapse, an initial or full-state sync answers at once.
+    const batch = await s.toDeviceSync.sync({
+      userId: session.userId,
+      deviceId: session.deviceId,
+      since,
+      limit: s.config.limits.syncToDeviceLimit,
+      timeoutMs: since === null || fullState ? 0 : timeout,
+      signal: c.req.raw.signal,
+    });
+    return c.json({
+      next_batch: encodeSyncToken(batch.nextPosition),
+      rooms: { join: {}, invite: {}, leave: {}, knock: {} },
+      account_data: { events: [] },
+      presence: { events: [] },
+      to_device: { events: batch.events },
+      device_lists: { changed: [], left: [] },
+      device_one_time_keys_count: {},
+      device_unused_fallback_key_types: [],
+    });
+  });
+
+  return r;
+}

@@ -1,0 +1,20 @@
+import type { Config } from '../config/config.ts';
+import type { Logger } from '../logger.ts';
+import type { AccountsService } from './accounts.ts';
+import type { Counters } from './counters.ts';
+import type { FiltersService } from './filters.ts';
+import type { Notifier } from './notifier.ts';
+import type { ToDeviceSyncService } from './sync.ts';
+import type { ToDeviceService } from './to-device.ts';
+
+/** Everything the HTTP layer may call. */
+export interface Services {
+  config: Config;
+  log: Logger;
+  counters: Counters;
+  notifier: Notifier;
+  accounts: AccountsService;
+  toDevice: ToDeviceService;
+  toDeviceSync: ToDeviceSyncService;
+  filters: FiltersService;
+}

@@ -1,0 +1,177 @@
+import { CanonicalJsonError, canonicalJsonByteLength } from '../matrix/canonical-json.ts';
+import { MatrixError } from '../errors/matrix-error.ts';
+import { parseUserId } from '../matrix/user-id.ts';
+import type { Db } from '../storage/database.ts';
+import { DeviceInboxStore, type DeviceSelector, type InboxMessage } from '../storage/device-inbox-store.ts';
+import { FederationOutboxStore, type OutboxMessage } from '../storage/federation-outbox-store.ts';
+import { TxnStore, type TxnKey } from '../storage/txn-store.ts';
+import type { Counters } from './counters.ts';
+import type { Notifier } from './notifier.ts';
+
+/** Synapse's cap, which we share so that what we accept can be relayed to Synapse peers. */
+export const MAX_CONTENT_BYTES = 65_536;
+
+export type Origin = 'client' | 'federation' | 'appservice';
+
+/** A message addressed to the server user `@:<server_name>`, handed to dispatch, never stored. */
+export interface ServerUserMessage {
+  type: string;
+  sender: string;
+  senderDevice: string | null;
+  origin: Origin;
+  content: Record<string, unknown>;
+}
+
+export interface SendToDeviceInput {
+  sender: string;
+  senderDevice: string | null;
+  type: string;
+  origin: Origin;
+  /** user ID → device ID (or `*`) → content */
+  messages: Record<string, Record<string, Record<string, unknown>>>;
+  /** Set for client requests: makes a retry return the first response with no new effect. */
+  txn?: TxnKey;
+}
+
+export interface ToDeviceServiceDeps {
+  db: Db;
+  serverName: string;
+  notifier: Notifier;
+  counters: Counters;
+  /** Receives the server user's messages after the request's own messages are stored. */
+  dispatchToServerUser?: (messages: ServerUserMessage[]) => Promise<void>;
+}
+
+const DROPPED = 'to_device_dropped_total';
+
+/** Rolls back a transaction whose txn id turned out to be a duplicate. */
+class DuplicateTxn extends Error {}
+
+/**
+ * The rules of send-to-device: the size cap, `*` expansion, the local / remote / server-user
+ * split, txn idempotency, one database transaction per request, then wake-ups.
+ */
+export class ToDeviceService {
+  readonly serverUserId: string;
+
+  constructor(private readonly deps: ToDeviceServiceDeps) {
+    this.serverUserId = `@:${deps.serverName}`;
+  }
+
+  async send(input: SendToDeviceInput): Promise<Record<string, unknown>> {
+    const { counters } = this.deps;
+    for (const byDevice of Object.values(input.messages)) {
+      for (const content of Object.values(byDevice)) checkContent(content);
+    }
+
+    if (input.txn !== undefined) {
+      const previous = await new TxnStore(this.deps.db).getResponse(input.txn);
+      if (previous !== null) return JSON.parse(previous) as Record<string, unknown>;
+    }
+
+    const selectors: DeviceSelector[] = [];
+    const requested = new Map<string, Record<string, Record<string, unknown>>>();
+    const remote: OutboxMessage[] = [];
+    const serverUser: ServerUserMessage[] = [];
+    for (const [userId, byDevice] of Object.entries(input.messages)) {
+      if (userId === this.serverUserId) {
+        for (const [deviceId, content] of Object.entries(byDevice)) {
+          // MSC4246: the server user has the one device "", and "*" means it.
+          if (deviceId === '' || deviceId === '*') {
+            serverUser.push({ type: input.type, sender: input.sender, senderDevice: input.senderDevice, origin: input.origin, content });
+          } else {
+            counters.inc(DROPPED, { reason: 'server_user_device' });
+          }
+        }
+        continue;
+      }
+      const parsed = parseUserId(userId);
+      if (parsed === null) {
+        counters.inc(DROPPED, { reason: 'invalid_user' }, Object.keys(byDevice).length);
+        continue;
+      }
+      if (parsed.serverName !== this.deps.serverName) {
+        for (const [deviceId, content] of Object.entries(byDevice)) {
+          remote.push({
+            destination: parsed.serverName,
+            sender: input.sender,
+            type: input.type,
+            userId,
+            deviceId,
+            content: JSON.stringify(content),
+          });
+        }
+        continue;
+      }
+      const deviceIds = Object.keys(byDevice);
+      requested.set(userId, byDevice);
+      selectors.push(
+        deviceIds.includes('*') ? { userId, all: true } : { userId, all: false, deviceIds },
+      );
+    }
+
+    const response: Record<string, unknown> = {};
+    let woken: { userId: string; deviceId: string }[];
+    try {
+      woken = await this.deps.db.transaction(async (tx) => {
+        if (input.txn !== undefined && !(await new TxnStore(tx).claim(input.txn, JSON.stringify(response)))) {
+          throw new DuplicateTxn();
+        }
+        const inbox = new DeviceInboxStore(tx);
+        const existing = await inbox.lockTargetDevices(selectors);
+        const devicesOf = new Map<string, Set<string>>();
+        for (const d of existing) {
+          let set = devicesOf.get(d.userId);
+          if (set === undefined) devicesOf.set(d.userId, (set = new Set()));
+          set.add(d.deviceId);
+        }
+        const rows: InboxMessage[] = [];
+        for (const [userId, byDevice] of requested) {
+          const known = devicesOf.get(userId) ?? new Set<string>();
+          for (const [deviceId, content] of Object.entries(byDevice)) {
+            const text = JSON.stringify(content);
+            if (deviceId === '*') {
+              for (const target of known) rows.push({ userId, deviceId: target, sender: input.sender, type: input.type, content: text });
+            } else if (known.has(deviceId)) {
+              rows.push({ userId, deviceId, sender: input.sender, type: input.type, content: text });
+            } else {
+              counters.inc(DROPPED, { reason: known.size === 0 ? 'unknown_user' : 'unknown_device' });
+            }
+          }
+        }
+        await inbox.insert(rows);
+        await new FederationOutboxStore(tx).insert(remote);
+        return existing;
+      });
+    } catch (e) {
+      if (e instanceof DuplicateTxn && input.txn !== undefined) {
+        const previous = await new TxnStore(this.deps.db).getResponse(input.txn);
+        return previous === null ? response : (JSON.parse(previous) as Record<string, unknown>);
+      }
+      throw e;
+    }
+    for (const d of woken) this.deps.notifier.notify(d.userId, d.deviceId);
+
+    if (serverUser.length > 0) {
+      if (this.deps.dispatchToServerUser === undefined) {
+        counters.inc(DROPPED, { reason: 'no_handler' }, serverUser.length);
+      } else {
+        await this.deps.dispatchToServerUser(serverUser);
+      }
+    }
+    return response;
+  }
+}
+
+function checkContent(content: Record<string, unknown>): void {
+  let size: number;
+  try {
+    size = canonicalJsonByteLength(content);
+  } catch (e) {
+    if (e instanceof CanonicalJsonError) throw new MatrixError('M_BAD_JSON', `Message content is not canonical JSON: ${e.message}`);
+    throw e;
+  }
+  if (size > MAX_CONTENT_BYTES) {
+    throw new MatrixError('M_TOO_LARGE', `A message's content is ${size} bytes; the limit is ${MAX_CONTENT_BYTES}`);
+  }
+}

@@ -1,0 +1,112 @@
+import { and, asc, eq, inArray } from 'drizzle-orm';
+import type { Db } from './database.ts';
+import { deviceInbox, devices, users } from './schema.ts';
+
+export interface DeviceRow {
+  userId: string;
+  deviceId: string;
+  displayName: string | null;
+  lastSeenTs: number | null;
+  lastSeenIp: string | null;
+}
+
+const deviceColumns = {
+  userId: devices.userId,
+  deviceId: devices.deviceId,
+  displayName: devices.displayName,
+  lastSeenTs: devices.lastSeenTs,
+  lastSeenIp: devices.lastSeenIp,
+};
+
+/** Users, their devices and access tokens (hashed). */
+export class AccountsStore {
+  constructor(private readonly db: Db) {}
+
+  /** Returns false when the user ID is taken. */
+  async createUser(userId: string, localpart: string, passwordHash: string | null): Promise<boolean> {
+    const inserted = await this.db
+      .insert(users)
+      .values({ userId, localpart, passwordHash, createdTs: Date.now() })
+      .onConflictDoNothing()
+      .returning({ userId: users.userId });
+    return inserted.length === 1;
+  }
+
+  async getUser(userId: string): Promise<{ userId: string; passwordHash: string | null; deactivated: boolean } | null> {
+    const rows = await this.db
+      .select({ userId: users.userId, passwordHash: users.passwordHash, deactivated: users.deactivated })
+      .from(users)
+      .where(eq(users.userId, userId));
+    return rows[0] ?? null;
+  }
+
+  /**
+   * Creates the device or, if it exists, gives it a new token (the old one stops working) and
+   * keeps its queue: logging in again with a device_id resumes that device.
+   */
+  async upsertDevice(userId: string, deviceId: string, displayName: string | null, tokenHash: string): Promise<void> {
+    await this.db
+      .insert(devices)
+      .values({ userId, deviceId, displayName, tokenHash, createdTs: Date.now() })
+      .onConflictDoUpdate({
+        target: [devices.userId, devices.deviceId],
+        set: displayName === null ? { tokenHash } : { tokenHash, displayName },
+      });
+  }
+
+  async findDeviceByTokenHash(tokenHash: string): Promise<{ userId: string; deviceId: string } | null> {
+    const rows = await this.db
+      .select({ userId: devices.userId, deviceId: devices.deviceId })
+      .from(devices)
+      .innerJoin(users, eq(users.userId, devices.userId))
+      .where(and(eq(devices.tokenHash, tokenHash), eq(users.deactivated, false)));
+    return rows[0] ?? null;
+  }
+
+  async listDevices(userId: string): Promise<DeviceRow[]> {
+    return this.db.select(deviceColumns).from(devices).where(eq(devices.userId, userId)).orderBy(asc(devices.deviceId));
+  }
+
+  async getDevice(userId: string, deviceId: string): Promise<DeviceRow | null> {
+    const rows = await this.db
+      .select(deviceColumns)
+      .from(devices)
+      .where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
+    return rows[0] ?? null;
+  }
+
+  async setDeviceDisplayName(userId: string, deviceId: string, displayName: string | null): Promise<boolean> {
+    const rows = await this.db
+      .update(devices)
+      .set({ displayName })
+      .where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)))
+      .returning({ deviceId: devices.deviceId });
+    return rows.length === 1;
+  }
+
+  /**
+   * Deletes devices (all of the user's when `deviceIds` is null) with their tokens and their
+   * pending to-device messages, in one transaction. Rows are locked in the same order senders
+   * lock them, so a concurrent send cannot deadlock with a logout.
+   */
+  async deleteDevices(userId: string, deviceIds: readonly string[] | null): Promise<string[]> {
+    if (deviceIds !== null && deviceIds.length === 0) return [];
+    return this.db.transaction(async (tx) => {
+      const where =
+        deviceIds === null
+          ? eq(devices.userId, userId)
+          : and(eq(devices.userId, userId), inArray(devices.deviceId, [...deviceIds]));
+      const locked = await tx
+        .select({ deviceId: devices.deviceId })
+        .from(devices)
+        .where(where)
+        .orderBy(asc(devices.userId), asc(devices.deviceId))
+        .for('update');
+      const ids = locked.map((r) => r.deviceId);
+      if (ids.length === 0) return [];
+      await tx.delete(devices).where(and(eq(devices.userId, userId), inArray(devices.deviceId, ids)));
+      await tx.delete(deviceInbox).where(and(eq(deviceInbox.userId, userId), inArray(deviceInbox.deviceId, ids)));
+      return ids;
+    });
+  }
+}

@@ -1,0 +1,71 @@
+import { mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { PGlite } from '@electric-sql/pglite';
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
+import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
+import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
+import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
+import postgres from 'postgres';
+import * as schema from './schema.ts';
+
+/** The drizzle database, whichever driver is underneath; stores and handlers use only this. */
+export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
+
+export interface Database {
+  readonly db: Db;
+  readonly kind: 'pglite' | 'postgres';
+  /** The postgres.js client when on PostgreSQL (for LISTEN/NOTIFY); null on PGlite. */
+  readonly pg: postgres.Sql | null;
+  close(): Promise<void>;
+}
+
+export type DatabaseOptions =
+  | { kind: 'postgres'; url: string; poolSize?: number }
+  | { kind: 'pglite'; dataDir: string | null };
+
+const MIGRATIONS = fileURLToPath(new URL('../../drizzle', import.meta.url));
+// Arbitrary constant: serialises migrations when several processes start on one database.
+const MIGRATION_LOCK = 4246_0001;
+
+export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
+  if (opts.kind === 'pglite') {
+    if (opts.dataDir !== null) mkdirSync(opts.dataDir, { recursive: true });
+    const client = opts.dataDir === null ? new PGlite() : new PGlite(opts.dataDir);
+    await client.waitReady;
+    const db = drizzlePglite(client, { schema });
+    await migratePglite(db, { migrationsFolder: MIGRATIONS });
+    return {
+      db: db as unknown as Db,
+      kind: 'pglite',
+      pg: null,
+      close: () => client.close(),
+    };
+  }
+  const client = postgres(opts.url, {
+    max: opts.poolSize ?? 10,
+    onnotice: () => {},
+    // A dead server must fail requests quickly, not hang them.
+    connect_timeout: 10,
+  });
+  try {
+    const lock = await client.reserve();
+    try {
+      await lock`select pg_advisory_lock(${MIGRATION_LOCK})`;
+      await migratePostgres(drizzlePostgres(client, { schema }), { migrationsFolder: MIGRATIONS });
+      await lock`select pg_advisory_unlock(${MIGRATION_LOCK})`;
+    } finally {
+      lock.release();
+    }
+  } catch (e) {
+    await client.end({ timeout: 1 });
+    throw e;
+  }
+  const db = drizzlePostgres(client, { schema });
+  return {
+    db: db as unknown as Db,
+    kind: 'postgres',
+    pg: client,
+    close: () => client.end({ timeout: 5 }),
+  };
+}

@@ -1,0 +1,106 @@
+import { and, asc, eq, gt, inArray, lte, or, sql, type SQL } from 'drizzle-orm';
+import type { Db } from './database.ts';
+import { queryRows } from './rows.ts';
+import { deviceInbox, devices } from './schema.ts';
+
+export interface InboxMessage {
+  userId: string;
+  deviceId: string;
+  sender: string;
+  type: string;
+  /** JSON text of the content. */
+  content: string;
+}
+
+export interface DeliveredMessage {
+  streamId: number;
+  sender: string;
+  type: string;
+  content: string;
+}
+
+/** Which devices of a user a request targets: all of them (`*`) or the listed ones. */
+export type DeviceSelector = { userId: string; all: true } | { userId: string; all: false; deviceIds: string[] };
+
+// Postgres caps a statement at 65,535 parameters; six per row leaves ample room.
+const INSERT_CHUNK = 5000;
+
+/** The per-device to-device queues. */
+export class DeviceInboxStore {
+  constructor(private readonly db: Db) {}
+
+  /**
+   * Locks the targeted devices that exist, in (user, device) order, and returns them. Must run
+   * inside the transaction that then inserts: holding these locks while stream ids are drawn is
+   * what keeps per-device ids in commit order.
+   */
+  async lockTargetDevices(selectors: readonly DeviceSelector[]): Promise<{ userId: string; deviceId: string }[]> {
+    if (selectors.length === 0) return [];
+    const conditions: SQL[] = [];
+    const allUsers = selectors.filter((s) => s.all).map((s) => s.userId);
+    if (allUsers.length > 0) conditions.push(inArray(devices.userId, allUsers));
+    for (const s of selectors) {
+      if (!s.all && s.deviceIds.length > 0) {
+        conditions.push(and(eq(devices.userId, s.userId), inArray(devices.deviceId, s.deviceIds)) as SQL);
+      }
+    }
+    if (conditions.length === 0) return [];
+    return this.db
+      .select({ userId: devices.userId, deviceId: devices.deviceId })
+      .from(devices)
+      .where(conditions.length === 1 ? conditions[0] : or(...conditions))
+      .orderBy(asc(devices.userId), asc(devices.deviceId))
+      .for('update');
+  }
+
+  async insert(messages: readonly InboxMessage[]): Promise<void> {
+    const now = Date.now();
+    for (let i = 0; i < messages.length; i += INSERT_CHUNK) {
+      const chunk = messages.slice(i, i + INSERT_CHUNK).map((m) => ({ ...m, receivedTs: now }));
+      await this.db.insert(deviceInbox).values(chunk);
+    }
+  }
+
+  /** Acknowledges everything up to and including `streamId` for one device. */
+  async deleteUpTo(userId: string, deviceId: string, streamId: number): Promise<number> {
+    const deleted = await this.db
+      .delete(deviceInbox)
+      .where(and(eq(deviceInbox.userId, userId), eq(deviceInbox.deviceId, deviceId), lte(deviceInbox.streamId, streamId)))
+      .returning({ streamId: deviceInbox.streamId });
+    return deleted.length;
+  }
+
+  /** The oldest `limit` messages after `afterStreamId` (exclusive), in arrival order. */
+  async fetch(userId: string, deviceId: string, afterStreamId: number, limit: number): Promise<DeliveredMessage[]> {
+    return this.db
+      .select({
+        streamId: deviceInbox.streamId,
+        sender: deviceInbox.sender,
+        type: deviceInbox.type,
+        content: deviceInbox.content,
+      })
+      .from(deviceInbox)
+      .where(and(eq(deviceInbox.userId, userId), eq(deviceInbox.deviceId, deviceId), gt(deviceInbox.streamId, afterStreamId)))
+      .orderBy(asc(deviceInbox.streamId))
+      .limit(limit);
+  }
+
+  /** The highest stream id ever drawn; a sync token beyond it did not come from this database. */
+  async maxStreamId(): Promise<number> {
+    const rows = await queryRows<{ last_value: string | number; is_called: boolean }>(
+      this.db,
+      sql`select last_value, is_called from device_inbox_stream_id_seq`,
+    );
+    const row = rows[0];
+    if (row === undefined || !row.is_called) return 0;
+    return Number(row.last_value);
+  }
+
+  async countForDevice(userId: string, deviceId: string): Promise<number> {
+    const rows = await this.db
+      .select({ n: sql<number>`count(*)::int` })
+      .from(deviceInbox)
+      .where(and(eq(deviceInbox.userId, userId), eq(deviceInbox.deviceId, deviceId)));
+    return Number(rows[0]?.n ?? 0);
+  }
+}

@@ -1,0 +1,98 @@
+import { bigint, bigserial, boolean, index, pgTable, primaryKey, text, uniqueIndex } from 'drizzle-orm/pg-core';
+
+/** Timestamps are milliseconds since the epoch, as Matrix uses them everywhere. */
+const ms = (name: string) => bigint(name, { mode: 'number' });
+
+export const users = pgTable('users', {
+  userId: text('user_id').primaryKey(),
+  localpart: text('localpart').notNull(),
+  passwordHash: text('password_hash'),
+  createdTs: ms('created_ts').notNull(),
+  deactivated: boolean('deactivated').notNull().default(false),
+});
+
+export const devices = pgTable(
+  'devices',
+  {
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    displayName: text('display_name'),
+    // sha256 of the access token; the token itself is never stored.
+    tokenHash: text('token_hash'),
+    createdTs: ms('created_ts').notNull(),
+    lastSeenTs: ms('last_seen_ts'),
+    lastSeenIp: text('last_seen_ip'),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.deviceId] }), uniqueIndex('devices_token_hash').on(t.tokenHash)],
+);
+
+/**
+ * One row per message per local target device. `stream_id` is the to-device stream position;
+ * senders lock the target device rows before drawing ids, so per device the ids are in commit
+ * order and acknowledging "up to N" can never skip a message still being written.
+ */
+export const deviceInbox = pgTable(
+  'device_inbox',
+  {
+    streamId: bigserial('stream_id', { mode: 'number' }).primaryKey(),
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    sender: text('sender').notNull(),
+    type: text('type').notNull(),
+    // The content's JSON text: never queried, so not parsed into jsonb.
+    content: text('content').notNull(),
+    receivedTs: ms('received_ts').notNull(),
+  },
+  (t) => [index('device_inbox_device').on(t.userId, t.deviceId, t.streamId)],
+);
+
+/** Messages for users on other servers, waiting for the federation sender. */
+export const federationOutbox = pgTable(
+  'federation_outbox',
+  {
+    streamId: bigserial('stream_id', { mode: 'number' }).primaryKey(),
+    destination: text('destination').notNull(),
+    sender: text('sender').notNull(),
+    type: text('type').notNull(),
+    userId: text('user_id').notNull(),
+    // A device ID or '*'; the remote server expands '*'.
+    deviceId: text('device_id').notNull(),
+    content: text('content').notNull(),
+    createdTs: ms('created_ts').notNull(),
+  },
+  (t) => [index('federation_outbox_destination').on(t.destination, t.streamId)],
+);
+
+/** Client transaction IDs, so a retried request gets the first response and has no new effect. */
+export const txnIds = pgTable(
+  'txn_ids',
+  {
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    endpoint: text('endpoint').notNull(),
+    txnId: text('txn_id').notNull(),
+    response: text('response').notNull(),
+    createdTs: ms('created_ts').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.userId, t.deviceId, t.endpoint, t.txnId] }),
+    index('txn_ids_created').on(t.createdTs),
+  ],
+);
+
+export const filters = pgTable(
+  'filters',
+  {
+    filterId: bigserial('filter_id', { mode: 'number' }).primaryKey(),
+    userId: text('user_id').notNull(),
+    filterJson: text('filter_json').notNull(),
+  },
+  (t) => [index('filters_user').on(t.userId)],
+);
+
+/** User-interactive-auth sessions (spec §"User-Interactive Authentication API"). */
+export const uiaSessions = pgTable('uia_sessions', {
+  sessionId: text('session_id').primaryKey(),
+  userId: text('user_id'),
+  createdTs: ms('created_ts').notNull(),
+});

@@ -1,0 +1,53 @@
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ERRCODE_STATUS } from '../src/errors/errcodes.ts';
+import { TestClient } from './support/client.ts';
+import { startTestApp, type TestApp } from './support/test-app.ts';
+
+let t: TestApp;
+
+beforeAll(async () => {
+  t = await startTestApp();
+});
+afterAll(() => t.close());
+
+describe('HTTP surface', () => {
+  it('answers unknown routes with 404 M_UNRECOGNIZED', async () => {
+    const res = await t.app.request('/_matrix/client/v3/nonsense');
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({ errcode: 'M_UNRECOGNIZED', error: expect.any(String) });
+  });
+
+  it('answers a known route with the wrong method with 405 M_UNRECOGNIZED', async () => {
+    const res = await t.app.request('/_matrix/client/v3/sync', { method: 'DELETE' });
+    expect(res.status).toBe(405);
+    expect(await res.json()).toMatchObject({ errcode: 'M_UNRECOGNIZED' });
+    const put = await t.app.request('/_matrix/client/v3/sendToDevice/m.x/1', { method: 'GET' });
+    expect(put.status).toBe(405);
+  });
+
+  it('answers CORS preflights for web clients', async () => {
+    const res = await t.app.request('/_matrix/client/v3/sync', {
+      method: 'OPTIONS',
+      headers: { origin: 'https://app.example', 'access-control-request-method': 'GET' },
+    });
+    expect(res.status).toBeLessThan(300);
+    expect(res.headers.get('access-control-allow-origin')).toBe('*');
+  });
+
+  it('answers an unexpected failure with 500 M_UNKNOWN and no internals', async () => {
+    const broken = await startTestApp();
+    const u = await TestClient.register(broken.app, 'u');
+    await broken.database.close();
+    const res = await u.request('GET', '/v3/sync');
+    expect(res.status).toBe(500);
+    const body = (await res.json()) as Record<string, unknown>;
+    expect(body).toEqual({ errcode: 'M_UNKNOWN', error: 'Internal server error' });
+  });
+
+  it('documents every errcode it can answer in the README', () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const undocumented = Object.keys(ERRCODE_STATUS).filter((code) => !new RegExp(`\\|\\s*\`${code}\`\\s*\\|`).test(readme));
+    expect(undocumented).toEqual([]);
+  });
+});
