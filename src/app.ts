@@ -22,11 +22,14 @@ import { ToDeviceSyncService } from './services/sync.ts';
 import { ToDeviceService } from './services/to-device.ts';
 import type { Database } from './storage/database.ts';
 import { newOpaqueId } from './services/tokens.ts';
+import { ServerUserDispatcher, type HandlerToLoad } from './server-user/dispatcher.ts';
 
 export interface AppDeps {
   config: Config;
   database: Database;
   log?: Logger;
+  /** Handler modules, already imported (see loadHandlerModules); none when absent. */
+  handlers?: readonly HandlerToLoad[];
 }
 
 export interface App {
@@ -34,6 +37,7 @@ export interface App {
   app: Hono<AppEnv>;
   services: Services;
   maintenance: Maintenance;
+  dispatcher: ServerUserDispatcher;
 }
 
 /** Builds the whole server from its config and an open database. Does no I/O by itself. */
@@ -42,13 +46,30 @@ export function createApp(deps: AppDeps): App {
   const log = deps.log ?? createLogger('silent');
   const counters = new Counters();
   const notifier = new Notifier();
+  const serverUserId = `@:${config.serverName}`;
+  const toDevice: ToDeviceService = new ToDeviceService({
+    db: database.db,
+    serverName: config.serverName,
+    notifier,
+    counters,
+    dispatchToServerUser: (messages): Promise<void> => dispatcher.dispatch(messages),
+  });
+  const dispatcher: ServerUserDispatcher = new ServerUserDispatcher({
+    handlers: deps.handlers ?? [],
+    db: database.db,
+    log,
+    counters,
+    serverUserId,
+    deadlineMs: config.serverUser.dispatchDeadlineMs,
+    send: (userId, deviceId, type, content): Promise<void> => toDevice.sendAsServer(userId, deviceId, type, content),
+  });
   const services: Services = {
     config,
     log,
     counters,
     notifier,
     accounts: new AccountsService(database.db, config.serverName),
-    toDevice: new ToDeviceService({ db: database.db, serverName: config.serverName, notifier, counters }),
+    toDevice,
     toDeviceSync: new ToDeviceSyncService(database.db, notifier),
     filters: new FiltersService(database.db),
   };
@@ -84,5 +105,5 @@ export function createApp(deps: AppDeps): App {
   }
   app.route('/_matrix/client', client);
 
-  return { app, services, maintenance: new Maintenance(database.db, config, log) };
+  return { app, services, dispatcher, maintenance: new Maintenance(database.db, config, log) };
 }

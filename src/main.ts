@@ -2,6 +2,8 @@ import { serve } from '@hono/node-server';
 import { createApp } from './app.ts';
 import { ConfigError, loadConfig } from './config/config.ts';
 import { createLogger, type LogLevel } from './logger.ts';
+import { HandlerLoadError } from './server-user/dispatcher.ts';
+import { loadHandlerModules } from './server-user/loader.ts';
 import { openDatabase } from './storage/database.ts';
 
 async function main(): Promise<void> {
@@ -21,7 +23,19 @@ async function main(): Promise<void> {
       ? { kind: 'postgres', url: config.database.url, poolSize: config.database.poolSize }
       : { kind: 'pglite', dataDir: config.database.dataDir },
   );
-  const { app, maintenance } = createApp({ config, database, log });
+  let built;
+  try {
+    built = createApp({ config, database, log, handlers: await loadHandlerModules(config.handlers) });
+  } catch (e) {
+    if (e instanceof HandlerLoadError) {
+      console.error(e.message);
+      await database.close();
+      process.exit(1);
+    }
+    throw e;
+  }
+  const { app, maintenance, dispatcher } = built;
+  log.info('handler modules loaded', { modules: dispatcher.modules });
   maintenance.start();
   const server = serve({ fetch: app.fetch, hostname: config.listen.host, port: config.listen.port }, (info) => {
     log.info('listening', {

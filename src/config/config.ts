@@ -48,7 +48,23 @@ const ConfigFileSchema = v.strictObject({
     }),
     {},
   ),
-  handlers: v.optional(v.record(v.string(), v.unknown()), {}),
+  // Handler modules to load, in order; absent means the built-in ping module only.
+  handlers: v.optional(
+    v.array(
+      v.strictObject({
+        module: v.pipe(v.string(), v.minLength(1)),
+        config: v.optional(v.unknown()),
+      }),
+    ),
+    [{ module: 'ping' }],
+  ),
+  server_user: v.optional(
+    v.strictObject({
+      // How long a sender's request waits for its server-user messages to be handled.
+      dispatch_deadline_ms: v.optional(intInRange(0, 600_000), 5000),
+    }),
+    {},
+  ),
 });
 
 export type ConfigFile = v.InferOutput<typeof ConfigFileSchema>;
@@ -66,8 +82,9 @@ export interface Config {
     readonly maxSyncTimeoutMs: number;
     readonly txnRetentionHours: number;
   };
-  /** Handler modules to load (by name) and each one's raw config, validated by the module. */
-  readonly handlers: Readonly<Record<string, unknown>>;
+  /** Handler modules to load and each one's raw config, validated by the module at start. */
+  readonly handlers: readonly { readonly module: string; readonly config?: unknown }[];
+  readonly serverUser: { readonly dispatchDeadlineMs: number };
 }
 
 export class ConfigError extends Error {
@@ -139,6 +156,7 @@ export function parseConfig(raw: unknown): Config {
       txnRetentionHours: c.limits.txn_retention_hours,
     },
     handlers: c.handlers,
+    serverUser: { dispatchDeadlineMs: c.server_user.dispatch_deadline_ms },
   };
   return deepFreeze(config);
 }

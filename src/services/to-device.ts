@@ -58,6 +58,15 @@ export class ToDeviceService {
     this.serverUserId = `@:${deps.serverName}`;
   }
 
+  /** What handler modules send: sender `@:<server_name>`, no txn id, never to the server user. */
+  async sendAsServer(userId: string, deviceId: string, type: string, content: Record<string, unknown>): Promise<void> {
+    if (userId === this.serverUserId) {
+      // A handler messaging the server user would dispatch to handlers again, possibly forever.
+      throw new Error('handlers cannot send to the server user itself');
+    }
+    await this.send({ sender: this.serverUserId, senderDevice: null, type, origin: 'client', messages: { [userId]: { [deviceId]: content } } });
+  }
+
   async send(input: SendToDeviceInput): Promise<Record<string, unknown>> {
     const { counters } = this.deps;
     for (const byDevice of Object.values(input.messages)) {
@@ -75,17 +84,18 @@ export class ToDeviceService {
     const serverUser: ServerUserMessage[] = [];
     for (const [userId, byDevice] of Object.entries(input.messages)) {
       if (userId === this.serverUserId) {
-        for (const [deviceId, content] of Object.entries(byDevice)) {
-          // MSC4246: the server user has the one device "", and "*" means it.
-          if (deviceId === '' || deviceId === '*') {
-            serverUser.push({ type: input.type, sender: input.sender, senderDevice: input.senderDevice, origin: input.origin, content });
-          } else {
-            counters.inc(DROPPED, { reason: 'server_user_device' });
-          }
+        // MSC4246: the server user has the one device "", and "*" is rewritten to it, so a
+        // request naming both still reaches the handler once.
+        const content = byDevice[''] ?? byDevice['*'];
+        if (content !== undefined) {
+          serverUser.push({ type: input.type, sender: input.sender, senderDevice: input.senderDevice, origin: input.origin, content });
         }
+        const others = Object.keys(byDevice).length - (content === undefined ? 0 : 1);
+        counters.inc(DROPPED, { reason: 'server_user_device' }, others);
         continue;
       }
-      const parsed = parseUserId(userId);
+      // Other servers' server users (empty localpart) are reachable over federation.
+      const parsed = parseUserId(userId, { allowEmptyLocalpart: true });
       if (parsed === null) {
         counters.inc(DROPPED, { reason: 'invalid_user' }, Object.keys(byDevice).length);
         continue;

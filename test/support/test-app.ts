@@ -1,6 +1,9 @@
 import { createApp, type App } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/config.ts';
 import type { Database } from '../../src/storage/database.ts';
+import type { HandlerModule } from '../../src/server-user/define-handler.ts';
+import type { HandlerToLoad } from '../../src/server-user/dispatcher.ts';
+import ping from '../../handlers/ping/index.ts';
 import { createTestDatabase } from './test-database.ts';
 
 export const SERVER_NAME = 'test.local';
@@ -11,8 +14,17 @@ export interface TestApp extends App {
 }
 
 /** A whole server on a fresh database, driven through `app.request()`. */
-export async function startTestApp(config: Record<string, unknown> = {}): Promise<TestApp> {
+export async function startTestApp(
+  config: Record<string, unknown> = {},
+  handlers: readonly HandlerToLoad[] = [{ module: ping as HandlerModule<unknown> }],
+): Promise<TestApp> {
   const database = await createTestDatabase();
-  const built = createApp({ config: parseConfig({ server_name: SERVER_NAME, ...config }), database });
+  let built: App;
+  try {
+    built = createApp({ config: parseConfig({ server_name: SERVER_NAME, ...config }), database, handlers });
+  } catch (e) {
+    await database.close();
+    throw e;
+  }
   return { ...built, database, close: () => database.close() };
 }
