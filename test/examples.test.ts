@@ -1,0 +1,48 @@
+import { spawn } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { serveOverHttp } from './support/http-server.ts';
+import { startTestApp, type TestApp } from './support/test-app.ts';
+
+let t: TestApp;
+let http: Awaited<ReturnType<typeof serveOverHttp>>;
+
+beforeAll(async () => {
+  t = await startTestApp();
+  http = await serveOverHttp(t);
+});
+afterAll(async () => {
+  await http.close();
+  await t.close();
+});
+
+function run(script: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', script], {
+      cwd: new URL('..', import.meta.url).pathname,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe('examples', () => {
+  it('examples/ping.ts gets its pongs over real HTTP, twice (register, then log in)', async () => {
+    for (const _ of [1, 2]) {
+      const r = await run('examples/ping.ts', { HOMESERVER: http.baseUrl, USERNAME: 'pinger', COUNT: '2' });
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain('pinging @:test.local');
+      expect(r.stdout.match(/^pong nonce=\S+ server_ts=\d+ round trip [\d.]+ ms$/gm)).toHaveLength(2);
+    }
+  }, 120_000);
+});
