@@ -4,6 +4,7 @@ import type { Config } from './config/config.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { installErrorHandling } from './rest/errors.ts';
 import type { AppEnv } from './rest/env.ts';
+import { clientSupportRoutes } from './rest/routes/client-support.ts';
 import { devicesRoutes } from './rest/routes/devices.ts';
 import { filterRoutes } from './rest/routes/filters.ts';
 import { loginRoutes } from './rest/routes/login.ts';
@@ -100,6 +101,7 @@ export function createApp(deps: AppDeps): App {
     syncRoutes(services),
     slidingSyncRoutes(services),
     filterRoutes(services),
+    clientSupportRoutes(services),
   ]) {
     client.route('/', routes);
   }

@@ -45,4 +45,10 @@ describe('examples', () => {
       expect(r.stdout.match(/^pong nonce=\S+ server_ts=\d+ round trip [\d.]+ ms$/gm)).toHaveLength(2);
     }
   }, 120_000);
+
+  it('examples/js-sdk-client.ts (matrix-js-sdk, no crypto) receives the server user\'s pong as a ToDeviceEvent', async () => {
+    const r = await run('examples/js-sdk-client.ts', { HOMESERVER: http.baseUrl, USERNAME: 'jsdk' });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^ToDeviceEvent org\.example\.pong from @:test\.local nonce=js-sdk-\d+ after [\d.]+ ms$/m);
+  }, 120_000);
 });
