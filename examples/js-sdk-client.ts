@@ -12,6 +12,16 @@ import { logger, type Logger } from 'matrix-js-sdk/lib/logger.js';
 // The SDK logs every request; keep the example's output to its result. Its global logger is a
 // loglevel instance at run time, though typed without setLevel.
 (logger as unknown as { setLevel(level: string): void }).setLevel('silent');
+// matrix-js-sdk 43 calls Promise.withResolvers (Node 22+) when it recovers from a failed /sync;
+// without it, one failed request on Node 20 silently ends the sync loop.
+const withResolvers = <T>() => {
+  let resolve!: (value: T | PromiseLike<T>) => void;
+  let reject!: (reason?: unknown) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+};
+(Promise as unknown as { withResolvers?: typeof withResolvers }).withResolvers ??= withResolvers;
+
 const quiet: Logger = {
   trace: () => {},
   debug: () => {},
