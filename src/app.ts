@@ -22,6 +22,15 @@ import type { Services } from './services/services.ts';
 import { ToDeviceSyncService } from './services/sync.ts';
 import { ToDeviceService } from './services/to-device.ts';
 import type { Database } from './storage/database.ts';
+import type { SigningKey } from './federation/ed25519.ts';
+import { FederationClient } from './federation/federation-client.ts';
+import { RemoteKeys } from './federation/remote-keys.ts';
+import { FederationSender } from './federation/sender.ts';
+import { ServerDiscovery } from './federation/server-discovery.ts';
+import { federationRoutes } from './rest/routes/federation.ts';
+import { keyServerRoutes } from './rest/routes/key-server.ts';
+import { FederationInbound } from './services/federation-inbound.ts';
+import { FederationKeysStore } from './storage/federation-keys-store.ts';
 import { newOpaqueId } from './services/tokens.ts';
 import { ServerUserDispatcher, type HandlerToLoad } from './server-user/dispatcher.ts';
 
@@ -31,6 +40,16 @@ export interface AppDeps {
   log?: Logger;
   /** Handler modules, already imported (see loadHandlerModules); none when absent. */
   handlers?: readonly HandlerToLoad[];
+  /** This server's federation signing key (loadOwnSigningKey); federation is off without it. */
+  signingKey?: SigningKey;
+  /** Contents of federation.ca_file, read by the caller. */
+  federationCa?: string;
+}
+
+export interface Federation {
+  sender: FederationSender;
+  client: FederationClient;
+  keys: RemoteKeys;
 }
 
 export interface App {
@@ -39,6 +58,9 @@ export interface App {
   services: Services;
   maintenance: Maintenance;
   dispatcher: ServerUserDispatcher;
+  federation: Federation | null;
+  /** Stops background work (federation retries, keep-alive sockets); the database stays open. */
+  stop(): void;
 }
 
 /** Builds the whole server from its config and an open database. Does no I/O by itself. */
@@ -54,7 +76,11 @@ export function createApp(deps: AppDeps): App {
     notifier,
     counters,
     dispatchToServerUser: (messages): Promise<void> => dispatcher.dispatch(messages),
+    onRemoteQueued: (destinations) => {
+      for (const d of destinations) federation?.sender.wake(d);
+    },
   });
+  const federation = deps.signingKey !== undefined && config.federation.enabled ? buildFederation(deps, deps.signingKey, log, counters) : null;
   const dispatcher: ServerUserDispatcher = new ServerUserDispatcher({
     handlers: deps.handlers ?? [],
     db: database.db,
@@ -106,6 +132,40 @@ export function createApp(deps: AppDeps): App {
     client.route('/', routes);
   }
   app.route('/_matrix/client', client);
+  if (federation !== null && deps.signingKey !== undefined) {
+    const inbound = new FederationInbound(toDevice, counters, log);
+    app.route('/_matrix/federation', federationRoutes({ services, keys: federation.keys, inbound }));
+    app.route('/_matrix/key', keyServerRoutes(config.serverName, deps.signingKey));
+  }
 
-  return { app, services, dispatcher, maintenance: new Maintenance(database.db, config, log) };
+  return {
+    app,
+    services,
+    dispatcher,
+    federation,
+    maintenance: new Maintenance(database.db, config, log),
+    stop() {
+      federation?.sender.stop();
+      federation?.client.close();
+    },
+  };
+}
+
+function buildFederation(deps: AppDeps, signingKey: SigningKey, log: Logger, counters: Counters): Federation {
+  const { config, database } = deps;
+  const fed = config.federation;
+  let client: FederationClient | null = null;
+  const discovery = new ServerDiscovery({
+    staticRoutes: fed.staticRoutes,
+    allowHttp: fed.allowHttp,
+    fetchWellKnown: (host) => (client as FederationClient).fetchWellKnown(host, fed.allowHttp),
+  });
+  client = new FederationClient({
+    serverName: config.serverName,
+    signingKey,
+    discovery,
+    ...(deps.federationCa === undefined ? {} : { extraCa: deps.federationCa }),
+  });
+  const sender = new FederationSender({ serverName: config.serverName, db: database.db, client, log, counters, backoff: fed.backoff });
+  return { sender, client, keys: new RemoteKeys(new FederationKeysStore(database.db), client) };
 }

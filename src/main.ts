@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
 import { serve } from '@hono/node-server';
+import { loadOwnSigningKey } from './federation/own-signing-key.ts';
 import { createApp } from './app.ts';
 import { ConfigError, loadConfig } from './config/config.ts';
 import { createLogger, type LogLevel } from './logger.ts';
@@ -25,7 +28,14 @@ async function main(): Promise<void> {
   );
   let built;
   try {
-    built = createApp({ config, database, log, handlers: await loadHandlerModules(config.handlers) });
+    built = createApp({
+      config,
+      database,
+      log,
+      handlers: await loadHandlerModules(config.handlers),
+      signingKey: await loadOwnSigningKey(database.db),
+      ...(config.federation.caFile === null ? {} : { federationCa: readFileSync(config.federation.caFile, 'utf8') }),
+    });
   } catch (e) {
     if (e instanceof HandlerLoadError) {
       console.error(e.message);
@@ -34,8 +44,10 @@ async function main(): Promise<void> {
     }
     throw e;
   }
-  const { app, maintenance, dispatcher } = built;
+  const { app, maintenance, dispatcher, federation } = built;
   log.info('handler modules loaded', { modules: dispatcher.modules });
+  // Messages queued for other servers before a restart go out now.
+  await federation?.sender.resumeAll();
   maintenance.start();
   const server = serve({ fetch: app.fetch, hostname: config.listen.host, port: config.listen.port }, (info) => {
     log.info('listening', {
@@ -46,9 +58,27 @@ async function main(): Promise<void> {
     });
   });
 
+  const fedListen = config.federation.enabled ? config.federation.listen : null;
+  const fedServer =
+    fedListen === null
+      ? null
+      : serve(
+          {
+            fetch: app.fetch,
+            hostname: fedListen.host,
+            port: fedListen.port,
+            ...(fedListen.tlsCert !== null && fedListen.tlsKey !== null
+              ? { createServer: createHttpsServer, serverOptions: { cert: readFileSync(fedListen.tlsCert), key: readFileSync(fedListen.tlsKey) } }
+              : {}),
+          },
+          (info) => log.info('federation listening', { port: info.port, tls: fedListen.tlsCert !== null }),
+        );
+
   const shutdown = (signal: string) => {
     log.info('shutting down', { signal });
     maintenance.stop();
+    built.stop();
+    fedServer?.close();
     server.close(() => {
       void database.close().then(() => process.exit(0));
     });

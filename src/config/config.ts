@@ -58,6 +58,30 @@ const ConfigFileSchema = v.strictObject({
     ),
     [{ module: 'ping' }],
   ),
+  federation: v.optional(
+    v.strictObject({
+      enabled: v.optional(v.boolean(), true),
+      // A second listener for federation, e.g. TLS on 8448 (it serves the whole API).
+      listen: v.optional(
+        v.strictObject({
+          host: v.optional(v.pipe(v.string(), v.minLength(1)), '0.0.0.0'),
+          port: intInRange(0, 65535),
+          tls_cert: v.optional(v.pipe(v.string(), v.minLength(1))),
+          tls_key: v.optional(v.pipe(v.string(), v.minLength(1))),
+        }),
+      ),
+      // PEM file of extra CAs to trust when dialling other servers (e.g. a test Synapse's).
+      ca_file: v.optional(v.pipe(v.string(), v.minLength(1))),
+      // Test/development only: dial other servers over plain HTTP.
+      allow_http: v.optional(v.boolean(), false),
+      // Test/development only: server name → base URL, bypassing server discovery.
+      static_routes: v.optional(v.record(v.string(), v.pipe(v.string(), v.url('must be a URL'))), {}),
+      backoff_initial_ms: v.optional(intInRange(1, 3_600_000), 2_000),
+      backoff_max_ms: v.optional(intInRange(1, 24 * 3_600_000), 3_600_000),
+      inbound_dedupe_days: v.optional(intInRange(7, 365), 7),
+    }),
+    {},
+  ),
   server_user: v.optional(
     v.strictObject({
       // How long a sender's request waits for its server-user messages to be handled.
@@ -85,6 +109,15 @@ export interface Config {
   /** Handler modules to load and each one's raw config, validated by the module at start. */
   readonly handlers: readonly { readonly module: string; readonly config?: unknown }[];
   readonly serverUser: { readonly dispatchDeadlineMs: number };
+  readonly federation: {
+    readonly enabled: boolean;
+    readonly listen: { readonly host: string; readonly port: number; readonly tlsCert: string | null; readonly tlsKey: string | null } | null;
+    readonly caFile: string | null;
+    readonly allowHttp: boolean;
+    readonly staticRoutes: Readonly<Record<string, string>>;
+    readonly backoff: { readonly initialMs: number; readonly maxMs: number };
+    readonly inboundDedupeDays: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -107,6 +140,8 @@ export const ENV_VARS = {
   MAX_REQUEST_BYTES: ['limits', 'max_request_bytes'],
   MAX_SYNC_TIMEOUT_MS: ['limits', 'max_sync_timeout_ms'],
   TXN_RETENTION_HOURS: ['limits', 'txn_retention_hours'],
+  FEDERATION_ENABLED: ['federation', 'enabled'],
+  FEDERATION_ALLOW_HTTP: ['federation', 'allow_http'],
 } as const satisfies Record<string, readonly string[]>;
 
 function coerceEnv(raw: string): unknown {
@@ -157,6 +192,23 @@ export function parseConfig(raw: unknown): Config {
     },
     handlers: c.handlers,
     serverUser: { dispatchDeadlineMs: c.server_user.dispatch_deadline_ms },
+    federation: {
+      enabled: c.federation.enabled,
+      listen:
+        c.federation.listen === undefined
+          ? null
+          : {
+              host: c.federation.listen.host,
+              port: c.federation.listen.port,
+              tlsCert: c.federation.listen.tls_cert ?? null,
+              tlsKey: c.federation.listen.tls_key ?? null,
+            },
+      caFile: c.federation.ca_file ?? null,
+      allowHttp: c.federation.allow_http,
+      staticRoutes: c.federation.static_routes,
+      backoff: { initialMs: c.federation.backoff_initial_ms, maxMs: c.federation.backoff_max_ms },
+      inboundDedupeDays: c.federation.inbound_dedupe_days,
+    },
   };
   return deepFreeze(config);
 }

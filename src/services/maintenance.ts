@@ -1,6 +1,7 @@
 import type { Config } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
 import type { Db } from '../storage/database.ts';
+import { FederationInboundStore } from '../storage/federation-inbound-store.ts';
 import { TxnStore } from '../storage/txn-store.ts';
 import { UiaStore } from '../storage/uia-store.ts';
 
@@ -16,10 +17,11 @@ export class Maintenance {
     private readonly log: Logger,
   ) {}
 
-  async runOnce(now = Date.now()): Promise<{ txnIds: number }> {
+  async runOnce(now = Date.now()): Promise<{ txnIds: number; inboundEdus: number }> {
     const txnIds = await new TxnStore(this.db).deleteOlderThan(now - this.config.limits.txnRetentionHours * HOUR);
     await new UiaStore(this.db).deleteOlderThan(now - HOUR);
-    return { txnIds };
+    const inboundEdus = await new FederationInboundStore(this.db).deleteOlderThan(now - this.config.federation.inboundDedupeDays * 24 * HOUR);
+    return { txnIds, inboundEdus };
   }
 
   start(intervalMs = HOUR): void {

@@ -3,6 +3,7 @@ import { MatrixError } from '../errors/matrix-error.ts';
 import { parseUserId } from '../matrix/user-id.ts';
 import type { Db } from '../storage/database.ts';
 import { DeviceInboxStore, type DeviceSelector, type InboxMessage } from '../storage/device-inbox-store.ts';
+import { FederationInboundStore } from '../storage/federation-inbound-store.ts';
 import { FederationOutboxStore, type OutboxMessage } from '../storage/federation-outbox-store.ts';
 import { TxnStore, type TxnKey } from '../storage/txn-store.ts';
 import type { Counters } from './counters.ts';
@@ -31,6 +32,10 @@ export interface SendToDeviceInput {
   messages: Record<string, Record<string, Record<string, unknown>>>;
   /** Set for client requests: makes a retry return the first response with no new effect. */
   txn?: TxnKey;
+  /** Set for federation EDUs: (origin, message_id), applied once. */
+  inboundMessage?: { origin: string; messageId: string };
+  /** Federation: only this server's users may be addressed; others are dropped, never relayed. */
+  localOnly?: boolean;
 }
 
 export interface ToDeviceServiceDeps {
@@ -40,6 +45,8 @@ export interface ToDeviceServiceDeps {
   counters: Counters;
   /** Receives the server user's messages after the request's own messages are stored. */
   dispatchToServerUser?: (messages: ServerUserMessage[]) => Promise<void>;
+  /** Told which destinations got new outbox rows, after they are committed. */
+  onRemoteQueued?: (destinations: string[]) => void;
 }
 
 const DROPPED = 'to_device_dropped_total';
@@ -101,6 +108,10 @@ export class ToDeviceService {
         continue;
       }
       if (parsed.serverName !== this.deps.serverName) {
+        if (input.localOnly === true) {
+          counters.inc(DROPPED, { reason: 'not_local' }, Object.keys(byDevice).length);
+          continue;
+        }
         for (const [deviceId, content] of Object.entries(byDevice)) {
           remote.push({
             destination: parsed.serverName,
@@ -125,6 +136,10 @@ export class ToDeviceService {
     try {
       woken = await this.deps.db.transaction(async (tx) => {
         if (input.txn !== undefined && !(await new TxnStore(tx).claim(input.txn, JSON.stringify(response)))) {
+          throw new DuplicateTxn();
+        }
+        const inbound = input.inboundMessage;
+        if (inbound !== undefined && !(await new FederationInboundStore(tx).claim(inbound.origin, inbound.messageId))) {
           throw new DuplicateTxn();
         }
         const inbox = new DeviceInboxStore(tx);
@@ -154,6 +169,10 @@ export class ToDeviceService {
         return existing;
       });
     } catch (e) {
+      if (e instanceof DuplicateTxn && input.txn === undefined) {
+        counters.inc(DROPPED, { reason: 'duplicate_edu' });
+        return response;
+      }
       if (e instanceof DuplicateTxn && input.txn !== undefined) {
         const previous = await new TxnStore(this.deps.db).getResponse(input.txn);
         return previous === null ? response : (JSON.parse(previous) as Record<string, unknown>);
@@ -161,6 +180,7 @@ export class ToDeviceService {
       throw e;
     }
     for (const d of woken) this.deps.notifier.notify(d.userId, d.deviceId);
+    if (remote.length > 0) this.deps.onRemoteQueued?.([...new Set(remote.map((r) => r.destination))]);
 
     if (serverUser.length > 0) {
       if (this.deps.dispatchToServerUser === undefined) {

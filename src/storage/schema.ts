@@ -96,3 +96,47 @@ export const uiaSessions = pgTable('uia_sessions', {
   userId: text('user_id'),
   createdTs: ms('created_ts').notNull(),
 });
+
+/** This server's Ed25519 signing keys; in the database so every process signs with the same key. */
+export const serverSigningKeys = pgTable('server_signing_keys', {
+  keyId: text('key_id').primaryKey(),
+  seed: text('seed').notNull(),
+  createdTs: ms('created_ts').notNull(),
+});
+
+/** Other servers' verify keys, as fetched from their /_matrix/key/v2/server and verified. */
+export const remoteServerKeys = pgTable(
+  'remote_server_keys',
+  {
+    serverName: text('server_name').notNull(),
+    keyId: text('key_id').notNull(),
+    publicKey: text('public_key').notNull(),
+    validUntilTs: ms('valid_until_ts').notNull(),
+    fetchedTs: ms('fetched_ts').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.serverName, t.keyId] })],
+);
+
+/** (origin, message_id) of received m.direct_to_device EDUs, so a resent EDU is applied once. */
+export const federationInboundMessages = pgTable(
+  'federation_inbound_messages',
+  {
+    origin: text('origin').notNull(),
+    messageId: text('message_id').notNull(),
+    receivedTs: ms('received_ts').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.origin, t.messageId] }), index('federation_inbound_received').on(t.receivedTs)],
+);
+
+/**
+ * The transaction being sent to a destination: kept so that a retry, even after a restart,
+ * repeats the same txnId and body, and so that only the rows it carried are deleted on 200.
+ */
+export const federationPendingTxns = pgTable('federation_pending_txns', {
+  destination: text('destination').primaryKey(),
+  txnId: text('txn_id').notNull(),
+  body: text('body').notNull(),
+  // JSON array of the federation_outbox stream ids the body carries.
+  streamIds: text('stream_ids').notNull(),
+  createdTs: ms('created_ts').notNull(),
+});

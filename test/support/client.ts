@@ -1,16 +1,22 @@
-import type { Hono } from 'hono';
-import type { AppEnv } from '../../src/rest/env.ts';
+/** Anything that answers requests: a Hono app (in process) or a real server over HTTP. */
+export interface Requester {
+  request(input: string, init?: RequestInit): Response | Promise<Response>;
+}
+
+export function overHttp(baseUrl: string): Requester {
+  return { request: (path, init) => fetch(`${baseUrl}${path}`, init) };
+}
 
 /** A tiny Matrix client over `app.request()` for tests. */
 export class TestClient {
   constructor(
-    readonly app: Hono<AppEnv>,
+    readonly app: Requester,
     readonly userId: string,
     readonly deviceId: string,
     readonly token: string,
   ) {}
 
-  static async register(app: Hono<AppEnv>, username: string, opts: { deviceId?: string; password?: string } = {}): Promise<TestClient> {
+  static async register(app: Requester, username: string, opts: { deviceId?: string; password?: string } = {}): Promise<TestClient> {
     const res = await app.request('/_matrix/client/v3/register', {
       method: 'POST',
       body: JSON.stringify({
@@ -25,7 +31,7 @@ export class TestClient {
     return new TestClient(app, body.user_id, body.device_id, body.access_token);
   }
 
-  static async login(app: Hono<AppEnv>, user: string, opts: { deviceId?: string; password?: string } = {}): Promise<TestClient> {
+  static async login(app: Requester, user: string, opts: { deviceId?: string; password?: string } = {}): Promise<TestClient> {
     const res = await app.request('/_matrix/client/v3/login', {
       method: 'POST',
       body: JSON.stringify({
@@ -80,4 +86,23 @@ export interface SyncResponse {
   next_batch: string;
   to_device: { events: ToDeviceEventJson[] };
   [key: string]: unknown;
+}
+
+/** Syncs (long-polling) until `count` events arrived or `timeoutMs` passed, then acknowledges. */
+export async function collectToDevice(client: TestClient, count: number, timeoutMs = 20_000): Promise<ToDeviceEventJson[]> {
+  const events: ToDeviceEventJson[] = [];
+  const deadline = Date.now() + timeoutMs;
+  let since: string | null = null;
+  while (events.length < count && Date.now() < deadline) {
+    const s: SyncResponse = await client.sync({ since, timeout: since === null ? 0 : Math.min(2_000, Math.max(1, deadline - Date.now())) });
+    events.push(...s.to_device.events);
+    since = s.next_batch;
+  }
+  if (since !== null) {
+    // One more sync: acknowledges the last batch and shows whether anything extra arrived.
+    const s = await client.sync({ since, timeout: 0 });
+    events.push(...s.to_device.events);
+    if (s.to_device.events.length > 0) await client.sync({ since: s.next_batch });
+  }
+  return events;
 }

@@ -4,6 +4,7 @@ import type { Database } from '../../src/storage/database.ts';
 import type { HandlerModule } from '../../src/server-user/define-handler.ts';
 import type { HandlerToLoad } from '../../src/server-user/dispatcher.ts';
 import ping from '../../handlers/ping/index.ts';
+import { loadOwnSigningKey } from '../../src/federation/own-signing-key.ts';
 import { createTestDatabase } from './test-database.ts';
 
 export const SERVER_NAME = 'test.local';
@@ -21,10 +22,22 @@ export async function startTestApp(
   const database = await createTestDatabase();
   let built: App;
   try {
-    built = createApp({ config: parseConfig({ server_name: SERVER_NAME, ...config }), database, handlers });
+    built = createApp({
+      config: parseConfig({ server_name: SERVER_NAME, ...config }),
+      database,
+      handlers,
+      signingKey: await loadOwnSigningKey(database.db),
+    });
   } catch (e) {
     await database.close();
     throw e;
   }
-  return { ...built, database, close: () => database.close() };
+  return {
+    ...built,
+    database,
+    close: async () => {
+      built.stop();
+      await database.close();
+    },
+  };
 }

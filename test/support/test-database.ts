@@ -26,4 +26,22 @@ export async function createTestDatabase(): Promise<Database> {
   };
 }
 
+/** A new, empty PostgreSQL database for a server process; null when not testing on PostgreSQL. */
+export async function createPostgresDatabaseUrl(): Promise<{ url: string; drop(): Promise<void> } | null> {
+  const adminUrl = process.env.TEST_DATABASE_URL;
+  if (adminUrl === undefined || adminUrl === '') return null;
+  const name = `tds_test_${randomBytes(6).toString('hex')}`;
+  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${name}`);
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      await admin.unsafe(`drop database if exists ${name} with (force)`);
+      await admin.end();
+    },
+  };
+}
+
 export const usingPostgres = (): boolean => (process.env.TEST_DATABASE_URL ?? '') !== '';

@@ -1,0 +1,27 @@
+import { Hono } from 'hono';
+import { encodeBase64 } from '../../federation/base64.ts';
+import type { SigningKey } from '../../federation/ed25519.ts';
+import { signJson } from '../../federation/json-signing.ts';
+import type { AppEnv } from '../env.ts';
+
+const VALIDITY_MS = 24 * 3600_000;
+
+/** `GET /_matrix/key/v2/server`: this server's verify key, self-signed. */
+export function keyServerRoutes(serverName: string, key: SigningKey): Hono<AppEnv> {
+  const r = new Hono<AppEnv>();
+  r.get('/v2/server', (c) =>
+    c.json(
+      signJson(
+        {
+          server_name: serverName,
+          verify_keys: { [key.keyId]: { key: encodeBase64(key.publicKey) } },
+          old_verify_keys: {},
+          valid_until_ts: Date.now() + VALIDITY_MS,
+        },
+        serverName,
+        key,
+      ),
+    ),
+  );
+  return r;
+}

@@ -1,0 +1,94 @@
+import { createHash } from 'node:crypto';
+import * as v from 'valibot';
+import { MatrixError } from '../errors/matrix-error.ts';
+import { canonicalJson } from '../matrix/canonical-json.ts';
+import { parseUserId } from '../matrix/user-id.ts';
+import type { Logger } from '../logger.ts';
+import type { Counters } from './counters.ts';
+import type { ToDeviceService } from './to-device.ts';
+
+const MAX_PDUS = 50;
+const MAX_EDUS = 100;
+
+const DirectToDeviceContent = v.object({
+  sender: v.string(),
+  type: v.pipe(v.string(), v.minLength(1)),
+  message_id: v.pipe(v.string(), v.minLength(1)),
+  messages: v.record(v.string(), v.record(v.string(), v.record(v.string(), v.unknown()))),
+});
+
+const REJECTED = 'federation_edus_rejected_total';
+
+/**
+ * Applies an inbound federation transaction: refuses PDUs (this server has no rooms), applies
+ * m.direct_to_device EDUs, ignores other EDU types. A failure to store throws, so the whole
+ * transaction fails and the peer retries; an EDU that is wrong in itself is rejected alone.
+ */
+export class FederationInbound {
+  constructor(
+    private readonly toDevice: ToDeviceService,
+    private readonly counters: Counters,
+    private readonly log: Logger,
+  ) {}
+
+  async applyTransaction(origin: string, pdus: readonly unknown[], edus: readonly unknown[]): Promise<{ pdus: Record<string, { error: string }> }> {
+    if (pdus.length > MAX_PDUS) throw new MatrixError('M_BAD_JSON', `A transaction may carry at most ${MAX_PDUS} PDUs`);
+    if (edus.length > MAX_EDUS) throw new MatrixError('M_BAD_JSON', `A transaction may carry at most ${MAX_EDUS} EDUs`);
+    const pduResults: Record<string, { error: string }> = {};
+    for (const pdu of pdus) pduResults[eventIdOf(pdu)] = { error: 'This server does not take part in rooms' };
+
+    for (const edu of edus) {
+      if (typeof edu !== 'object' || edu === null) continue;
+      const { edu_type: type, content } = edu as { edu_type?: unknown; content?: unknown };
+      if (type !== 'm.direct_to_device') continue;
+      await this.applyDirectToDevice(origin, content);
+    }
+    return { pdus: pduResults };
+  }
+
+  private async applyDirectToDevice(origin: string, raw: unknown): Promise<void> {
+    const parsed = v.safeParse(DirectToDeviceContent, raw);
+    if (!parsed.success) return this.reject(origin, 'malformed');
+    const edu = parsed.output;
+    const sender = parseUserId(edu.sender, { allowEmptyLocalpart: true });
+    if (sender === null || sender.serverName !== origin) {
+      // Synapse only logs this; accepting it would let any server speak for any user.
+      return this.reject(origin, 'spoofed_sender', { sender: edu.sender });
+    }
+    if ([...edu.message_id].length > 32) return this.reject(origin, 'message_id_too_long');
+    try {
+      await this.toDevice.send({
+        sender: edu.sender,
+        senderDevice: null,
+        type: edu.type,
+        origin: 'federation',
+        messages: edu.messages,
+        inboundMessage: { origin, messageId: edu.message_id },
+        localOnly: true,
+      });
+    } catch (e) {
+      // Bad content (too large, not canonical JSON) rejects this EDU only; anything else (the
+      // database) fails the transaction so that the peer sends it again.
+      if (e instanceof MatrixError && e.status < 500) return this.reject(origin, 'bad_content', { errcode: e.errcode });
+      throw e;
+    }
+  }
+
+  private reject(origin: string, reason: string, fields: Record<string, unknown> = {}): void {
+    this.counters.inc(REJECTED, { reason });
+    this.log.warn('rejected m.direct_to_device EDU', { origin, reason, ...fields });
+  }
+}
+
+/** A PDU's event ID when it carries one; otherwise a stable hash of it to key the error by. */
+function eventIdOf(pdu: unknown): string {
+  const id = (pdu as { event_id?: unknown } | null)?.event_id;
+  if (typeof id === 'string') return id;
+  let text: string;
+  try {
+    text = canonicalJson(pdu);
+  } catch {
+    text = JSON.stringify(pdu) ?? 'null';
+  }
+  return `$${createHash('sha256').update(text).digest('base64url')}`;
+}

@@ -1,0 +1,96 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { createPostgresDatabaseUrl } from './test-database.ts';
+
+const ROOT = new URL('../..', import.meta.url).pathname;
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A real server process (`src/main.ts`) with its own database — a PGlite directory, or a fresh
+ * PostgreSQL database when TEST_DATABASE_URL is set — kept across restarts of the process.
+ */
+export class ServerProcess {
+  private child: ChildProcess | null = null;
+  private readonly dir = mkdtempSync(join(tmpdir(), 'tds-proc-'));
+  private pg: { url: string; drop(): Promise<void> } | null = null;
+  readonly baseUrl: string;
+  stderr = '';
+
+  private constructor(
+    readonly serverName: string,
+    readonly port: number,
+    private readonly config: Record<string, unknown>,
+  ) {
+    this.baseUrl = `http://127.0.0.1:${port}`;
+  }
+
+  static async create(serverName: string, port: number, config: Record<string, unknown> = {}): Promise<ServerProcess> {
+    const p = new ServerProcess(serverName, port, config);
+    p.pg = await createPostgresDatabaseUrl();
+    return p;
+  }
+
+  async start(): Promise<void> {
+    const configFile = join(this.dir, 'config.yaml');
+    writeFileSync(
+      configFile,
+      stringify({
+        server_name: this.serverName,
+        listen: { host: '127.0.0.1', port: this.port },
+        database: this.pg === null ? { data_dir: join(this.dir, 'pglite') } : { url: this.pg.url },
+        ...this.config,
+      }),
+    );
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      cwd: ROOT,
+      env: { ...process.env, CONFIG_FILE: configFile, LOG_LEVEL: 'info', DATABASE_URL: '' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    this.child = child;
+    this.stderr = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.serverName} did not start:\n${this.stderr}`)), 60_000);
+      child.stderr?.on('data', (d: Buffer) => {
+        this.stderr += d.toString();
+        if (this.stderr.includes('"msg":"listening"')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`${this.serverName} exited with ${code}:\n${this.stderr}`));
+      });
+    });
+  }
+
+  /** Stops the process: SIGTERM (graceful) or SIGKILL (a crash). */
+  async stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
+    const child = this.child;
+    if (child === null || child.exitCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill(signal);
+    await exited;
+    this.child = null;
+  }
+
+  async destroy(): Promise<void> {
+    await this.stop('SIGKILL');
+    await this.pg?.drop();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
