@@ -106,6 +106,13 @@ describe('inbound federation transactions', () => {
     expect(pdus.$a?.error).toEqual(expect.any(String));
   });
 
+  it('accepts EDUs with extra content fields, as Synapse sends them', async () => {
+    const synapseLike = edu('synapse-1', { [bob.userId]: { '*': { from: 'synapse' } } });
+    (synapseLike.content as Record<string, unknown>)['org.matrix.opentracing_context'] = '{}';
+    expect((await sendTxn({ edus: [synapseLike] })).status).toBe(200);
+    expect(await bobReceives()).toEqual([{ sender: `@mallory:${EVIL}`, type: 'm.test', content: { from: 'synapse' } }]);
+  });
+
   it('ignores unknown EDU types and malformed to-device EDUs', async () => {
     const res = await sendTxn({ edus: [{ edu_type: 'm.typing', content: {} }, { edu_type: 'm.direct_to_device', content: { sender: 1 } }] });
     expect(res.status).toBe(200);

@@ -176,6 +176,10 @@ export function parseConfig(raw: unknown): Config {
     throw new ConfigError(parsed.issues.map((i) => `${issuePath(i)}: ${i.message}`));
   }
   const c = parsed.output;
+  const listen = c.federation.listen;
+  if (listen !== undefined && (listen.tls_cert === undefined) !== (listen.tls_key === undefined)) {
+    throw new ConfigError(['federation.listen: tls_cert and tls_key must be given together']);
+  }
   const config: Config = {
     serverName: c.server_name,
     listen: { host: c.listen.host, port: c.listen.port },

@@ -18,6 +18,7 @@ export interface TestApp extends App {
 export async function startTestApp(
   config: Record<string, unknown> = {},
   handlers: readonly HandlerToLoad[] = [{ module: ping as HandlerModule<unknown> }],
+  extra: { federationCa?: string } = {},
 ): Promise<TestApp> {
   const database = await createTestDatabase();
   let built: App;
@@ -27,6 +28,7 @@ export async function startTestApp(
       database,
       handlers,
       signingKey: await loadOwnSigningKey(database.db),
+      ...extra,
     });
   } catch (e) {
     await database.close();
