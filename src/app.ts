@@ -22,6 +22,8 @@ import type { Services } from './services/services.ts';
 import { ToDeviceSyncService } from './services/sync.ts';
 import { ToDeviceService } from './services/to-device.ts';
 import type { Database } from './storage/database.ts';
+import { AppserviceSender } from './appservice/appservice-sender.ts';
+import { AppserviceRegistry } from './appservice/registration.ts';
 import type { SigningKey } from './federation/ed25519.ts';
 import { FederationClient } from './federation/federation-client.ts';
 import { RemoteKeys } from './federation/remote-keys.ts';
@@ -44,6 +46,8 @@ export interface AppDeps {
   signingKey?: SigningKey;
   /** Contents of federation.ca_file, read by the caller. */
   federationCa?: string;
+  /** Appservice registrations (loadAppserviceRegistrations); none when absent. */
+  appservices?: AppserviceRegistry;
 }
 
 export interface Federation {
@@ -59,6 +63,7 @@ export interface App {
   maintenance: Maintenance;
   dispatcher: ServerUserDispatcher;
   federation: Federation | null;
+  appserviceSender: AppserviceSender;
   /** Stops background work (federation retries, keep-alive sockets); the database stays open. */
   stop(): void;
 }
@@ -70,12 +75,18 @@ export function createApp(deps: AppDeps): App {
   const counters = new Counters();
   const notifier = new Notifier();
   const serverUserId = `@:${config.serverName}`;
+  const appservices = deps.appservices ?? new AppserviceRegistry([]);
+  const appserviceSender = new AppserviceSender({ db: database.db, registry: appservices, log, counters, backoff: config.federation.backoff });
   const toDevice: ToDeviceService = new ToDeviceService({
     db: database.db,
     serverName: config.serverName,
     notifier,
     counters,
     dispatchToServerUser: (messages): Promise<void> => dispatcher.dispatch(messages),
+    appservices,
+    onAppserviceQueued: (ids) => {
+      for (const id of ids) appserviceSender.wake(id);
+    },
     onRemoteQueued: (destinations) => {
       for (const d of destinations) federation?.sender.wake(d);
     },
@@ -99,6 +110,7 @@ export function createApp(deps: AppDeps): App {
     toDevice,
     toDeviceSync: new ToDeviceSyncService(database.db, notifier),
     filters: new FiltersService(database.db),
+    appservices,
   };
 
   const app = new Hono<AppEnv>();
@@ -143,8 +155,10 @@ export function createApp(deps: AppDeps): App {
     services,
     dispatcher,
     federation,
+    appserviceSender,
     maintenance: new Maintenance(database.db, config, log),
     stop() {
+      appserviceSender.stop();
       federation?.sender.stop();
       federation?.client.close();
     },

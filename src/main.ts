@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import { serve } from '@hono/node-server';
 import { loadOwnSigningKey } from './federation/own-signing-key.ts';
+import { loadAppserviceRegistrations } from './appservice/load-registrations.ts';
+import { AppserviceConfigError } from './appservice/registration.ts';
 import { createApp } from './app.ts';
 import { ConfigError, loadConfig } from './config/config.ts';
 import { createLogger, type LogLevel } from './logger.ts';
@@ -34,20 +36,22 @@ async function main(): Promise<void> {
       log,
       handlers: await loadHandlerModules(config.handlers),
       signingKey: await loadOwnSigningKey(database.db),
+      appservices: loadAppserviceRegistrations(config.appservices, config.serverName),
       ...(config.federation.caFile === null ? {} : { federationCa: readFileSync(config.federation.caFile, 'utf8') }),
     });
   } catch (e) {
-    if (e instanceof HandlerLoadError) {
+    if (e instanceof HandlerLoadError || e instanceof AppserviceConfigError) {
       console.error(e.message);
       await database.close();
       process.exit(1);
     }
     throw e;
   }
-  const { app, maintenance, dispatcher, federation } = built;
+  const { app, maintenance, dispatcher, federation, appserviceSender } = built;
   log.info('handler modules loaded', { modules: dispatcher.modules });
   // Messages queued for other servers before a restart go out now.
   await federation?.sender.resumeAll();
+  await appserviceSender.resumeAll();
   maintenance.start();
   const server = serve({ fetch: app.fetch, hostname: config.listen.host, port: config.listen.port }, (info) => {
     log.info('listening', {

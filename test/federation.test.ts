@@ -1,7 +1,7 @@
-import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canonicalJson } from '../src/matrix/canonical-json.ts';
 import { collectToDevice, overHttp, TestClient } from './support/client.ts';
+import { startRecordingProxy } from './support/recording-proxy.ts';
 import { freePort, ServerProcess } from './support/server-process.ts';
 
 /**
@@ -10,46 +10,31 @@ import { freePort, ServerProcess } from './support/server-process.ts';
  */
 let a: ServerProcess;
 let b: ServerProcess;
-let proxy: Server;
+let proxy: Awaited<ReturnType<typeof startRecordingProxy>>;
+
 type Txn = { edus: { edu_type: string; content: Record<string, unknown> }[] };
-// Transactions A sent, by txn id (a retry repeats the same one), with B's answers.
-const sent = new Map<string, Txn>();
-const answers: { txnId: string; status: number }[] = [];
+/** Transactions A sent to B, by txn id (a retry repeats the same one). */
+const sent = () =>
+  new Map(
+    proxy.requests
+      .filter((r) => r.method === 'PUT' && r.url.startsWith('/_matrix/federation/v1/send/'))
+      .map((r) => [r.url, r.body as Txn] as const),
+  );
 
 beforeAll(async () => {
-  const [pa, pb, pp] = await Promise.all([freePort(), freePort(), freePort()]);
-  proxy = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const body = Buffer.concat(chunks);
-      const txnId = req.method === 'PUT' && req.url?.startsWith('/_matrix/federation/v1/send/') ? req.url.slice(28) : null;
-      if (txnId !== null) sent.set(txnId, JSON.parse(body.toString()) as Txn);
-      fetch(`http://127.0.0.1:${pb}${req.url}`, {
-        method: req.method ?? 'GET',
-        headers: Object.fromEntries(Object.entries(req.headers).filter(([k]) => k === 'authorization' || k === 'content-type')) as Record<string, string>,
-        ...(body.length > 0 ? { body } : {}),
-      }).then(
-        async (r) => {
-          if (txnId !== null) answers.push({ txnId, status: r.status });
-          res.writeHead(r.status, { 'content-type': 'application/json' }).end(Buffer.from(await r.arrayBuffer()));
-        },
-        () => res.writeHead(502).end(),
-      );
-    });
-  });
-  await new Promise<void>((resolve) => proxy.listen(pp, '127.0.0.1', resolve));
+  const [pa, pb] = await Promise.all([freePort(), freePort()]);
+  proxy = await startRecordingProxy(`http://127.0.0.1:${pb}`);
   const fed = (routes: Record<string, string>) => ({
     federation: { allow_http: true, static_routes: routes, backoff_initial_ms: 100, backoff_max_ms: 400 },
   });
-  a = await ServerProcess.create('a.test', pa, fed({ 'b.test': `http://127.0.0.1:${pp}` }));
+  a = await ServerProcess.create('a.test', pa, fed({ 'b.test': proxy.baseUrl }));
   b = await ServerProcess.create('b.test', pb, fed({ 'a.test': `http://127.0.0.1:${pa}` }));
   await Promise.all([a.start(), b.start()]);
 }, 120_000);
 
 afterAll(async () => {
   await Promise.all([a?.destroy(), b?.destroy()]);
-  await new Promise<void>((resolve) => proxy.close(() => resolve()));
+  await proxy.close();
 });
 
 const onA = () => overHttp(a.baseUrl);
@@ -90,14 +75,14 @@ describe('federation between two server processes', () => {
     }
     const dave0 = await TestClient.login(onB(), 'dave', { deviceId: 'D0' });
     const dave99 = await TestClient.login(onB(), 'dave', { deviceId: 'D99' });
-    const before = new Set(sent.keys());
+    const before = new Set(sent().keys());
     for (let round = 0; round < 3; round++) {
       const perDevice = Object.fromEntries(devices.map((d) => [d, { round, pad: 'x'.repeat(1000) }]));
       expect((await sender.sendToDevice('m.bulk', { '@dave:b.test': perDevice })).status).toBe(200);
     }
     expect((await collectToDevice(dave0, 3)).map((e) => e.content.round)).toEqual([0, 1, 2]);
     expect((await collectToDevice(dave99, 3)).map((e) => e.content.round)).toEqual([0, 1, 2]);
-    const edus = [...sent].filter(([id]) => !before.has(id)).flatMap(([, t]) => t.edus).filter((e) => e.content.type === 'm.bulk');
+    const edus = [...sent()].filter(([id]) => !before.has(id)).flatMap(([, t]) => t.edus).filter((e) => e.content.type === 'm.bulk');
     const carried = edus.reduce((n, e) => n + Object.keys((e.content.messages as Record<string, object>)['@dave:b.test'] ?? {}).length, 0);
     expect(carried).toBe(300);
     for (const e of edus) expect(Buffer.byteLength(canonicalJson(e.content))).toBeLessThanOrEqual(65_536);

@@ -82,6 +82,8 @@ const ConfigFileSchema = v.strictObject({
     }),
     {},
   ),
+  // Paths of appservice registration files (YAML).
+  appservices: v.optional(v.array(v.pipe(v.string(), v.minLength(1))), []),
   server_user: v.optional(
     v.strictObject({
       // How long a sender's request waits for its server-user messages to be handled.
@@ -109,6 +111,7 @@ export interface Config {
   /** Handler modules to load and each one's raw config, validated by the module at start. */
   readonly handlers: readonly { readonly module: string; readonly config?: unknown }[];
   readonly serverUser: { readonly dispatchDeadlineMs: number };
+  readonly appservices: readonly string[];
   readonly federation: {
     readonly enabled: boolean;
     readonly listen: { readonly host: string; readonly port: number; readonly tlsCert: string | null; readonly tlsKey: string | null } | null;
@@ -196,6 +199,7 @@ export function parseConfig(raw: unknown): Config {
     },
     handlers: c.handlers,
     serverUser: { dispatchDeadlineMs: c.server_user.dispatch_deadline_ms },
+    appservices: c.appservices,
     federation: {
       enabled: c.federation.enabled,
       listen:

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logger.ts';
 import type { Counters } from '../services/counters.ts';
 import type { Db } from '../storage/database.ts';
+import { RetryingRunner } from '../services/retrying-runner.ts';
 import { FederationOutboxStore, type PendingTxn } from '../storage/federation-outbox-store.ts';
 import { packEdus } from './edu-packer.ts';
 import type { FederationClient } from './federation-client.ts';
@@ -15,14 +16,6 @@ export interface SenderOptions {
   backoff: { initialMs: number; maxMs: number };
 }
 
-interface DestinationState {
-  running: boolean;
-  /** A wake-up arrived while running: look again before stopping. */
-  again: boolean;
-  attempts: number;
-  timer: NodeJS.Timeout | null;
-}
-
 // Rows read per transaction; at most 100 EDUs of them are sent, the rest wait their turn.
 const ROWS_PER_TXN = 2000;
 
@@ -32,28 +25,22 @@ const ROWS_PER_TXN = 2000;
  * repeats the same txnId and body, and its rows are deleted only after the peer's 200.
  */
 export class FederationSender {
-  private readonly destinations = new Map<string, DestinationState>();
   private readonly store: FederationOutboxStore;
-  private stopped = false;
+  private readonly runner: RetryingRunner;
 
   constructor(private readonly opts: SenderOptions) {
     this.store = new FederationOutboxStore(opts.db);
+    this.runner = new RetryingRunner({
+      step: (destination) => this.sendOne(destination),
+      backoff: opts.backoff,
+      log: opts.log.child({ component: 'federation-sender' }),
+      onFailure: (destination) => opts.counters.inc('federation_send_failures_total', { destination }),
+    });
   }
 
   /** New messages for `destination`: send now unless it is backing off. */
   wake(destination: string): void {
-    if (this.stopped) return;
-    let state = this.destinations.get(destination);
-    if (state === undefined) {
-      state = { running: false, again: false, attempts: 0, timer: null };
-      this.destinations.set(destination, state);
-    }
-    if (state.running) {
-      state.again = true;
-      return;
-    }
-    if (state.timer !== null) return;
-    void this.run(destination, state);
+    this.runner.wake(destination);
   }
 
   /** After a start: every destination with queued or in-flight messages. */
@@ -62,41 +49,12 @@ export class FederationSender {
   }
 
   stop(): void {
-    this.stopped = true;
-    for (const state of this.destinations.values()) if (state.timer !== null) clearTimeout(state.timer);
+    this.runner.stop();
   }
 
-  /** For tests and operators: destinations currently backing off, with their attempt counts. */
+  /** Destinations currently backing off, with their failed attempts. */
   backoffState(): Record<string, number> {
-    return Object.fromEntries([...this.destinations].filter(([, s]) => s.timer !== null).map(([d, s]) => [d, s.attempts]));
-  }
-
-  private async run(destination: string, state: DestinationState): Promise<void> {
-    state.running = true;
-    try {
-      do {
-        state.again = false;
-        while (!this.stopped && (await this.sendOne(destination))) {
-          state.attempts = 0;
-        }
-      } while (state.again && !this.stopped);
-      state.attempts = 0;
-    } catch (e) {
-      state.attempts += 1;
-      const { initialMs, maxMs } = this.opts.backoff;
-      const base = Math.min(maxMs, initialMs * 2 ** Math.min(state.attempts - 1, 30));
-      // Full jitter in [base/2, base]: peers that failed together do not retry together.
-      const delay = Math.round(base / 2 + Math.random() * (base / 2));
-      this.opts.counters.inc('federation_send_failures_total', { destination });
-      this.opts.log.warn('federation send failed; backing off', { destination, attempts: state.attempts, delayMs: delay, err: String(e) });
-      state.timer = setTimeout(() => {
-        state.timer = null;
-        if (!this.stopped) void this.run(destination, state);
-      }, delay);
-      state.timer.unref();
-    } finally {
-      state.running = false;
-    }
+    return this.runner.backingOff();
   }
 
   /** Sends one transaction; false when the destination's queue is empty. */

@@ -1,6 +1,7 @@
 import { createMiddleware } from 'hono/factory';
 import { MatrixError } from '../errors/matrix-error.ts';
-import type { AccountsService } from '../services/accounts.ts';
+import type { Appservice, AppserviceRegistry } from '../appservice/registration.ts';
+import type { AccountsService, Session } from '../services/accounts.ts';
 import type { AppEnv } from './env.ts';
 
 /** The access token from `Authorization: Bearer` or the deprecated `?access_token=`. */
@@ -13,12 +14,38 @@ export function accessTokenOf(authorization: string | undefined, queryToken: str
   return queryToken !== undefined && queryToken !== '' ? queryToken : null;
 }
 
-/** Requires a valid access token and puts the session on the context. */
-export function requireAuth(accounts: AccountsService) {
+/**
+ * Requires a valid access token and puts the session on the context. An appservice's as_token
+ * acts as its sender user, or masquerades as `?user_id=` in its namespace, optionally as one of
+ * that user's devices (`device_id`, MSC3202's `org.matrix.msc3202.device_id`).
+ */
+export function requireAuth({ accounts, appservices }: { accounts: AccountsService; appservices: AppserviceRegistry }) {
   return createMiddleware<AppEnv>(async (c, next) => {
     const token = accessTokenOf(c.req.header('authorization'), c.req.query('access_token'));
     if (token === null) throw new MatrixError('M_MISSING_TOKEN', 'Missing access token');
-    c.set('session', await accounts.authenticate(token));
+    const as = appservices.byAsToken(token);
+    c.set('session', as === null ? await accounts.authenticate(token) : await appserviceSession(c.req.query(), as, accounts, appservices));
     await next();
   });
+}
+
+async function appserviceSession(query: Record<string, string>, as: Appservice, accounts: AccountsService, registry: AppserviceRegistry): Promise<Session> {
+  const userId = query.user_id ?? as.senderUserId;
+  if (!registry.owns(as, userId)) {
+    throw new MatrixError('M_EXCLUSIVE', 'Application service cannot masquerade as this user (not in its namespaces)');
+  }
+  if (userId !== as.senderUserId && !(await accounts.userExists(userId))) {
+    throw new MatrixError('M_FORBIDDEN', 'Application service has not registered this user');
+  }
+  const deviceId = query.device_id ?? query['org.matrix.msc3202.device_id'] ?? null;
+  if (deviceId !== null && !(await accounts.deviceExists(userId, deviceId))) {
+    throw new MatrixError('M_UNKNOWN_DEVICE', 'No such device for this user');
+  }
+  return { userId, deviceId, appserviceId: as.id };
+}
+
+/** The device a request acts for; appservice requests that name none cannot use device endpoints. */
+export function deviceOf(session: Session): string {
+  if (session.deviceId === null) throw new MatrixError('M_UNKNOWN_DEVICE', 'This request needs a device: pass device_id');
+  return session.deviceId;
 }

@@ -8,7 +8,10 @@ import { hashToken, newAccessToken, newDeviceId, newOpaqueId } from './tokens.ts
 
 export interface Session {
   userId: string;
-  deviceId: string;
+  /** Null for an appservice acting as a user without naming a device. */
+  deviceId: string | null;
+  /** Set when the request was made with an appservice's as_token. */
+  appserviceId?: string;
 }
 
 export interface LoginResult {
@@ -44,6 +47,22 @@ export class AccountsService {
     this.store = new AccountsStore(db);
     this.uia = new UiaStore(db);
     this.serverUserId = `@:${serverName}`;
+  }
+
+  async userExists(userId: string): Promise<boolean> {
+    return (await this.store.getUser(userId)) !== null;
+  }
+
+  async deviceExists(userId: string, deviceId: string): Promise<boolean> {
+    return (await this.store.getDevice(userId, deviceId)) !== null;
+  }
+
+  /** Registers a user for an appservice (no password); logs in unless inhibited. */
+  async registerForAppservice(localpart: string, deviceId: string | null, inhibitLogin: boolean): Promise<{ userId: string; login: LoginResult | null }> {
+    this.checkNewLocalpart(localpart);
+    const userId = formatUserId(localpart, this.serverName);
+    if (!(await this.store.createUser(userId, localpart, null))) throw new MatrixError('M_USER_IN_USE', 'User ID already taken');
+    return { userId, login: inhibitLogin ? null : await this.startSession(userId, deviceId, null) };
   }
 
   async authenticate(token: string): Promise<Session> {
@@ -88,7 +107,7 @@ export class AccountsService {
   }
 
   async logout(session: Session): Promise<void> {
-    await this.store.deleteDevices(session.userId, [session.deviceId]);
+    if (session.deviceId !== null) await this.store.deleteDevices(session.userId, [session.deviceId]);
   }
 
   async logoutAll(userId: string): Promise<void> {

@@ -1,3 +1,4 @@
+import type { AppserviceRegistry } from '../appservice/registration.ts';
 import type { Config } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
 import type { AccountsService } from './accounts.ts';
@@ -17,4 +18,5 @@ export interface Services {
   toDevice: ToDeviceService;
   toDeviceSync: ToDeviceSyncService;
   filters: FiltersService;
+  appservices: AppserviceRegistry;
 }

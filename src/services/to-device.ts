@@ -3,6 +3,8 @@ import { MatrixError } from '../errors/matrix-error.ts';
 import { parseUserId } from '../matrix/user-id.ts';
 import type { Db } from '../storage/database.ts';
 import { DeviceInboxStore, type DeviceSelector, type InboxMessage } from '../storage/device-inbox-store.ts';
+import type { AppserviceRegistry } from '../appservice/registration.ts';
+import { AppserviceQueueStore, type AppserviceMessage } from '../storage/appservice-queue-store.ts';
 import { FederationInboundStore } from '../storage/federation-inbound-store.ts';
 import { FederationOutboxStore, type OutboxMessage } from '../storage/federation-outbox-store.ts';
 import { TxnStore, type TxnKey } from '../storage/txn-store.ts';
@@ -47,6 +49,9 @@ export interface ToDeviceServiceDeps {
   dispatchToServerUser?: (messages: ServerUserMessage[]) => Promise<void>;
   /** Told which destinations got new outbox rows, after they are committed. */
   onRemoteQueued?: (destinations: string[]) => void;
+  /** Appservices that take to-device messages for their users (MSC4203). */
+  appservices?: AppserviceRegistry;
+  onAppserviceQueued?: (appserviceIds: string[]) => void;
 }
 
 const DROPPED = 'to_device_dropped_total';
@@ -133,6 +138,7 @@ export class ToDeviceService {
 
     const response: Record<string, unknown> = {};
     let woken: { userId: string; deviceId: string }[];
+    let appservicesQueued: string[] = [];
     try {
       woken = await this.deps.db.transaction(async (tx) => {
         if (input.txn !== undefined && !(await new TxnStore(tx).claim(input.txn, JSON.stringify(response)))) {
@@ -164,8 +170,11 @@ export class ToDeviceService {
             }
           }
         }
-        await inbox.insert(rows);
+        const streamIds = await inbox.insert(rows);
         await new FederationOutboxStore(tx).insert(remote);
+        const owed = appserviceCopiesOf(this.deps.appservices, rows, streamIds);
+        await new AppserviceQueueStore(tx).insert(owed);
+        appservicesQueued = [...new Set(owed.map((m) => m.appserviceId))];
         return existing;
       });
     } catch (e) {
@@ -181,6 +190,7 @@ export class ToDeviceService {
     }
     for (const d of woken) this.deps.notifier.notify(d.userId, d.deviceId);
     if (remote.length > 0) this.deps.onRemoteQueued?.([...new Set(remote.map((r) => r.destination))]);
+    if (appservicesQueued.length > 0) this.deps.onAppserviceQueued?.(appservicesQueued);
 
     if (serverUser.length > 0) {
       if (this.deps.dispatchToServerUser === undefined) {
@@ -191,6 +201,27 @@ export class ToDeviceService {
     }
     return response;
   }
+}
+
+/** Which stored messages an appservice is owed too. */
+function appserviceCopiesOf(registry: AppserviceRegistry | undefined, rows: readonly InboxMessage[], streamIds: readonly number[]): AppserviceMessage[] {
+  if (registry === undefined || registry.all.length === 0) return [];
+  const out: AppserviceMessage[] = [];
+  rows.forEach((row, i) => {
+    for (const { as, exclusive } of registry.recipientsFor(row.userId)) {
+      out.push({
+        appserviceId: as.id,
+        inboxStreamId: streamIds[i] ?? null,
+        exclusive,
+        type: row.type,
+        sender: row.sender,
+        content: row.content,
+        toUserId: row.userId,
+        toDeviceId: row.deviceId,
+      });
+    }
+  });
+  return out;
 }
 
 function checkContent(content: Record<string, unknown>): void {

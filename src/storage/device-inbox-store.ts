@@ -53,12 +53,17 @@ export class DeviceInboxStore {
       .for('update');
   }
 
-  async insert(messages: readonly InboxMessage[]): Promise<void> {
+  /** Inserts in order and returns each message's stream id, in the same order. */
+  async insert(messages: readonly InboxMessage[]): Promise<number[]> {
     const now = Date.now();
+    const ids: number[] = [];
     for (let i = 0; i < messages.length; i += INSERT_CHUNK) {
       const chunk = messages.slice(i, i + INSERT_CHUNK).map((m) => ({ ...m, receivedTs: now }));
-      await this.db.insert(deviceInbox).values(chunk);
+      const rows = await this.db.insert(deviceInbox).values(chunk).returning({ streamId: deviceInbox.streamId });
+      // Ids come from the sequence in row order; sort rather than trust RETURNING's order.
+      ids.push(...rows.map((r) => r.streamId).sort((a, b) => a - b));
     }
+    return ids;
   }
 
   /** Acknowledges everything up to and including `streamId` for one device. */

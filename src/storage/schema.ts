@@ -140,3 +140,36 @@ export const federationPendingTxns = pgTable('federation_pending_txns', {
   streamIds: text('stream_ids').notNull(),
   createdTs: ms('created_ts').notNull(),
 });
+
+/**
+ * To-device messages owed to an appservice (MSC4203), in arrival order. `inbox_stream_id` links
+ * the device_inbox row: for an exclusive namespace it is deleted once the appservice has the
+ * message; for an inclusive one it stays for /sync.
+ */
+export const appserviceQueue = pgTable(
+  'appservice_queue',
+  {
+    streamId: bigserial('stream_id', { mode: 'number' }).primaryKey(),
+    appserviceId: text('appservice_id').notNull(),
+    inboxStreamId: bigint('inbox_stream_id', { mode: 'number' }),
+    exclusive: boolean('exclusive').notNull(),
+    type: text('type').notNull(),
+    sender: text('sender').notNull(),
+    content: text('content').notNull(),
+    toUserId: text('to_user_id').notNull(),
+    toDeviceId: text('to_device_id').notNull(),
+    createdTs: ms('created_ts').notNull(),
+  },
+  (t) => [index('appservice_queue_as').on(t.appserviceId, t.streamId)],
+);
+
+/** The transaction being pushed to an appservice; a retry repeats exactly this txnId and body. */
+export const appservicePendingTxns = pgTable('appservice_pending_txns', {
+  appserviceId: text('appservice_id').primaryKey(),
+  txnId: text('txn_id').notNull(),
+  body: text('body').notNull(),
+  // JSON arrays: the appservice_queue rows carried, and the device_inbox rows to drop on success.
+  queueIds: text('queue_ids').notNull(),
+  inboxIds: text('inbox_ids').notNull(),
+  createdTs: ms('created_ts').notNull(),
+});

@@ -4,6 +4,7 @@ import type { Database } from '../../src/storage/database.ts';
 import type { HandlerModule } from '../../src/server-user/define-handler.ts';
 import type { HandlerToLoad } from '../../src/server-user/dispatcher.ts';
 import ping from '../../handlers/ping/index.ts';
+import type { AppserviceRegistry } from '../../src/appservice/registration.ts';
 import { loadOwnSigningKey } from '../../src/federation/own-signing-key.ts';
 import { createTestDatabase } from './test-database.ts';
 
@@ -18,7 +19,7 @@ export interface TestApp extends App {
 export async function startTestApp(
   config: Record<string, unknown> = {},
   handlers: readonly HandlerToLoad[] = [{ module: ping as HandlerModule<unknown> }],
-  extra: { federationCa?: string } = {},
+  extra: { federationCa?: string; appservices?: AppserviceRegistry } = {},
 ): Promise<TestApp> {
   const database = await createTestDatabase();
   let built: App;

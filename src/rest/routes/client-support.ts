@@ -9,7 +9,7 @@ import type { AppEnv } from '../env.ts';
  */
 export function clientSupportRoutes(s: Services): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
-  const auth = requireAuth(s.accounts);
+  const auth = requireAuth(s);
 
   const pushRules = { global: { override: [], content: [], room: [], sender: [], underride: [] } };
   // matrix-js-sdk asks for /pushrules/ with the trailing slash.

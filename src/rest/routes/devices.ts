@@ -32,9 +32,9 @@ function deviceJson(d: DeviceRow) {
 export function devicesRoutes(s: Services): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
   const max = s.config.limits.maxRequestBytes;
-  r.use('/v3/devices', requireAuth(s.accounts));
-  r.use('/v3/devices/*', requireAuth(s.accounts));
-  r.use('/v3/delete_devices', requireAuth(s.accounts));
+  r.use('/v3/devices', requireAuth(s));
+  r.use('/v3/devices/*', requireAuth(s));
+  r.use('/v3/delete_devices', requireAuth(s));
 
   r.get('/v3/devices', async (c) => {
     const list = await s.accounts.listDevices(c.get('session').userId);

@@ -10,8 +10,8 @@ const FilterBody = v.record(v.string(), v.unknown());
 
 export function filterRoutes(s: Services): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
-  r.use('/v3/user/:userId/filter/*', requireAuth(s.accounts));
-  r.use('/v3/user/:userId/filter', requireAuth(s.accounts));
+  r.use('/v3/user/:userId/filter/*', requireAuth(s));
+  r.use('/v3/user/:userId/filter', requireAuth(s));
 
   const ownUser = (sessionUser: string, pathUser: string) => {
     if (sessionUser !== pathUser) throw new MatrixError('M_FORBIDDEN', 'Cannot access filters of other users');

@@ -19,7 +19,7 @@ const LoginBody = v.object({
 
 export function loginRoutes(s: Services): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
-  const auth = requireAuth(s.accounts);
+  const auth = requireAuth(s);
 
   r.get('/v3/login', (c) => c.json({ flows: [{ type: 'm.login.password' }] }));
 
@@ -60,7 +60,7 @@ export function loginRoutes(s: Services): Hono<AppEnv> {
 
   r.get('/v3/account/whoami', auth, (c) => {
     const session = c.get('session');
-    return c.json({ user_id: session.userId, device_id: session.deviceId, is_guest: false });
+    return c.json({ user_id: session.userId, ...(session.deviceId === null ? {} : { device_id: session.deviceId }), is_guest: false });
   });
 
   return r;

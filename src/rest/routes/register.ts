@@ -1,4 +1,5 @@
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
+import { accessTokenOf } from '../auth.ts';
 import * as v from 'valibot';
 import { MatrixError } from '../../errors/matrix-error.ts';
 import { newOpaqueId } from '../../services/tokens.ts';
@@ -7,6 +8,8 @@ import type { AppEnv } from '../env.ts';
 import { readJsonBody } from '../json-body.ts';
 
 const RegisterBody = v.object({
+  // m.login.application_service: an appservice registering a user in its namespace.
+  type: v.optional(v.string()),
   username: v.optional(v.string()),
   password: v.optional(v.pipe(v.string(), v.maxLength(512, 'password is longer than 512 characters'))),
   device_id: v.optional(v.pipe(v.string(), v.minLength(1), v.maxLength(255))),
@@ -30,8 +33,12 @@ export function registerRoutes(s: Services): Hono<AppEnv> {
     if (c.req.query('kind') === 'guest') {
       throw new MatrixError('M_GUEST_ACCESS_FORBIDDEN', 'Guest access is not supported');
     }
-    if (!s.config.registrationEnabled) throw new MatrixError('M_FORBIDDEN', 'Registration has been disabled');
     const body = await readJsonBody(c, RegisterBody, s.config.limits.maxRequestBytes);
+    if (body.type === 'm.login.application_service') return registerForAppservice(c, s, body);
+    if (!s.config.registrationEnabled) throw new MatrixError('M_FORBIDDEN', 'Registration has been disabled');
+    if (body.username !== undefined && s.appservices.exclusiveOwner(`@${body.username}:${s.config.serverName}`) !== null) {
+      throw new MatrixError('M_EXCLUSIVE', 'This user ID is reserved by an application service', { status: 400 });
+    }
     // Report a bad or taken username before asking for auth, as clients expect.
     if (body.username !== undefined && !(await s.accounts.isUsernameAvailable(body.username))) {
       throw new MatrixError('M_USER_IN_USE', 'User ID already taken');
@@ -60,4 +67,18 @@ export function registerRoutes(s: Services): Hono<AppEnv> {
   });
 
   return r;
+}
+
+/** Spec "Server admin style permissions": registration with the appservice's as_token. */
+async function registerForAppservice(c: Context<AppEnv>, s: Services, body: v.InferOutput<typeof RegisterBody>): Promise<Response> {
+  const token = accessTokenOf(c.req.header('authorization'), c.req.query('access_token'));
+  if (token === null) throw new MatrixError('M_MISSING_TOKEN', 'm.login.application_service needs the appservice as_token');
+  const as = s.appservices.byAsToken(token);
+  if (as === null) throw new MatrixError('M_UNKNOWN_TOKEN', 'Unrecognised appservice token');
+  if (body.username === undefined) throw new MatrixError('M_MISSING_PARAM', 'Missing username');
+  const userId = `@${body.username}:${s.config.serverName}`;
+  if (!s.appservices.owns(as, userId)) throw new MatrixError('M_EXCLUSIVE', 'User ID is not in the appservice\'s namespaces');
+  const result = await s.accounts.registerForAppservice(body.username, body.device_id ?? null, body.inhibit_login === true);
+  if (result.login === null) return c.json({ user_id: result.userId });
+  return c.json({ user_id: result.userId, access_token: result.login.accessToken, device_id: result.login.deviceId, home_server: s.config.serverName });
 }

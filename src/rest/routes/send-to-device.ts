@@ -14,7 +14,7 @@ const SendToDeviceBody = v.object({
 export function sendToDeviceRoutes(s: Services): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
 
-  r.put('/v3/sendToDevice/:eventType/:txnId', requireAuth(s.accounts), async (c) => {
+  r.put('/v3/sendToDevice/:eventType/:txnId', requireAuth(s), async (c) => {
     const { eventType, txnId } = c.req.param();
     if (Buffer.byteLength(eventType, 'utf8') > 255) throw new MatrixError('M_INVALID_PARAM', 'Event type is longer than 255 bytes');
     const body = await readJsonBody(c, SendToDeviceBody, s.config.limits.maxRequestBytes);
@@ -25,7 +25,7 @@ export function sendToDeviceRoutes(s: Services): Hono<AppEnv> {
       type: eventType,
       origin: 'client',
       messages: body.messages as Record<string, Record<string, Record<string, unknown>>>,
-      txn: { userId: session.userId, deviceId: session.deviceId, endpoint: `sendToDevice/${eventType}`, txnId },
+      txn: { userId: session.userId, deviceId: session.deviceId ?? `as:${session.appserviceId ?? ''}`, endpoint: `sendToDevice/${eventType}`, txnId },
     });
     return c.json(response);
   });

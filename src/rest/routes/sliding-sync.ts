@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import * as v from 'valibot';
 import type { Services } from '../../services/services.ts';
-import { requireAuth } from '../auth.ts';
+import { deviceOf, requireAuth } from '../auth.ts';
 import type { AppEnv } from '../env.ts';
 import { readJsonBody } from '../json-body.ts';
 import { intParam } from '../query.ts';
@@ -28,7 +28,7 @@ const SlidingSyncBody = v.object({
 export function slidingSyncRoutes(s: Services): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
 
-  r.post('/unstable/org.matrix.simplified_msc3575/sync', requireAuth(s.accounts), async (c) => {
+  r.post('/unstable/org.matrix.simplified_msc3575/sync', requireAuth(s), async (c) => {
     const session = c.get('session');
     const body = await readJsonBody(c, SlidingSyncBody, s.config.limits.maxRequestBytes);
     const pos = c.req.query('pos');
@@ -42,7 +42,7 @@ export function slidingSyncRoutes(s: Services): Hono<AppEnv> {
     const since = ext.since === undefined ? null : parseSyncToken(ext.since, 'extensions.to_device.since');
     const batch = await s.toDeviceSync.sync({
       userId: session.userId,
-      deviceId: session.deviceId,
+      deviceId: deviceOf(session),
       since,
       limit: Math.min(ext.limit ?? s.config.limits.syncToDeviceLimit, s.config.limits.syncToDeviceLimit),
       timeoutMs: pos === undefined ? 0 : timeout,

@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import { MatrixError } from '../../errors/matrix-error.ts';
 import type { Services } from '../../services/services.ts';
-import { requireAuth } from '../auth.ts';
+import { deviceOf, requireAuth } from '../auth.ts';
 import type { AppEnv } from '../env.ts';
 import { boolParam, intParam } from '../query.ts';
 import { encodeSyncToken, parseSyncToken } from '../sync-token.ts';
@@ -11,7 +11,7 @@ const PRESENCE = new Set(['online', 'offline', 'unavailable']);
 export function syncRoutes(s: Services): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
 
-  r.get('/v3/sync', requireAuth(s.accounts), async (c) => {
+  r.get('/v3/sync', requireAuth(s), async (c) => {
     const session = c.get('session');
     const sinceRaw = c.req.query('since');
     const since = sinceRaw === undefined || sinceRaw === '' ? null : parseSyncToken(sinceRaw);
@@ -27,7 +27,7 @@ export function syncRoutes(s: Services): Hono<AppEnv> {
     // As in Synapse, an initial or full-state sync answers at once.
     const batch = await s.toDeviceSync.sync({
       userId: session.userId,
-      deviceId: session.deviceId,
+      deviceId: deviceOf(session),
       since,
       limit: s.config.limits.syncToDeviceLimit,
       timeoutMs: since === null || fullState ? 0 : timeout,
