@@ -173,3 +173,14 @@ export const appservicePendingTxns = pgTable('appservice_pending_txns', {
   inboxIds: text('inbox_ids').notNull(),
   createdTs: ms('created_ts').notNull(),
 });
+
+/**
+ * Which process is sending a queue (a federation destination, an appservice). A lease, not a
+ * held row lock, so no connection stays open across the HTTP request; a dead process's lease
+ * simply expires and another process takes the queue over.
+ */
+export const queueLeases = pgTable('queue_leases', {
+  queue: text('queue').primaryKey(),
+  holder: text('holder').notNull(),
+  expiresTs: ms('expires_ts').notNull(),
+});
