@@ -18,6 +18,8 @@ import { Counters } from './services/counters.ts';
 import { FiltersService } from './services/filters.ts';
 import { Maintenance } from './services/maintenance.ts';
 import { Notifier } from './services/notifier.ts';
+import { PgWakeups } from './services/pg-wakeups.ts';
+import { newInstanceId } from './services/queue-lease.ts';
 import type { Services } from './services/services.ts';
 import { ToDeviceSyncService } from './services/sync.ts';
 import { ToDeviceService } from './services/to-device.ts';
@@ -64,6 +66,11 @@ export interface App {
   dispatcher: ServerUserDispatcher;
   federation: Federation | null;
   appserviceSender: AppserviceSender;
+  /**
+   * Starts background work that needs I/O: cross-process wake-ups (PostgreSQL LISTEN) and
+   * resuming the federation and appservice queues left from before a restart.
+   */
+  start(): Promise<void>;
   /** Stops background work (federation retries, keep-alive sockets); the database stays open. */
   stop(): void;
 }
@@ -76,7 +83,9 @@ export function createApp(deps: AppDeps): App {
   const notifier = new Notifier();
   const serverUserId = `@:${config.serverName}`;
   const appservices = deps.appservices ?? new AppserviceRegistry([]);
-  const appserviceSender = new AppserviceSender({ db: database.db, registry: appservices, log, counters, backoff: config.federation.backoff });
+  const instanceId = newInstanceId();
+  const wakeups = database.pg === null ? null : new PgWakeups(database.pg, notifier, log, instanceId);
+  const appserviceSender = new AppserviceSender({ db: database.db, registry: appservices, log, counters, instanceId, backoff: config.federation.backoff });
   const toDevice: ToDeviceService = new ToDeviceService({
     db: database.db,
     serverName: config.serverName,
@@ -84,6 +93,7 @@ export function createApp(deps: AppDeps): App {
     counters,
     dispatchToServerUser: (messages): Promise<void> => dispatcher.dispatch(messages),
     appservices,
+    ...(wakeups === null ? {} : { publishWake: (devices: { userId: string; deviceId: string }[]) => wakeups.publish(devices) }),
     onAppserviceQueued: (ids) => {
       for (const id of ids) appserviceSender.wake(id);
     },
@@ -91,7 +101,7 @@ export function createApp(deps: AppDeps): App {
       for (const d of destinations) federation?.sender.wake(d);
     },
   });
-  const federation = deps.signingKey !== undefined && config.federation.enabled ? buildFederation(deps, deps.signingKey, log, counters) : null;
+  const federation = deps.signingKey !== undefined && config.federation.enabled ? buildFederation(deps, deps.signingKey, log, counters, instanceId) : null;
   const dispatcher: ServerUserDispatcher = new ServerUserDispatcher({
     handlers: deps.handlers ?? [],
     db: database.db,
@@ -157,7 +167,13 @@ export function createApp(deps: AppDeps): App {
     federation,
     appserviceSender,
     maintenance: new Maintenance(database.db, config, log),
+    async start() {
+      await wakeups?.start();
+      await federation?.sender.resumeAll();
+      await appserviceSender.resumeAll();
+    },
     stop() {
+      void wakeups?.stop();
       appserviceSender.stop();
       federation?.sender.stop();
       federation?.client.close();
@@ -165,7 +181,7 @@ export function createApp(deps: AppDeps): App {
   };
 }
 
-function buildFederation(deps: AppDeps, signingKey: SigningKey, log: Logger, counters: Counters): Federation {
+function buildFederation(deps: AppDeps, signingKey: SigningKey, log: Logger, counters: Counters, instanceId: string): Federation {
   const { config, database } = deps;
   const fed = config.federation;
   let client: FederationClient | null = null;
@@ -180,6 +196,6 @@ function buildFederation(deps: AppDeps, signingKey: SigningKey, log: Logger, cou
     discovery,
     ...(deps.federationCa === undefined ? {} : { extraCa: deps.federationCa }),
   });
-  const sender = new FederationSender({ serverName: config.serverName, db: database.db, client, log, counters, backoff: fed.backoff });
+  const sender = new FederationSender({ serverName: config.serverName, db: database.db, client, log, counters, instanceId, backoff: fed.backoff });
   return { sender, client, keys: new RemoteKeys(new FederationKeysStore(database.db), client) };
 }

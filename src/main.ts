@@ -47,11 +47,10 @@ async function main(): Promise<void> {
     }
     throw e;
   }
-  const { app, maintenance, dispatcher, federation, appserviceSender } = built;
+  const { app, maintenance, dispatcher } = built;
   log.info('handler modules loaded', { modules: dispatcher.modules });
-  // Messages queued for other servers before a restart go out now.
-  await federation?.sender.resumeAll();
-  await appserviceSender.resumeAll();
+  // Cross-process wake-ups; messages queued for other servers and appservices before a restart go out now.
+  await built.start();
   maintenance.start();
   const server = serve({ fetch: app.fetch, hostname: config.listen.host, port: config.listen.port }, (info) => {
     log.info('listening', {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logger.ts';
 import type { Counters } from '../services/counters.ts';
+import { queueLease } from '../services/queue-lease.ts';
 import { RetryingRunner } from '../services/retrying-runner.ts';
 import { AppserviceQueueStore, type AppservicePendingTxn } from '../storage/appservice-queue-store.ts';
 import type { Db } from '../storage/database.ts';
@@ -13,6 +14,8 @@ export interface AppserviceSenderOptions {
   registry: AppserviceRegistry;
   log: Logger;
   counters: Counters;
+  /** Holder name for this instance's queue leases. */
+  instanceId: string;
   backoff: { initialMs: number; maxMs: number };
   timeoutMs?: number;
 }
@@ -33,6 +36,7 @@ export class AppserviceSender {
       step: (id) => this.sendOne(id),
       backoff: opts.backoff,
       log: opts.log.child({ component: 'appservice-sender' }),
+      lease: queueLease(opts.db, 'appservice', opts.instanceId),
       onFailure: (id) => opts.counters.inc('appservice_send_failures_total', { appservice: id }),
     });
   }

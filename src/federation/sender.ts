@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logger.ts';
 import type { Counters } from '../services/counters.ts';
 import type { Db } from '../storage/database.ts';
+import { queueLease } from '../services/queue-lease.ts';
 import { RetryingRunner } from '../services/retrying-runner.ts';
 import { FederationOutboxStore, type PendingTxn } from '../storage/federation-outbox-store.ts';
 import { packEdus } from './edu-packer.ts';
@@ -13,6 +14,8 @@ export interface SenderOptions {
   client: FederationClient;
   log: Logger;
   counters: Counters;
+  /** Holder name for this instance's queue leases. */
+  instanceId: string;
   backoff: { initialMs: number; maxMs: number };
 }
 
@@ -34,6 +37,7 @@ export class FederationSender {
       step: (destination) => this.sendOne(destination),
       backoff: opts.backoff,
       log: opts.log.child({ component: 'federation-sender' }),
+      lease: queueLease(opts.db, 'federation', opts.instanceId),
       onFailure: (destination) => opts.counters.inc('federation_send_failures_total', { destination }),
     });
   }

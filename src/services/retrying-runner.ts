@@ -14,6 +14,11 @@ export interface RetryingRunnerOptions {
   backoff: { initialMs: number; maxMs: number };
   log: Logger;
   onFailure?(key: string, attempts: number, err: unknown): void;
+  /**
+   * Several processes: only the holder of a key's lease sends it. A process that finds the
+   * lease taken looks again after `retryMs`, so work it queued is never left behind.
+   */
+  lease?: { acquire(key: string): Promise<boolean>; release(key: string): Promise<void>; retryMs: number };
 }
 
 /**
@@ -54,10 +59,26 @@ export class RetryingRunner {
 
   private async run(key: string, state: KeyState): Promise<void> {
     state.running = true;
+    const lease = this.opts.lease;
+    let held = false;
     try {
+      if (lease !== undefined) {
+        held = await lease.acquire(key);
+        if (!held) {
+          this.schedule(key, state, lease.retryMs);
+          return;
+        }
+      }
       do {
         state.again = false;
-        while (!this.stopped && (await this.opts.step(key))) state.attempts = 0;
+        while (!this.stopped && (await this.opts.step(key))) {
+          state.attempts = 0;
+          // Renew, and notice if the lease was lost (e.g. this process stalled past its expiry).
+          if (lease !== undefined && !(await lease.acquire(key))) {
+            held = false;
+            return;
+          }
+        }
       } while (state.again && !this.stopped);
       state.attempts = 0;
     } catch (e) {
@@ -68,13 +89,20 @@ export class RetryingRunner {
       const delay = Math.round(base / 2 + Math.random() * (base / 2));
       this.opts.onFailure?.(key, state.attempts, e);
       this.opts.log.warn('send failed; backing off', { key, attempts: state.attempts, delayMs: delay, err: String(e) });
-      state.timer = setTimeout(() => {
-        state.timer = null;
-        if (!this.stopped) void this.run(key, state);
-      }, delay);
-      state.timer.unref();
+      this.schedule(key, state, delay);
     } finally {
       state.running = false;
+      if (held && lease !== undefined) {
+        await lease.release(key).catch((e: unknown) => this.opts.log.warn('releasing a queue lease failed', { key, err: String(e) }));
+      }
     }
+  }
+
+  private schedule(key: string, state: KeyState, delayMs: number): void {
+    state.timer = setTimeout(() => {
+      state.timer = null;
+      if (!this.stopped) void this.run(key, state);
+    }, delayMs);
+    state.timer.unref();
   }
 }

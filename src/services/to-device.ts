@@ -52,6 +52,8 @@ export interface ToDeviceServiceDeps {
   /** Appservices that take to-device messages for their users (MSC4203). */
   appservices?: AppserviceRegistry;
   onAppserviceQueued?: (appserviceIds: string[]) => void;
+  /** Tells other processes which devices got messages (PostgreSQL NOTIFY). */
+  publishWake?: (devices: { userId: string; deviceId: string }[]) => void;
 }
 
 const DROPPED = 'to_device_dropped_total';
@@ -189,6 +191,7 @@ export class ToDeviceService {
       throw e;
     }
     for (const d of woken) this.deps.notifier.notify(d.userId, d.deviceId);
+    if (woken.length > 0) this.deps.publishWake?.(woken);
     if (remote.length > 0) this.deps.onRemoteQueued?.([...new Set(remote.map((r) => r.destination))]);
     if (appservicesQueued.length > 0) this.deps.onAppserviceQueued?.(appservicesQueued);
 

@@ -35,6 +35,7 @@ export async function startTestApp(
     await database.close();
     throw e;
   }
+  await built.start();
   return {
     ...built,
     database,

@@ -1,0 +1,27 @@
+import { and, eq, lt, or, sql, type SQL } from 'drizzle-orm';
+import type { Db } from './database.ts';
+import { queueLeases } from './schema.ts';
+
+/** Leases on send queues, so that one process at a time sends each queue. */
+export class QueueLeaseStore {
+  constructor(private readonly db: Db) {}
+
+  /** Takes or renews the lease; false while another live holder has it. */
+  async acquire(queue: string, holder: string, ttlMs: number): Promise<boolean> {
+    const now = Date.now();
+    const rows = await this.db
+      .insert(queueLeases)
+      .values({ queue, holder, expiresTs: now + ttlMs })
+      .onConflictDoUpdate({
+        target: queueLeases.queue,
+        set: { holder: sql`excluded.holder`, expiresTs: sql`excluded.expires_ts` },
+        setWhere: or(eq(queueLeases.holder, holder), lt(queueLeases.expiresTs, now)) as SQL,
+      })
+      .returning({ holder: queueLeases.holder });
+    return rows.length === 1;
+  }
+
+  async release(queue: string, holder: string): Promise<void> {
+    await this.db.delete(queueLeases).where(and(eq(queueLeases.queue, queue), eq(queueLeases.holder, holder)));
+  }
+}
