@@ -10,6 +10,7 @@ import { createLogger, type LogLevel } from './logger.ts';
 import { HandlerLoadError } from './server-user/dispatcher.ts';
 import { loadHandlerModules } from './server-user/loader.ts';
 import { openDatabase } from './storage/database.ts';
+import { installPostgresJsGuard } from './storage/postgres-js-guard.ts';
 
 async function main(): Promise<void> {
   let config;
@@ -23,6 +24,7 @@ async function main(): Promise<void> {
     throw e;
   }
   const log = createLogger((process.env.LOG_LEVEL as LogLevel | undefined) ?? 'info');
+  installPostgresJsGuard(log);
   const database = await openDatabase(
     config.database.kind === 'postgres'
       ? { kind: 'postgres', url: config.database.url, poolSize: config.database.poolSize }
@@ -77,16 +79,36 @@ async function main(): Promise<void> {
           (info) => log.info('federation listening', { port: info.port, tls: fedListen.tlsCert !== null }),
         );
 
+  // Graceful shutdown: stop accepting, let in-flight requests finish (long-polls are told to
+  // answer now), stop background senders, then close the database pool.
+  let stopping = false;
   const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
     log.info('shutting down', { signal });
     maintenance.stop();
     built.stop();
-    fedServer?.close();
-    server.close(() => {
-      void database.close().then(() => process.exit(0));
-    });
-    // Long-polls would hold close() open for their whole timeout.
-    setTimeout(() => process.exit(0), 10_000).unref();
+    const closed = Promise.all([
+      new Promise<void>((resolve) => server.close(() => resolve())),
+      new Promise<void>((resolve) => (fedServer === null ? resolve() : fedServer.close(() => resolve()))),
+    ]);
+    built.services.notifier.wakeAll();
+    void closed
+      .then(() => database.close())
+      .then(
+        () => {
+          log.info('stopped');
+          process.exit(0);
+        },
+        (e: unknown) => {
+          log.error('shutdown failed', { err: String(e) });
+          process.exit(1);
+        },
+      );
+    setTimeout(() => {
+      log.warn('in-flight requests did not finish in 10 s; exiting');
+      process.exit(1);
+    }, 10_000).unref();
   };
   process.once('SIGINT', () => shutdown('SIGINT'));
   process.once('SIGTERM', () => shutdown('SIGTERM'));

@@ -4,6 +4,7 @@
  */
 export class Notifier {
   private readonly listeners = new Map<string, Set<() => void>>();
+  private closed = false;
 
   private static key(userId: string, deviceId: string): string {
     return `${userId}\u0000${deviceId}`;
@@ -11,6 +12,10 @@ export class Notifier {
 
   /** Registers a one-shot wake-up; returns the function that cancels it. */
   subscribe(userId: string, deviceId: string, onWake: () => void): () => void {
+    if (this.closed) {
+      queueMicrotask(onWake);
+      return () => {};
+    }
     const key = Notifier.key(userId, deviceId);
     let set = this.listeners.get(key);
     if (set === undefined) {
@@ -32,6 +37,14 @@ export class Notifier {
     if (set === undefined) return;
     this.listeners.delete(key);
     for (const wake of set) wake();
+  }
+
+  /** Ends every long-poll now and any later one at once (graceful shutdown: they answer instead of holding the server). */
+  wakeAll(): void {
+    this.closed = true;
+    const all = [...this.listeners.values()];
+    this.listeners.clear();
+    for (const set of all) for (const wake of set) wake();
   }
 
   /** Long-polls in flight, for metrics and tests. */

@@ -79,13 +79,32 @@ export class ServerProcess {
   }
 
   /** Stops the process: SIGTERM (graceful) or SIGKILL (a crash). */
-  async stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
+  /** Stops the process: SIGTERM (graceful) or SIGKILL (a crash). Resolves with its exit code. */
+  async stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<number | null> {
     const child = this.child;
-    if (child === null || child.exitCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    if (child === null || child.exitCode !== null) return child?.exitCode ?? null;
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     child.kill(signal);
-    await exited;
+    const code = await exited;
     this.child = null;
+    return code;
+  }
+
+  /** Sends a signal without waiting; `exited` resolves with the exit code. */
+  signal(signal: NodeJS.Signals): { exited: Promise<number | null> } {
+    const child = this.child;
+    if (child === null) return { exited: Promise.resolve(null) };
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill(signal);
+    void exited.then(() => {
+      if (this.child === child) this.child = null;
+    });
+    return { exited };
+  }
+
+  /** The database URL when on PostgreSQL (for fault injection). */
+  get databaseUrl(): string | null {
+    return this.pg?.url ?? null;
   }
 
   async destroy(): Promise<void> {
