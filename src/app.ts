@@ -19,6 +19,7 @@ import { FiltersService } from './services/filters.ts';
 import { Maintenance } from './services/maintenance.ts';
 import { Notifier } from './services/notifier.ts';
 import { PgWakeups } from './services/pg-wakeups.ts';
+import { RateLimiter } from './services/rate-limiter.ts';
 import { newInstanceId } from './services/queue-lease.ts';
 import type { Services } from './services/services.ts';
 import { ToDeviceSyncService } from './services/sync.ts';
@@ -121,6 +122,7 @@ export function createApp(deps: AppDeps): App {
     toDeviceSync: new ToDeviceSyncService(database.db, notifier),
     filters: new FiltersService(database.db),
     appservices,
+    sendToDeviceLimiter: new RateLimiter(config.rateLimits.sendToDevice.perSecond, config.rateLimits.sendToDevice.burstCount),
   };
 
   const app = new Hono<AppEnv>();
@@ -166,7 +168,7 @@ export function createApp(deps: AppDeps): App {
     dispatcher,
     federation,
     appserviceSender,
-    maintenance: new Maintenance(database.db, config, log),
+    maintenance: new Maintenance(database.db, config, log, counters),
     async start() {
       await wakeups?.start();
       await federation?.sender.resumeAll();

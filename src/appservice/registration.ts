@@ -24,6 +24,7 @@ export const RegistrationSchema = v.looseObject({
   receive_ephemeral: v.optional(v.boolean(), false),
   'de.sorunome.msc2409.push_ephemeral': v.optional(v.boolean(), false),
   'org.matrix.msc3202': v.optional(v.boolean(), false),
+  rate_limited: v.optional(v.boolean(), true),
 });
 
 export type RegistrationFile = v.InferOutput<typeof RegistrationSchema>;
@@ -37,6 +38,8 @@ export interface Appservice {
   users: { exclusive: boolean; regex: RegExp }[];
   /** Set by any of the opt-in flags seen in the wild; without one, to-device stays in /sync. */
   receivesToDevice: boolean;
+  /** `rate_limited: false` exempts the appservice's requests from rate limits. */
+  rateLimited: boolean;
 }
 
 export class AppserviceConfigError extends Error {
@@ -93,6 +96,7 @@ export class AppserviceRegistry {
         senderUserId: `@${r.sender_localpart}:${serverName}`,
         users,
         receivesToDevice: r.receive_ephemeral || r['de.sorunome.msc2409.push_ephemeral'] || r['org.matrix.msc3202'],
+        rateLimited: r.rate_limited,
       });
     }
     if (problems.length > 0) throw new AppserviceConfigError(problems);

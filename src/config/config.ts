@@ -45,6 +45,11 @@ const ConfigFileSchema = v.strictObject({
       max_request_bytes: v.optional(intInRange(1024, 1024 * 1024 * 1024), 10 * 1024 * 1024),
       max_sync_timeout_ms: v.optional(intInRange(0, 3_600_000), 300_000),
       txn_retention_hours: v.optional(intInRange(24, 24 * 365), 24),
+      // Oldest messages beyond this many per device are dropped by maintenance (counted).
+      device_queue_max: v.optional(intInRange(1, 100_000_000), 100_000),
+      // Undelivered messages older than this are dropped by maintenance; 0 keeps them forever.
+      to_device_ttl_hours: v.optional(intInRange(0, 24 * 3650), 0),
+      maintenance_interval_s: v.optional(intInRange(1, 24 * 3600), 600),
     }),
     {},
   ),
@@ -82,6 +87,20 @@ const ConfigFileSchema = v.strictObject({
     }),
     {},
   ),
+  rate_limits: v.optional(
+    v.strictObject({
+      // Per (user, device); per_second 0 turns the limit off. Appservices with
+      // `rate_limited: false` in their registration are exempt.
+      send_to_device: v.optional(
+        v.strictObject({
+          per_second: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1_000_000)), 100),
+          burst_count: v.optional(intInRange(1, 1_000_000), 500),
+        }),
+        {},
+      ),
+    }),
+    {},
+  ),
   // Paths of appservice registration files (YAML).
   appservices: v.optional(v.array(v.pipe(v.string(), v.minLength(1))), []),
   server_user: v.optional(
@@ -107,7 +126,11 @@ export interface Config {
     readonly maxRequestBytes: number;
     readonly maxSyncTimeoutMs: number;
     readonly txnRetentionHours: number;
+    readonly deviceQueueMax: number;
+    readonly toDeviceTtlHours: number;
+    readonly maintenanceIntervalS: number;
   };
+  readonly rateLimits: { readonly sendToDevice: { readonly perSecond: number; readonly burstCount: number } };
   /** Handler modules to load and each one's raw config, validated by the module at start. */
   readonly handlers: readonly { readonly module: string; readonly config?: unknown }[];
   readonly serverUser: { readonly dispatchDeadlineMs: number };
@@ -143,6 +166,10 @@ export const ENV_VARS = {
   MAX_REQUEST_BYTES: ['limits', 'max_request_bytes'],
   MAX_SYNC_TIMEOUT_MS: ['limits', 'max_sync_timeout_ms'],
   TXN_RETENTION_HOURS: ['limits', 'txn_retention_hours'],
+  DEVICE_QUEUE_MAX: ['limits', 'device_queue_max'],
+  TO_DEVICE_TTL_HOURS: ['limits', 'to_device_ttl_hours'],
+  RATE_LIMIT_SEND_TO_DEVICE_PER_SECOND: ['rate_limits', 'send_to_device', 'per_second'],
+  RATE_LIMIT_SEND_TO_DEVICE_BURST: ['rate_limits', 'send_to_device', 'burst_count'],
   FEDERATION_ENABLED: ['federation', 'enabled'],
   FEDERATION_ALLOW_HTTP: ['federation', 'allow_http'],
 } as const satisfies Record<string, readonly string[]>;
@@ -196,6 +223,12 @@ export function parseConfig(raw: unknown): Config {
       maxRequestBytes: c.limits.max_request_bytes,
       maxSyncTimeoutMs: c.limits.max_sync_timeout_ms,
       txnRetentionHours: c.limits.txn_retention_hours,
+      deviceQueueMax: c.limits.device_queue_max,
+      toDeviceTtlHours: c.limits.to_device_ttl_hours,
+      maintenanceIntervalS: c.limits.maintenance_interval_s,
+    },
+    rateLimits: {
+      sendToDevice: { perSecond: c.rate_limits.send_to_device.per_second, burstCount: c.rate_limits.send_to_device.burst_count },
     },
     handlers: c.handlers,
     serverUser: { dispatchDeadlineMs: c.server_user.dispatch_deadline_ms },

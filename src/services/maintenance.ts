@@ -1,7 +1,9 @@
 import type { Config } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
 import type { Db } from '../storage/database.ts';
+import { DeviceInboxStore } from '../storage/device-inbox-store.ts';
 import { FederationInboundStore } from '../storage/federation-inbound-store.ts';
+import type { Counters } from './counters.ts';
 import { TxnStore } from '../storage/txn-store.ts';
 import { UiaStore } from '../storage/uia-store.ts';
 
@@ -15,16 +17,24 @@ export class Maintenance {
     private readonly db: Db,
     private readonly config: Config,
     private readonly log: Logger,
+    private readonly counters: Counters,
   ) {}
 
-  async runOnce(now = Date.now()): Promise<{ txnIds: number; inboundEdus: number }> {
+  async runOnce(now = Date.now()): Promise<{ txnIds: number; inboundEdus: number; queueCap: number; ttl: number }> {
     const txnIds = await new TxnStore(this.db).deleteOlderThan(now - this.config.limits.txnRetentionHours * HOUR);
     await new UiaStore(this.db).deleteOlderThan(now - HOUR);
     const inboundEdus = await new FederationInboundStore(this.db).deleteOlderThan(now - this.config.federation.inboundDedupeDays * 24 * HOUR);
-    return { txnIds, inboundEdus };
+    const inbox = new DeviceInboxStore(this.db);
+    const { deviceQueueMax, toDeviceTtlHours } = this.config.limits;
+    const ttl = toDeviceTtlHours > 0 ? await inbox.deleteReceivedBefore(now - toDeviceTtlHours * HOUR) : 0;
+    const queueCap = await inbox.trimQueuesOver(deviceQueueMax);
+    this.counters.inc('to_device_dropped_total', { reason: 'ttl' }, ttl);
+    this.counters.inc('to_device_dropped_total', { reason: 'queue_cap' }, queueCap);
+    if (ttl + queueCap > 0) this.log.warn('dropped undelivered to-device messages', { ttl, queueCap });
+    return { txnIds, inboundEdus, queueCap, ttl };
   }
 
-  start(intervalMs = HOUR): void {
+  start(intervalMs = this.config.limits.maintenanceIntervalS * 1000): void {
     const run = () =>
       this.runOnce().catch((e: unknown) => this.log.warn('maintenance failed', { err: String(e) }));
     void run();

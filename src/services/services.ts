@@ -5,6 +5,7 @@ import type { AccountsService } from './accounts.ts';
 import type { Counters } from './counters.ts';
 import type { FiltersService } from './filters.ts';
 import type { Notifier } from './notifier.ts';
+import type { RateLimiter } from './rate-limiter.ts';
 import type { ToDeviceSyncService } from './sync.ts';
 import type { ToDeviceService } from './to-device.ts';
 
@@ -19,4 +20,5 @@ export interface Services {
   toDeviceSync: ToDeviceSyncService;
   filters: FiltersService;
   appservices: AppserviceRegistry;
+  sendToDeviceLimiter: RateLimiter;
 }

@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, inArray, lte, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, eq, gt, inArray, lt, lte, or, sql, type SQL } from 'drizzle-orm';
 import type { Db } from './database.ts';
 import { queryRows } from './rows.ts';
 import { deviceInbox, devices } from './schema.ts';
@@ -99,6 +99,39 @@ export class DeviceInboxStore {
     const row = rows[0];
     if (row === undefined || !row.is_called) return 0;
     return Number(row.last_value);
+  }
+
+  /**
+   * Enforces the per-device cap: for each device over `max` messages, deletes its oldest
+   * beyond the cap. Returns how many were dropped.
+   */
+  async trimQueuesOver(max: number): Promise<number> {
+    const over = await this.db
+      .select({ userId: deviceInbox.userId, deviceId: deviceInbox.deviceId, n: sql<number>`count(*)::int` })
+      .from(deviceInbox)
+      .groupBy(deviceInbox.userId, deviceInbox.deviceId)
+      .having(sql`count(*) > ${max}`);
+    let dropped = 0;
+    for (const d of over) {
+      const excess = Number(d.n) - max;
+      // The newest of the messages to drop: everything up to it goes.
+      const cutoff = await this.db
+        .select({ streamId: deviceInbox.streamId })
+        .from(deviceInbox)
+        .where(and(eq(deviceInbox.userId, d.userId), eq(deviceInbox.deviceId, d.deviceId)))
+        .orderBy(asc(deviceInbox.streamId))
+        .offset(excess - 1)
+        .limit(1);
+      const upTo = cutoff[0]?.streamId;
+      if (upTo !== undefined) dropped += await this.deleteUpTo(d.userId, d.deviceId, upTo);
+    }
+    return dropped;
+  }
+
+  /** Drops undelivered messages received before `ts`. */
+  async deleteReceivedBefore(ts: number): Promise<number> {
+    const rows = await this.db.delete(deviceInbox).where(lt(deviceInbox.receivedTs, ts)).returning({ streamId: deviceInbox.streamId });
+    return rows.length;
   }
 
   async countForDevice(userId: string, deviceId: string): Promise<number> {

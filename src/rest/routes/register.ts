@@ -44,7 +44,9 @@ export function registerRoutes(s: Services): Hono<AppEnv> {
       throw new MatrixError('M_USER_IN_USE', 'User ID already taken');
     }
     if (body.auth === undefined) {
-      return c.json({ flows: [{ stages: ['m.login.dummy'] }], params: {}, session: newOpaqueId() }, 401);
+      throw new MatrixError('M_UNAUTHORIZED', 'Complete the m.login.dummy stage', {
+        extra: { flows: [{ stages: ['m.login.dummy'] }], params: {}, session: newOpaqueId() },
+      });
     }
     if (body.auth.type !== 'm.login.dummy') {
       throw new MatrixError('M_UNRECOGNIZED', `Unsupported auth type ${JSON.stringify(body.auth.type)}; use m.login.dummy`, { status: 400 });

@@ -17,8 +17,18 @@ export function sendToDeviceRoutes(s: Services): Hono<AppEnv> {
   r.put('/v3/sendToDevice/:eventType/:txnId', requireAuth(s), async (c) => {
     const { eventType, txnId } = c.req.param();
     if (Buffer.byteLength(eventType, 'utf8') > 255) throw new MatrixError('M_INVALID_PARAM', 'Event type is longer than 255 bytes');
-    const body = await readJsonBody(c, SendToDeviceBody, s.config.limits.maxRequestBytes);
     const session = c.get('session');
+    const exempt = session.appserviceId !== undefined && s.appservices.all.find((a) => a.id === session.appserviceId)?.rateLimited === false;
+    if (!exempt) {
+      const waitMs = s.sendToDeviceLimiter.take(`${session.userId}\u0000${session.deviceId ?? ''}`);
+      if (waitMs > 0) {
+        throw new MatrixError('M_LIMIT_EXCEEDED', 'Too many requests', {
+          extra: { retry_after_ms: waitMs },
+          headers: { 'Retry-After': String(Math.ceil(waitMs / 1000)) },
+        });
+      }
+    }
+    const body = await readJsonBody(c, SendToDeviceBody, s.config.limits.maxRequestBytes);
     const response = await s.toDevice.send({
       sender: session.userId,
       senderDevice: session.deviceId,

@@ -1,0 +1,89 @@
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TestClient } from './support/client.ts';
+import { startTestApp, type TestApp } from './support/test-app.ts';
+
+/**
+ * Property-based fuzzing of every endpoint's body, path and query: whatever arrives, the answer
+ * is never a 5xx and every error is a Matrix error body.
+ */
+let t: TestApp;
+let user: TestClient;
+
+beforeAll(async () => {
+  t = await startTestApp({ rate_limits: { send_to_device: { per_second: 0 } } });
+  user = await TestClient.register(t.app, 'fuzzer');
+});
+afterAll(() => t.close());
+
+const ENDPOINTS: [string, string][] = [
+  ['POST', '/_matrix/client/v3/register'],
+  ['POST', '/_matrix/client/v3/login'],
+  ['POST', '/_matrix/client/v3/logout/all'],
+  ['PUT', '/_matrix/client/v3/sendToDevice/m.fuzz/TXN'],
+  ['GET', '/_matrix/client/v3/sync'],
+  ['POST', '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync'],
+  ['PUT', '/_matrix/client/v3/devices/DEV'],
+  ['DELETE', '/_matrix/client/v3/devices/DEV'],
+  ['POST', '/_matrix/client/v3/delete_devices'],
+  ['POST', '/_matrix/client/v3/user/@fuzzer:test.local/filter'],
+  ['PUT', '/_matrix/federation/v1/send/TXN'],
+];
+
+const body = fc.oneof(
+  fc.json(),
+  fc.string(),
+  fc.jsonValue().map((v) => JSON.stringify({ messages: v })),
+  fc.jsonValue().map((v) => JSON.stringify({ messages: { '@fuzzer:test.local': { '*': v } } })),
+  fc.dictionary(fc.string(), fc.jsonValue()).map((d) => JSON.stringify({ type: 'm.login.password', identifier: d, password: d, auth: d, devices: d, extensions: d })),
+  fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b).toString('latin1')),
+);
+const query = fc.array(fc.tuple(fc.constantFrom('since', 'timeout', 'filter', 'full_state', 'set_presence', 'user_id', 'device_id', 'access_token', fc.string() as unknown as string), fc.string()), { maxLength: 4 });
+const segment = fc.oneof(fc.string(), fc.constantFrom('%', '%zz', '..', '%00', '\u0000', '@:test.local', '*'));
+
+async function check(res: Response): Promise<void> {
+  expect(res.status).toBeLessThan(500);
+  if (res.status >= 400) {
+    const json = (await res.json()) as Record<string, unknown>;
+    expect(typeof json.errcode).toBe('string');
+    expect(typeof json.error).toBe('string');
+  }
+}
+
+describe('fuzzing', () => {
+  it('survives random bodies and queries on every endpoint', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom(...ENDPOINTS), body, query, fc.boolean(), async ([method, path], payload, params, authed) => {
+        const qs = new URLSearchParams(params).toString();
+        const headers: Record<string, string> = authed ? { authorization: `Bearer ${user.token}` } : {};
+        const res = await t.app.request(`${path}${qs === '' ? '' : `?${qs}`}`, {
+          method,
+          headers,
+          ...(method === 'GET' ? {} : { body: payload }),
+        });
+        await check(res);
+      }),
+      { numRuns: 1500 },
+    );
+  }, 120_000);
+
+  it('survives random path segments and methods', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom('GET', 'PUT', 'POST', 'DELETE', 'PATCH'),
+        fc.constantFrom('/_matrix/client/v3/sendToDevice/', '/_matrix/client/v3/devices/', '/_matrix/client/v3/user/', '/_matrix/federation/v1/send/', '/_matrix/key/v2/', '/_matrix/client/v3/'),
+        fc.array(segment, { minLength: 1, maxLength: 3 }),
+        async (method, prefix, segments, ) => {
+          const path = prefix + segments.map((s) => (/%/.test(s) ? s : encodeURIComponent(s))).join('/');
+          const res = await t.app.request(path, {
+            method,
+            headers: { authorization: `Bearer ${user.token}` },
+            ...(method === 'GET' ? {} : { body: '{"messages":{}}' }),
+          });
+          await check(res);
+        },
+      ),
+      { numRuns: 800 },
+    );
+  }, 120_000);
+});
