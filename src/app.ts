@@ -72,8 +72,8 @@ export interface App {
    * resuming the federation and appservice queues left from before a restart.
    */
   start(): Promise<void>;
-  /** Stops background work (federation retries, keep-alive sockets); the database stays open. */
-  stop(): void;
+  /** Stops background work (senders, their leases, keep-alive sockets); the database stays open. */
+  stop(): Promise<void>;
 }
 
 /** Builds the whole server from its config and an open database. Does no I/O by itself. */
@@ -174,10 +174,8 @@ export function createApp(deps: AppDeps): App {
       await federation?.sender.resumeAll();
       await appserviceSender.resumeAll();
     },
-    stop() {
-      void wakeups?.stop();
-      appserviceSender.stop();
-      federation?.sender.stop();
+    async stop() {
+      await Promise.all([wakeups?.stop(), appserviceSender.stop(), federation?.sender.stop()]);
       federation?.client.close();
     },
   };

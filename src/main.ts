@@ -87,8 +87,9 @@ async function main(): Promise<void> {
     stopping = true;
     log.info('shutting down', { signal });
     maintenance.stop();
-    built.stop();
+    const stopped = built.stop();
     const closed = Promise.all([
+      stopped,
       new Promise<void>((resolve) => server.close(() => resolve())),
       new Promise<void>((resolve) => (fedServer === null ? resolve() : fedServer.close(() => resolve()))),
     ]);

@@ -21,7 +21,9 @@ describe('concurrent senders to one device', () => {
     // The device syncs and acknowledges while the senders write, which is where a message
     // committed out of stream order would be skipped.
     const consumer = (async () => {
-      let since: string | null = (await target.sync()).next_batch;
+      const first = await target.sync();
+      received.push(...first.to_device.events);
+      let since: string | null = first.next_batch;
       for (;;) {
         const finished = done;
         const s = await target.sync({ since, timeout: finished ? 0 : 200 });

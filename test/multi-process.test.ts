@@ -60,7 +60,7 @@ describe.skipIf(!usingPostgres())('several processes on one PostgreSQL', () => {
 
   afterAll(async () => {
     for (const i of instances) {
-      i.app.stop();
+      await i.app.stop();
       await i.database.close();
     }
     await new Promise<void>((resolve) => peer?.close(() => resolve()));

@@ -49,8 +49,8 @@ export class AppserviceSender {
     for (const id of await this.store.appservicesWithWork()) this.wake(id);
   }
 
-  stop(): void {
-    this.runner.stop();
+  stop(): Promise<void> {
+    return this.runner.stop();
   }
 
   private async sendOne(appserviceId: string): Promise<boolean> {

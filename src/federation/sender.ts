@@ -52,8 +52,8 @@ export class FederationSender {
     for (const destination of await this.store.destinationsWithWork()) this.wake(destination);
   }
 
-  stop(): void {
-    this.runner.stop();
+  stop(): Promise<void> {
+    return this.runner.stop();
   }
 
   /** Destinations currently backing off, with their failed attempts. */

@@ -8,7 +8,7 @@ export function newInstanceId(): string {
 }
 
 // Longer than one send step (HTTP timeout 30 s) so a live holder always renews in time.
-const LEASE_TTL_MS = 90_000;
+const LEASE_TTL_MS = 45_000;
 
 /** Leases for a RetryingRunner, namespaced so federation and appservice keys cannot collide. */
 export function queueLease(db: Db, namespace: string, holder: string, retryMs = 1_000) {

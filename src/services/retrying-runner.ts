@@ -28,6 +28,8 @@ export interface RetryingRunnerOptions {
  */
 export class RetryingRunner {
   private readonly keys = new Map<string, KeyState>();
+  /** Keys whose lease this runner holds right now. */
+  private readonly held = new Set<string>();
   private stopped = false;
 
   constructor(private readonly opts: RetryingRunnerOptions) {}
@@ -47,9 +49,14 @@ export class RetryingRunner {
     void this.run(key, state);
   }
 
-  stop(): void {
+  /** Stops sending and gives up held leases, so a restarted process can take over at once. */
+  async stop(): Promise<void> {
     this.stopped = true;
     for (const state of this.keys.values()) if (state.timer !== null) clearTimeout(state.timer);
+    const lease = this.opts.lease;
+    if (lease === undefined) return;
+    await Promise.all([...this.held].map((key) => lease.release(key).catch(() => {})));
+    this.held.clear();
   }
 
   /** Keys currently backing off, with their failed attempts. */
@@ -64,6 +71,7 @@ export class RetryingRunner {
     try {
       if (lease !== undefined) {
         held = await lease.acquire(key);
+        if (held) this.held.add(key);
         if (!held) {
           this.schedule(key, state, lease.retryMs);
           return;
@@ -93,6 +101,7 @@ export class RetryingRunner {
     } finally {
       state.running = false;
       if (held && lease !== undefined) {
+        this.held.delete(key);
         await lease.release(key).catch((e: unknown) => this.opts.log.warn('releasing a queue lease failed', { key, err: String(e) }));
       }
     }

@@ -87,11 +87,6 @@ export class ToDeviceService {
       for (const content of Object.values(byDevice)) checkContent(content);
     }
 
-    if (input.txn !== undefined) {
-      const previous = await new TxnStore(this.deps.db).getResponse(input.txn);
-      if (previous !== null) return JSON.parse(previous) as Record<string, unknown>;
-    }
-
     const selectors: DeviceSelector[] = [];
     const requested = new Map<string, Record<string, Record<string, unknown>>>();
     const remote: OutboxMessage[] = [];
@@ -139,6 +134,22 @@ export class ToDeviceService {
     }
 
     const response: Record<string, unknown> = {};
+    const registry = this.deps.appservices;
+    const simple =
+      remote.length === 0 &&
+      input.inboundMessage === undefined &&
+      (registry === undefined || [...requested.keys()].every((u) => registry.recipientsFor(u).length === 0));
+    if (simple) {
+      const done = await this.sendLocalOnly(input, requested);
+      if (done === 'duplicate') return this.previousResponse(input.txn);
+      await this.dispatch(serverUser);
+      return response;
+    }
+    if (input.txn !== undefined) {
+      const previous = await new TxnStore(this.deps.db).getResponse(input.txn);
+      if (previous !== null) return JSON.parse(previous) as Record<string, unknown>;
+    }
+
     let woken: { userId: string; deviceId: string }[];
     let appservicesQueued: string[] = [];
     try {
@@ -184,10 +195,7 @@ export class ToDeviceService {
         counters.inc(DROPPED, { reason: 'duplicate_edu' });
         return response;
       }
-      if (e instanceof DuplicateTxn && input.txn !== undefined) {
-        const previous = await new TxnStore(this.deps.db).getResponse(input.txn);
-        return previous === null ? response : (JSON.parse(previous) as Record<string, unknown>);
-      }
+      if (e instanceof DuplicateTxn && input.txn !== undefined) return this.previousResponse(input.txn);
       throw e;
     }
     for (const d of woken) this.deps.notifier.notify(d.userId, d.deviceId);
@@ -195,14 +203,54 @@ export class ToDeviceService {
     if (remote.length > 0) this.deps.onRemoteQueued?.([...new Set(remote.map((r) => r.destination))]);
     if (appservicesQueued.length > 0) this.deps.onAppserviceQueued?.(appservicesQueued);
 
-    if (serverUser.length > 0) {
-      if (this.deps.dispatchToServerUser === undefined) {
-        counters.inc(DROPPED, { reason: 'no_handler' }, serverUser.length);
-      } else {
-        await this.deps.dispatchToServerUser(serverUser);
+    await this.dispatch(serverUser);
+    return response;
+  }
+
+  /**
+   * Local recipients only (the common case): one statement claims the txn id, locks and
+   * inserts; then the stored devices' long-polls are woken.
+   */
+  private async sendLocalOnly(
+    input: SendToDeviceInput,
+    requested: Map<string, Record<string, Record<string, unknown>>>,
+  ): Promise<'stored' | 'duplicate'> {
+    const targets: { userId: string; deviceId: string; content: string }[] = [];
+    for (const [userId, byDevice] of requested) {
+      for (const [deviceId, content] of Object.entries(byDevice)) targets.push({ userId, deviceId, content: JSON.stringify(content) });
+    }
+    const result = await new DeviceInboxStore(this.deps.db).claimAndEnqueue({
+      txn: input.txn ?? null,
+      sender: input.sender,
+      type: input.type,
+      targets,
+    });
+    if (!result.claimed) return 'duplicate';
+    const storedFor = new Set(result.stored.map((d) => d.userId));
+    const storedPair = new Set(result.stored.map((d) => `${d.userId}\u0000${d.deviceId}`));
+    for (const t of targets) {
+      if (t.deviceId !== '*' && !storedPair.has(`${t.userId}\u0000${t.deviceId}`)) {
+        this.deps.counters.inc(DROPPED, { reason: storedFor.has(t.userId) ? 'unknown_device' : 'unknown_user' });
       }
     }
-    return response;
+    const woken = [...new Map(result.stored.map((d) => [`${d.userId}\u0000${d.deviceId}`, d])).values()];
+    for (const d of woken) this.deps.notifier.notify(d.userId, d.deviceId);
+    if (woken.length > 0) this.deps.publishWake?.(woken);
+    return 'stored';
+  }
+
+  private async previousResponse(txn: TxnKey | undefined): Promise<Record<string, unknown>> {
+    const previous = txn === undefined ? null : await new TxnStore(this.deps.db).getResponse(txn);
+    return previous === null ? {} : (JSON.parse(previous) as Record<string, unknown>);
+  }
+
+  private async dispatch(serverUser: ServerUserMessage[]): Promise<void> {
+    if (serverUser.length === 0) return;
+    if (this.deps.dispatchToServerUser === undefined) {
+      this.deps.counters.inc(DROPPED, { reason: 'no_handler' }, serverUser.length);
+    } else {
+      await this.deps.dispatchToServerUser(serverUser);
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 import { and, asc, eq, gt, inArray, lt, lte, or, sql, type SQL } from 'drizzle-orm';
 import type { Db } from './database.ts';
 import { queryRows } from './rows.ts';
+import type { TxnKey } from './txn-store.ts';
 import { deviceInbox, devices } from './schema.ts';
 
 export interface InboxMessage {
@@ -64,6 +65,64 @@ export class DeviceInboxStore {
       ids.push(...rows.map((r) => r.streamId).sort((a, b) => a - b));
     }
     return ids;
+  }
+
+  /**
+   * The common case in one statement, so one round trip and the shortest possible hold of the
+   * device row locks: claims the txn id (if any) and, only if that succeeded, locks the target
+   * devices in (user, device) order and inserts one message per existing target, `*` expanded.
+   * Returns whether the txn id was new and which devices got a message.
+   */
+  async claimAndEnqueue(opts: {
+    txn: TxnKey | null;
+    sender: string;
+    type: string;
+    targets: readonly { userId: string; deviceId: string; content: string }[];
+  }): Promise<{ claimed: boolean; stored: { userId: string; deviceId: string }[] }> {
+    const now = Date.now();
+    const hasTxn = opts.txn !== null;
+    const txn = opts.txn ?? { userId: '', deviceId: '', endpoint: '', txnId: '' };
+    const targets = JSON.stringify(opts.targets.map((t, o) => ({ u: t.userId, d: t.deviceId, c: t.content, o })));
+    const rows = await queryRows<{ claimed: number; stored: string | { u: string; d: string }[] | null }>(
+      this.db,
+      sql`
+        with claim as (
+          insert into txn_ids (user_id, device_id, endpoint, txn_id, response, created_ts)
+          select ${txn.userId}, ${txn.deviceId}, ${txn.endpoint}, ${txn.txnId}, '{}', ${now}
+          where ${hasTxn}
+          on conflict do nothing
+          returning 1
+        ),
+        req as (
+          select * from jsonb_to_recordset(${targets}::jsonb) as r(u text, d text, c text, o int)
+        ),
+        expanded as (
+          select r.u, r.d, r.c, r.o from req r where r.d <> '*'
+          union all
+          select r.u, dv.device_id as d, r.c, r.o from req r join devices dv on dv.user_id = r.u where r.d = '*'
+        ),
+        locked as (
+          select dv.user_id, dv.device_id from devices dv
+          where (not ${hasTxn} or exists (select 1 from claim))
+            and (dv.user_id, dv.device_id) in (select u, d from expanded)
+          order by dv.user_id, dv.device_id
+          for update
+        ),
+        ins as (
+          insert into device_inbox (user_id, device_id, sender, type, content, received_ts)
+          select e.u, e.d, ${opts.sender}, ${opts.type}, e.c, ${now}
+          from expanded e join locked l on l.user_id = e.u and l.device_id = e.d
+          order by e.o, e.u, e.d
+          returning user_id, device_id
+        )
+        select (select count(*) from claim)::int as claimed,
+               (select json_agg(json_build_object('u', user_id, 'd', device_id)) from ins) as stored
+      `,
+    );
+    const row = rows[0];
+    const stored = row?.stored ?? null;
+    const list = (typeof stored === 'string' ? (JSON.parse(stored) as { u: string; d: string }[]) : stored) ?? [];
+    return { claimed: !hasTxn || Number(row?.claimed ?? 0) === 1, stored: list.map((s) => ({ userId: s.u, deviceId: s.d })) };
   }
 
   /** Acknowledges everything up to and including `streamId` for one device. */

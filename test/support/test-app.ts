@@ -40,7 +40,7 @@ export async function startTestApp(
     ...built,
     database,
     close: async () => {
-      built.stop();
+      await built.stop();
       await database.close();
     },
   };
