@@ -5,7 +5,13 @@ import type { Notifier } from './notifier.ts';
 export interface ToDeviceEvent {
   sender: string;
   type: string;
-  content: Record<string, unknown>;
+  /** The content as stored: JSON text, spliced into responses without a parse. */
+  contentJson: string;
+}
+
+/** `{sender, type, content}` JSON for a list of events, built without re-parsing contents. */
+export function toDeviceEventsJson(events: readonly ToDeviceEvent[]): string {
+  return `[${events.map((e) => `{"sender":${JSON.stringify(e.sender)},"type":${JSON.stringify(e.type)},"content":${e.contentJson}}`).join(',')}]`;
 }
 
 export interface ToDeviceBatch {
@@ -37,28 +43,26 @@ export class ToDeviceSyncService {
 
   async sync(input: ToDeviceSyncInput): Promise<ToDeviceBatch> {
     const store = new DeviceInboxStore(this.db);
-    let since = input.since;
-    if (since !== null && since > 0) {
-      // A token beyond any id ever drawn (a restored database, a forged token) must not
-      // acknowledge messages the client never saw: treat it as no token at all.
-      if (since > (await store.maxStreamId())) since = null;
-      else await store.deleteUpTo(input.userId, input.deviceId, since);
-    }
-    const after = since ?? 0;
-
     // Subscribe before reading, so a message stored between the read and the wait still wakes us.
     let wake: () => void = () => {};
     const woken = new Promise<void>((resolve) => (wake = resolve));
     const unsubscribe = this.notifier.subscribe(input.userId, input.deviceId, wake);
     try {
-      let rows = await store.fetch(input.userId, input.deviceId, after, input.limit);
+      // A token beyond any id ever drawn (a restored database, a forged token) must not
+      // acknowledge messages the client never saw: it counts as no token (after = 0).
+      const first =
+        input.since === null || input.since === 0
+          ? { after: 0, rows: await store.fetch(input.userId, input.deviceId, 0, input.limit) }
+          : await store.ackAndFetch(input.userId, input.deviceId, input.since, input.limit);
+      const after = first.after;
+      let rows = first.rows;
       if (rows.length === 0 && input.timeoutMs > 0 && !input.signal?.aborted) {
         await waitFor(woken, input.timeoutMs, input.signal);
         if (!input.signal?.aborted) rows = await store.fetch(input.userId, input.deviceId, after, input.limit);
       }
       const last = rows[rows.length - 1];
       return {
-        events: rows.map((r) => ({ sender: r.sender, type: r.type, content: JSON.parse(r.content) as Record<string, unknown> })),
+        events: rows.map((r) => ({ sender: r.sender, type: r.type, contentJson: r.content })),
         nextPosition: last === undefined ? after : last.streamId,
       };
     } finally {

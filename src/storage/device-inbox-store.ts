@@ -149,6 +149,45 @@ export class DeviceInboxStore {
       .limit(limit);
   }
 
+  /**
+   * One round trip for the start of a sync: acknowledges up to `since` (unless `since` is beyond
+   * any id ever drawn — a restored database, a forged token — which acknowledges nothing) and
+   * reads the oldest `limit` messages after it. `after` is the position the read started from.
+   */
+  async ackAndFetch(userId: string, deviceId: string, since: number, limit: number): Promise<{ after: number; rows: DeliveredMessage[] }> {
+    const rows = await queryRows<{ after: string | number; stream_id: string | number | null; sender: string; type: string; content: string }>(
+      this.db,
+      sql`
+        with horizon as (
+          select case when is_called then last_value else 0 end as max_id from device_inbox_stream_id_seq
+        ),
+        start as (
+          select case when ${since}::bigint <= h.max_id then ${since}::bigint else 0 end as after from horizon h
+        ),
+        ack as (
+          delete from device_inbox
+          where user_id = ${userId} and device_id = ${deviceId} and stream_id <= (select after from start)
+        )
+        select s.after, m.stream_id, m.sender, m.type, m.content
+        from start s
+        left join lateral (
+          select stream_id, sender, type, content from device_inbox
+          where user_id = ${userId} and device_id = ${deviceId} and stream_id > s.after
+          order by stream_id
+          limit ${limit}
+        ) m on true
+        order by m.stream_id
+      `,
+    );
+    const after = Number(rows[0]?.after ?? 0);
+    return {
+      after,
+      rows: rows
+        .filter((r) => r.stream_id !== null)
+        .map((r) => ({ streamId: Number(r.stream_id), sender: r.sender, type: r.type, content: r.content })),
+    };
+  }
+
   /** The highest stream id ever drawn; a sync token beyond it did not come from this database. */
   async maxStreamId(): Promise<number> {
     const rows = await queryRows<{ last_value: string | number; is_called: boolean }>(

@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import * as v from 'valibot';
 import type { Services } from '../../services/services.ts';
+import { toDeviceEventsJson } from '../../services/sync.ts';
 import { deviceOf, requireAuth } from '../auth.ts';
 import type { AppEnv } from '../env.ts';
 import { readJsonBody } from '../json-body.ts';
@@ -20,6 +21,9 @@ const SlidingSyncBody = v.object({
     }),
   ),
 });
+
+// Stands in for the events array in the response; contents are spliced in as stored JSON.
+const EVENTS = '\u0000events\u0000';
 
 /**
  * Simplified sliding sync (MSC4186), to-device extension only: the same queue and the same
@@ -50,8 +54,10 @@ export function slidingSyncRoutes(s: Services): Hono<AppEnv> {
     });
     const nextBatch = encodeSyncToken(batch.nextPosition);
     response.pos = nextBatch;
-    response.extensions = { to_device: { next_batch: nextBatch, events: batch.events } };
-    return c.json(response);
+    response.extensions = { to_device: { next_batch: nextBatch, events: EVENTS } };
+    return c.body(JSON.stringify(response).replace(JSON.stringify(EVENTS), toDeviceEventsJson(batch.events)), 200, {
+      'content-type': 'application/json',
+    });
   });
 
   return r;

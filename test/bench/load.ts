@@ -1,0 +1,124 @@
+/**
+ * The load generator, run as its own process by run.ts: autocannon's programmatic API (so each
+ * request can get a distinct path, i.e. a distinct txnId), one warm-up run, then the measured
+ * run. Reads a LoadSpec as JSON from argv[2], prints one LoadResult as JSON on stdout.
+ */
+import { createRequire } from 'node:module';
+
+export interface LoadSpec {
+  url: string;
+  method: 'PUT' | 'POST' | 'GET';
+  /** Each request goes to `${pathPrefix}/${runTag}-${n}`: distinct txnIds. */
+  pathPrefix: string;
+  headers: Record<string, string>;
+  body: string;
+  connections: number;
+  warmupSeconds: number;
+  /** Measured run: a duration in seconds, or a fixed number of requests. */
+  durationSeconds?: number;
+  amount?: number;
+}
+
+export interface LoadResult {
+  reqPerSec: number;
+  p50: number;
+  p99: number;
+  /** Requests answered 2xx in warm-up and measured runs together. */
+  ok2xx: number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  seconds: number;
+}
+
+interface AutocannonRequest {
+  method?: string;
+  path?: string;
+  setupRequest?: (req: { path?: string }) => { path?: string };
+}
+
+interface AutocannonOptions {
+  url: string;
+  connections: number;
+  duration?: number;
+  amount?: number;
+  method?: string;
+  headers?: Record<string, string>;
+  body?: string;
+  requests?: AutocannonRequest[];
+  timeout?: number;
+}
+
+interface Histogram {
+  average: number;
+  p50: number;
+  p99: number;
+}
+
+interface AutocannonResult {
+  requests: Histogram & { total: number };
+  latency: Histogram;
+  duration: number;
+  errors: number;
+  timeouts: number;
+  non2xx: number;
+  '2xx': number;
+}
+
+// autocannon ships no types; this is the part of its API we use.
+const autocannon = createRequire(import.meta.url)('autocannon') as (
+  opts: AutocannonOptions,
+  cb: (err: Error | null, result: AutocannonResult) => void,
+) => unknown;
+
+function run(spec: LoadSpec, tag: string, measured: boolean): Promise<AutocannonResult> {
+  let n = 0;
+  const opts: AutocannonOptions = {
+    url: spec.url,
+    connections: spec.connections,
+    method: spec.method,
+    headers: spec.headers,
+    body: spec.body,
+    timeout: 30,
+    requests: [
+      {
+        method: spec.method,
+        setupRequest: (req) => {
+          req.path = `${spec.pathPrefix}/${tag}-${n++}`;
+          return req;
+        },
+      },
+    ],
+  };
+  if (!measured) opts.duration = spec.warmupSeconds;
+  else if (spec.amount !== undefined) opts.amount = spec.amount;
+  else opts.duration = spec.durationSeconds ?? 10;
+  return new Promise((resolve, reject) => {
+    autocannon(opts, (err, result) => (err ? reject(err) : resolve(result)));
+  });
+}
+
+async function main(): Promise<void> {
+  const spec = JSON.parse(process.argv[2] ?? '') as LoadSpec;
+  const tag = `${process.pid}-${Date.now()}`;
+  let warm: AutocannonResult | null = null;
+  if (spec.warmupSeconds > 0) warm = await run(spec, `${tag}w`, false);
+  const r = await run(spec, `${tag}m`, true);
+  const result: LoadResult = {
+    // For a fixed amount the per-second histogram misses the partial last second: use total/duration.
+    reqPerSec: r.requests.total / r.duration,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    ok2xx: r['2xx'] + (warm?.['2xx'] ?? 0),
+    non2xx: r.non2xx + (warm?.non2xx ?? 0),
+    errors: r.errors + (warm?.errors ?? 0),
+    timeouts: r.timeouts + (warm?.timeouts ?? 0),
+    seconds: r.duration,
+  };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+main().catch((e: unknown) => {
+  console.error('load generator failed:', e);
+  process.exit(1);
+});

@@ -1,0 +1,898 @@
+/**
+ * `npm run bench`: the floors and the product, measured in one run on this machine, printed as a
+ * table and written to test/bench/RESULTS.md. A benchmark, not a test: misses are reported, never
+ * a failing exit status.
+ *
+ * Processes: this orchestrator (the client for S2–S5), each server in its own process (floors
+ * F1/F2, the product on PostgreSQL, the product on PGlite), and autocannon in its own process
+ * (load.ts) for the throughput runs. Everything is on loopback; databases and data directories
+ * are created fresh and removed at the end.
+ *
+ * Knobs (environment): BENCH_DATABASE_URL (an admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
+ * BENCH_ONLY (comma list of F1,F2,S1,S2,S3,S4,S5,PGLITE), BENCH_SECONDS (measured seconds per
+ * throughput run, 10), BENCH_S5_CONNECTIONS (10000), BENCH_S5_DEVICES (distinct devices behind
+ * them, 2000), BENCH_S4_BACKLOG (100000), BENCH_CPU_PROF (a directory: run the PostgreSQL product server under --cpu-prof).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import postgres from 'postgres';
+import { HttpClient, pool, summarize } from './http-client.ts';
+import type { LoadResult, LoadSpec } from './load.ts';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const BENCH_DIR = fileURLToPath(new URL('.', import.meta.url));
+const ADMIN_URL = process.env.BENCH_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
+const ONLY = new Set((process.env.BENCH_ONLY ?? '').split(',').map((s) => s.trim().toUpperCase()).filter(Boolean));
+const want = (k: string): boolean => ONLY.size === 0 || ONLY.has(k);
+const SECONDS = Number(process.env.BENCH_SECONDS || 10);
+const WARMUP_SECONDS = 3;
+const CONNECTIONS = 32;
+const S2_ROUNDS = 2000;
+const S2_WARMUP = 100;
+const S3_DEVICES = 1000;
+const S3_REQUESTS = 12;
+const S3_WARMUP = 2;
+const S4_BACKLOG = Number(process.env.BENCH_S4_BACKLOG || 100_000);
+const S4_FILL_MAX_MS = 360_000;
+const S5_CONNECTIONS = Number(process.env.BENCH_S5_CONNECTIONS || 10_000);
+const S5_DEVICES = Math.min(S5_CONNECTIONS, Number(process.env.BENCH_S5_DEVICES || 2000));
+const CPU_PROF = process.env.BENCH_CPU_PROF;
+const WATCHDOG_MS = 25 * 60_000;
+const SERVER_NAME = 'bench.local';
+const SERVER_USER = `@:${SERVER_NAME}`;
+const PASSWORD = 'bench password';
+const CLIENT = '/_matrix/client/v3';
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+const children = new Set<ChildProcess>();
+const cleanups: (() => Promise<void> | void)[] = [];
+const logDir = mkdtempSync(path.join(os.tmpdir(), 'tds-bench-logs-'));
+
+function log(msg: string): void {
+  console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Environment for a child: ours minus anything that would configure the product server. */
+function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  const strip = /^(CONFIG_FILE|SERVER_NAME|LISTEN_|DATABASE_|DATA_DIR|ENABLE_REGISTRATION|SYNC_TO_DEVICE_LIMIT|MAX_|TXN_|DEVICE_QUEUE_MAX|TO_DEVICE_TTL|RATE_LIMIT_|FEDERATION_|APPSERVICE|LOG_LEVEL|NODE_OPTIONS)/;
+  for (const [k, v] of Object.entries(process.env)) if (!strip.test(k)) env[k] = v;
+  return { ...env, ...extra };
+}
+
+interface Server {
+  name: string;
+  proc: ChildProcess;
+  port: number;
+  pid: number;
+  logFile: string;
+}
+
+function spawnNode(name: string, nodeArgs: string[], script: string, args: string[], env: Record<string, string>): { proc: ChildProcess; logFile: string } {
+  const logFile = path.join(logDir, `${name}.log`);
+  const out = createWriteStream(logFile);
+  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', script, ...args], {
+    cwd: ROOT,
+    env: cleanEnv(env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  proc.stdout?.pipe(out);
+  proc.stderr?.pipe(out);
+  children.add(proc);
+  proc.once('exit', () => children.delete(proc));
+  return { proc, logFile };
+}
+
+function tail(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-15).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+async function waitReady(name: string, proc: ChildProcess, port: number, readyPath: string, logFile: string): Promise<void> {
+  const deadline = Date.now() + 90_000;
+  const probe = new HttpClient('127.0.0.1', port, 1);
+  try {
+    while (Date.now() < deadline) {
+      if (proc.exitCode !== null) throw new Error(`${name} exited with ${proc.exitCode}:\n${tail(logFile)}`);
+      try {
+        const res = await probe.request('GET', readyPath);
+        if (res.status === 200) return;
+      } catch {
+        // not listening yet
+      }
+      await sleep(100);
+    }
+    throw new Error(`${name} did not become ready in 90 s:\n${tail(logFile)}`);
+  } finally {
+    probe.close();
+  }
+}
+
+async function stopServer(s: Server): Promise<void> {
+  if (s.proc.exitCode !== null || s.proc.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => s.proc.once('exit', () => resolve()));
+  s.proc.kill('SIGTERM');
+  const timer = setTimeout(() => s.proc.kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function startFloor(mode: 'f1' | 'f2', dbUrl?: string): Promise<Server> {
+  const port = await freePort();
+  const { proc, logFile } = spawnNode(mode, [], path.join(BENCH_DIR, 'floor-server.ts'), [mode, String(port), ...(dbUrl ? [dbUrl] : [])], {});
+  await waitReady(mode, proc, port, '/ready', logFile);
+  return { name: mode, proc, port, pid: proc.pid!, logFile };
+}
+
+async function startProduct(name: string, db: { url: string } | { dataDir: string }, profile: boolean): Promise<Server> {
+  const port = await freePort();
+  const env: Record<string, string> = {
+    LISTEN_HOST: '127.0.0.1',
+    LISTEN_PORT: String(port),
+    SERVER_NAME,
+    ENABLE_REGISTRATION: 'true',
+    LOG_LEVEL: 'warn',
+    // A benchmark measures capacity: no per-device send rate limit (S1 and the S4 fill send from
+    // one device), and a queue cap above S4's backlog so maintenance never trims it.
+    RATE_LIMIT_SEND_TO_DEVICE_PER_SECOND: '0',
+    DEVICE_QUEUE_MAX: String(10 * S4_BACKLOG),
+    ...('url' in db ? { DATABASE_URL: db.url } : { DATA_DIR: db.dataDir }),
+  };
+  const nodeArgs = profile && CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF)}`] : [];
+  const { proc, logFile } = spawnNode(name, nodeArgs, path.join(ROOT, 'src/main.ts'), [], env);
+  await waitReady(name, proc, port, '/_matrix/client/versions', logFile);
+  return { name, proc, port, pid: proc.pid!, logFile };
+}
+
+async function runLoad(spec: LoadSpec): Promise<LoadResult> {
+  const { proc, logFile } = spawnNode(`load-${Date.now()}`, [], path.join(BENCH_DIR, 'load.ts'), [JSON.stringify(spec)], {});
+  const exitCode = await new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const text = readFileSync(logFile, 'utf8').trim().split('\n');
+  const last = text[text.length - 1] ?? '';
+  if (exitCode !== 0 || !last.startsWith('{')) throw new Error(`load generator failed (${exitCode}):\n${text.slice(-10).join('\n')}`);
+  const r = JSON.parse(last) as LoadResult;
+  if (r.errors > 0 || r.non2xx > 0 || r.timeouts > 0) log(`  load: ${r.errors} errors, ${r.non2xx} non-2xx, ${r.timeouts} timeouts`);
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc readings of a server process
+
+function procStatusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]); // utime + stime
+}
+
+/** Waits until the process uses (almost) no CPU for a second: its backlog of work is done. */
+async function waitIdle(pid: number, maxMs = 60_000): Promise<void> {
+  const deadline = Date.now() + maxMs;
+  let quiet = 0;
+  let last = cpuTicks(pid);
+  while (Date.now() < deadline && quiet < 4) {
+    await sleep(250);
+    const now = cpuTicks(pid);
+    quiet = now - last <= 1 ? quiet + 1 : 0;
+    last = now;
+  }
+}
+
+const mb = (kb: number): number => kb / 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Matrix helpers
+
+interface Device {
+  userId: string;
+  deviceId: string;
+  token: string;
+  /** The sync token to send next (acknowledges what it covers). */
+  since: string;
+}
+
+interface SyncBody {
+  next_batch: string;
+  to_device: { events: { sender: string; type: string; content: Record<string, unknown> }[] };
+}
+
+async function register(c: HttpClient, username: string, deviceId?: string): Promise<Device> {
+  const body = await c.ok<{ user_id: string; device_id: string; access_token: string }>('POST', `${CLIENT}/register`, {
+    body: { username, password: PASSWORD, auth: { type: 'm.login.dummy' }, ...(deviceId ? { device_id: deviceId } : {}) },
+  });
+  return { userId: body.user_id, deviceId: body.device_id, token: body.access_token, since: 'v1.0' };
+}
+
+async function login(c: HttpClient, username: string): Promise<Device> {
+  const body = await c.ok<{ user_id: string; device_id: string; access_token: string }>('POST', `${CLIENT}/login`, {
+    body: { type: 'm.login.password', identifier: { type: 'm.id.user', user: username }, password: PASSWORD },
+  });
+  return { userId: body.user_id, deviceId: body.device_id, token: body.access_token, since: 'v1.0' };
+}
+
+/** One user with `n` devices: registration, then n−1 logins (each costs the server one scrypt). */
+async function userWithDevices(c: HttpClient, username: string, n: number): Promise<Device[]> {
+  const devices = [await register(c, username)];
+  await pool(n - 1, 8, async () => {
+    devices.push(await login(c, username));
+  });
+  return devices;
+}
+
+function syncPath(since: string | null, timeoutMs = 0): string {
+  const q = new URLSearchParams();
+  if (since !== null) q.set('since', since);
+  if (timeoutMs > 0) q.set('timeout', String(timeoutMs));
+  return `${CLIENT}/sync?${q}`;
+}
+
+/** Logins done and the time they took: what one more device costs on this machine. */
+let loginSeconds = 0;
+let loginCount = 0;
+
+let txnCounter = 0;
+const txn = (): string => `b${Date.now()}-${txnCounter++}`;
+
+function sendPath(type: string): string {
+  return `${CLIENT}/sendToDevice/${encodeURIComponent(type)}/${txn()}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+interface Row {
+  id: string;
+  scenario: string;
+  figure: string;
+  floor: string;
+  ratio: string;
+  verdict: 'PASS' | 'MISS' | 'floor' | 'info' | 'n/a' | 'error';
+}
+
+const rows: Row[] = [];
+const notes: string[] = [];
+const fmt = (n: number, digits = 0): string =>
+  Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '—';
+const ms = (n: number): string => `${fmt(n, n < 10 ? 2 : 1)} ms`;
+const verdict = (ok: boolean): 'PASS' | 'MISS' => (ok ? 'PASS' : 'MISS');
+
+function failed(id: string, scenario: string, e: unknown): void {
+  const msg = e instanceof Error ? e.message.split('\n')[0]! : String(e);
+  log(`${id} failed: ${e instanceof Error ? e.message : String(e)}`);
+  rows.push({ id, scenario, figure: `failed: ${msg}`, floor: '—', ratio: '—', verdict: 'error' });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+function loadSpec(port: number, pathPrefix: string, token: string | null, body: string, extra: Partial<LoadSpec> = {}): LoadSpec {
+  return {
+    url: `http://127.0.0.1:${port}`,
+    method: 'PUT',
+    pathPrefix,
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body,
+    connections: CONNECTIONS,
+    warmupSeconds: WARMUP_SECONDS,
+    durationSeconds: SECONDS,
+    ...extra,
+  };
+}
+
+const s1Body = (to: Device): string => JSON.stringify({ messages: { [to.userId]: { [to.deviceId]: { body: 'bench message', n: 1 } } } });
+
+/** Serial PUTs on one keep-alive connection: the latency floor for the serial scenarios. */
+async function serialPuts(c: HttpClient, prefix: string, body: string, n: number): Promise<{ p50: number; p99: number }> {
+  const samples: number[] = [];
+  for (let i = 0; i < n + 100; i++) {
+    const t0 = performance.now();
+    await c.ok('PUT', `${prefix}/s${i}`, { body });
+    if (i >= 100) samples.push(performance.now() - t0);
+  }
+  return summarize(samples);
+}
+
+interface Floors {
+  f2: LoadResult | null;
+  f2Serial: { p50: number; p99: number } | null;
+  parkedRss: { idleKb: number; parkedKb: number } | null;
+}
+
+async function floors(): Promise<Floors> {
+  const result: Floors = { f2: null, f2Serial: null, parkedRss: null };
+  const dummy: Device = { userId: `@bob:${SERVER_NAME}`, deviceId: 'BOBDEV', token: '', since: '' };
+  if (want('F1') || want('S5')) {
+    log(`F1: bare Hono, ${CONNECTIONS} connections, ${SECONDS} s`);
+    const f1 = await startFloor('f1');
+    try {
+      const r = await runLoad(loadSpec(f1.port, '/floor/m.bench', 'unchecked', s1Body(dummy)));
+      rows.push({ id: 'F1', scenario: 'bare Hono + @hono/node-server, PUT with JSON body', figure: `${fmt(r.reqPerSec)} req/s; p50 ${ms(r.p50)}, p99 ${ms(r.p99)}`, floor: '—', ratio: '—', verdict: 'floor' });
+      if (want('S5')) {
+        log(`F1: RSS with ${S5_CONNECTIONS} parked requests`);
+        result.parkedRss = await parkFloor(f1, S5_CONNECTIONS);
+        if (result.parkedRss !== null) {
+          const { idleKb, parkedKb } = result.parkedRss;
+          rows.push({
+            id: 'F1',
+            scenario: `F1 holding ${fmt(S5_CONNECTIONS)} parked GET requests (S5's memory floor)`,
+            figure: `RSS ${fmt(mb(parkedKb))} MB (idle ${fmt(mb(idleKb))} MB; +${fmt((parkedKb - idleKb) / S5_CONNECTIONS, 1)} kB per request)`,
+            floor: '—',
+            ratio: '—',
+            verdict: 'floor',
+          });
+        }
+      }
+    } catch (e) {
+      failed('F1', 'bare Hono', e);
+    } finally {
+      await stopServer(f1);
+    }
+  }
+  if (want('F2') || want('S1')) {
+    const dbName = `tds_bench_f2_${randomBytes(4).toString('hex')}`;
+    const url = await createDatabase(dbName);
+    log(`F2: Hono + one postgres.js INSERT, ${CONNECTIONS} connections, ${SECONDS} s`);
+    const f2 = await startFloor('f2', url);
+    try {
+      const r = await runLoad(loadSpec(f2.port, '/floor/m.bench', 'unchecked', s1Body(dummy)));
+      result.f2 = r;
+      const c = new HttpClient('127.0.0.1', f2.port, 1);
+      result.f2Serial = await serialPuts(c, '/floor/m.bench', s1Body(dummy), 1000);
+      c.close();
+      rows.push({
+        id: 'F2',
+        scenario: 'F1 + one postgres.js INSERT (one-index table)',
+        figure: `${fmt(r.reqPerSec)} req/s; p50 ${ms(r.p50)}, p99 ${ms(r.p99)}; serial (1 conn) p50 ${ms(result.f2Serial.p50)}, p99 ${ms(result.f2Serial.p99)}`,
+        floor: '—',
+        ratio: '—',
+        verdict: 'floor',
+      });
+    } catch (e) {
+      failed('F2', 'Hono + INSERT', e);
+    } finally {
+      await stopServer(f2);
+      await dropDatabase(dbName);
+    }
+  }
+  return result;
+}
+
+async function s1(label: string, server: Server, sender: Device, target: Device, fl: Floors, target075: boolean): Promise<LoadResult | null> {
+  log(`S1 (${label}): sendToDevice to one device, distinct txnIds, ${CONNECTIONS} connections, ${SECONDS} s`);
+  try {
+    const r = await runLoad(loadSpec(server.port, `${CLIENT}/sendToDevice/m.bench`, sender.token, s1Body(target)));
+    const f2 = fl.f2?.reqPerSec ?? NaN;
+    const ratio = r.reqPerSec / f2;
+    rows.push({
+      id: 'S1',
+      scenario: `sendToDevice to one device, ${label}`,
+      figure: `${fmt(r.reqPerSec)} req/s; p50 ${ms(r.p50)}, p99 ${ms(r.p99)}${r.non2xx + r.errors > 0 ? ` (${fmt(r.non2xx + r.errors)} failed!)` : ''}`,
+      floor: `F2 ${fmt(f2)} req/s`,
+      ratio: `${fmt(ratio, 2)} × F2 (target ≥ 0.75)`,
+      verdict: target075 ? (Number.isFinite(ratio) ? verdict(ratio >= 0.75) : 'info') : 'info',
+    });
+    return r;
+  } catch (e) {
+    failed('S1', `sendToDevice, ${label}`, e);
+    return null;
+  }
+}
+
+async function s2(label: string, c: HttpClient, me: Device, rounds: number, fl: Floors): Promise<void> {
+  log(`S2 (${label}): ${rounds} ping → pong round trips through ${SERVER_USER}`);
+  try {
+    const first = await c.ok<SyncBody>('GET', syncPath(null), { token: me.token });
+    let since = first.next_batch;
+    const samples: number[] = [];
+    for (let i = 0; i < rounds + S2_WARMUP; i++) {
+      const nonce = `n${i}-${Date.now()}`;
+      let poll = c.ok<SyncBody>('GET', syncPath(since, 30_000), { token: me.token });
+      // Let the long-poll reach the server and park before the ping is sent.
+      await sleep(3);
+      const t0 = performance.now();
+      const put = c.ok('PUT', sendPath('org.example.ping'), { token: me.token, body: { messages: { [SERVER_USER]: { '': { nonce } } } } });
+      let got = false;
+      while (!got) {
+        const res = await poll;
+        since = res.next_batch;
+        got = res.to_device.events.some((e) => e.type === 'org.example.pong' && e.content.nonce === nonce);
+        if (!got) poll = c.ok<SyncBody>('GET', syncPath(since, 30_000), { token: me.token });
+      }
+      const t1 = performance.now();
+      await put;
+      if (i >= S2_WARMUP) samples.push(t1 - t0);
+    }
+    const s = summarize(samples);
+    const floor = fl.f2Serial ? `F2 serial PUT p50 ${ms(fl.f2Serial.p50)}, p99 ${ms(fl.f2Serial.p99)}` : '—';
+    rows.push({
+      id: 'S2',
+      scenario: `server-user ping → pong → woken long-poll, ${label} (n=${s.n})`,
+      figure: `p50 ${ms(s.p50)}, p99 ${ms(s.p99)} (max ${ms(s.max)})`,
+      floor,
+      ratio: 'target p50 ≤ 3 ms, p99 ≤ 15 ms',
+      verdict: verdict(s.p50 <= 3 && s.p99 <= 15),
+    });
+  } catch (e) {
+    failed('S2', `server-user round trip, ${label}`, e);
+  }
+}
+
+/** Syncs every device once (acknowledging what it had), `concurrency` at a time; returns events seen. */
+async function drainAll(c: HttpClient, devices: Device[], concurrency = 16): Promise<number> {
+  let events = 0;
+  await pool(devices.length, concurrency, async (i) => {
+    const d = devices[i]!;
+    const res = await c.ok<SyncBody>('GET', syncPath(d.since), { token: d.token });
+    d.since = res.next_batch;
+    events += res.to_device.events.length;
+  });
+  return events;
+}
+
+async function s3(c: HttpClient, sender: Device, fanout: Device[], fl: Floors): Promise<void> {
+  log(`S3: ${S3_REQUESTS} requests with "*" to a user with ${fanout.length} devices (drained in between)`);
+  try {
+    const samples: number[] = [];
+    for (let i = 0; i < S3_REQUESTS + S3_WARMUP; i++) {
+      const t0 = performance.now();
+      await c.ok('PUT', sendPath('m.bench.fanout'), { token: sender.token, body: { messages: { [fanout[0]!.userId]: { '*': { n: i } } } } });
+      if (i >= S3_WARMUP) samples.push(performance.now() - t0);
+      const got = await drainAll(c, fanout);
+      if (got !== fanout.length) log(`  S3: drained ${got} messages, expected ${fanout.length}`);
+    }
+    await drainAll(c, fanout); // acknowledge the last one: every queue is empty for S5
+    const s = summarize(samples);
+    rows.push({
+      id: 'S3',
+      scenario: `one request with "*" to a user with ${fanout.length.toLocaleString('en-US')} devices (n=${s.n})`,
+      figure: `p50 ${ms(s.p50)} (p99 ${ms(s.p99)}, ${fmt(fanout.length / (s.p50 / 1000))} msgs/s stored)`,
+      floor: fl.f2Serial ? `F2 serial PUT p50 ${ms(fl.f2Serial.p50)}` : '—',
+      ratio: 'target p50 ≤ 30 ms',
+      verdict: verdict(s.p50 <= 30),
+    });
+  } catch (e) {
+    failed('S3', 'fan-out to 1,000 devices', e);
+  }
+}
+
+async function s4(c: HttpClient, target: Device, expected: number): Promise<void> {
+  log(`S4: draining a backlog of ${expected.toLocaleString('en-US')} messages through /sync (limit 100)`);
+  try {
+    let since: string | null = null;
+    let total = 0;
+    let requests = 0;
+    const perSync: number[] = [];
+    const t0 = performance.now();
+    for (;;) {
+      const ts = performance.now();
+      const res: SyncBody = await c.ok<SyncBody>('GET', syncPath(since), { token: target.token });
+      perSync.push(performance.now() - ts);
+      requests++;
+      since = res.next_batch;
+      total += res.to_device.events.length;
+      if (res.to_device.events.length === 0) break;
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const rate = total / seconds;
+    // Whether a sync gets slower as the queue drains (e.g. scanning what was already deleted).
+    const tenth = (k: number) => summarize(perSync.slice(Math.floor((k * perSync.length) / 10), Math.floor(((k + 1) * perSync.length) / 10)));
+    target.since = since ?? target.since;
+    rows.push({
+      id: 'S4',
+      scenario: `drain a ${fmt(total)}-message backlog for one device via /sync (limit 100)`,
+      figure: `${fmt(rate)} msg/s (${requests} syncs in ${fmt(seconds, 2)} s; per sync p50 ${ms(tenth(0).p50)} in the first tenth, ${ms(tenth(9).p50)} in the last)`,
+      floor: '—',
+      ratio: 'target ≥ 30,000 msg/s',
+      verdict: verdict(rate >= 30_000),
+    });
+    // autocannon does not count requests still in flight when a timed run ends, so a few more
+    // than it counted may be queued; fewer would be a loss.
+    if (total < expected) notes.push(`S4 drained only ${fmt(total)} messages; ${fmt(expected)} were answered 2xx.`);
+  } catch (e) {
+    failed('S4', 'backlog drain', e);
+  }
+}
+
+/** `n` requests held open at once, one socket each (like long-polls), with their completion times. */
+class ParkedRequests {
+  readonly ends: Float64Array;
+  readonly done: Promise<void>[] = [];
+  readonly bodies: (SyncBody | null)[];
+  failures = 0;
+  open = 0;
+  private readonly agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
+
+  constructor(readonly n: number) {
+    this.ends = new Float64Array(n).fill(NaN);
+    this.bodies = new Array<SyncBody | null>(n).fill(null);
+  }
+
+  async openAll(port: number, requestOf: (j: number) => { path: string; token?: string }): Promise<void> {
+    for (let j = 0; j < this.n; j++) {
+      const { path: reqPath, token } = requestOf(j);
+      this.done.push(
+        new Promise<void>((resolve) => {
+          const req = http.request(
+            { host: '127.0.0.1', port, path: reqPath, headers: token ? { authorization: `Bearer ${token}` } : {}, agent: this.agent },
+            (res) => {
+              const chunks: Buffer[] = [];
+              res.on('data', (ch: Buffer) => chunks.push(ch));
+              res.on('end', () => {
+                this.ends[j] = performance.now();
+                this.open--;
+                try {
+                  if (res.statusCode !== 200) throw new Error(String(res.statusCode));
+                  this.bodies[j] = JSON.parse(Buffer.concat(chunks).toString('utf8')) as SyncBody;
+                } catch {
+                  this.failures++;
+                }
+                resolve();
+              });
+            },
+          );
+          req.on('error', () => {
+            this.failures++;
+            this.open--;
+            resolve();
+          });
+          req.end();
+          this.open++;
+        }),
+      );
+      // Pace the connects so the listen backlog never overflows (an overflow costs a 1 s SYN retry).
+      if (j % 250 === 249) await sleep(30);
+    }
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+/** The memory floor for S5: the bare Hono server (F1) holding `n` parked requests. */
+async function parkFloor(f1: Server, n: number): Promise<{ idleKb: number; parkedKb: number } | null> {
+  const parked = new ParkedRequests(n);
+  try {
+    await waitIdle(f1.pid);
+    const idleKb = procStatusKb(f1.pid, 'VmRSS');
+    await parked.openAll(f1.port, () => ({ path: '/park' }));
+    await waitIdle(f1.pid);
+    await sleep(500);
+    const parkedKb = procStatusKb(f1.pid, 'VmRSS');
+    const c = new HttpClient('127.0.0.1', f1.port, 1);
+    await c.ok('POST', '/release');
+    c.close();
+    await Promise.race([Promise.all(parked.done), sleep(20_000)]);
+    return { idleKb, parkedKb };
+  } finally {
+    parked.close();
+  }
+}
+
+async function s5(server: Server, c: HttpClient, sender: Device, devices: Device[], fl: Floors): Promise<void> {
+  const n = S5_CONNECTIONS;
+  const d = devices.length;
+  const perDevice = n / d;
+  log(`S5: ${n} concurrent long-polls over ${d} devices; RSS, then wake latency`);
+  const parked = new ParkedRequests(n);
+  try {
+    await waitIdle(server.pid);
+    const rssIdle = procStatusKb(server.pid, 'VmRSS');
+    // Poll j belongs to device j % d.
+    await parked.openAll(server.port, (j) => {
+      const dev = devices[j % d]!;
+      return { path: syncPath(dev.since, 120_000), token: dev.token };
+    });
+    await waitIdle(server.pid);
+    await sleep(500);
+    const rss = procStatusKb(server.pid, 'VmRSS');
+    const early = parked.ends.filter((t) => !Number.isNaN(t)).length;
+    log(`  S5: ${parked.open} long-polls open; server RSS ${fmt(mb(rss))} MB (idle before: ${fmt(mb(rssIdle))} MB)`);
+
+    // Wake: one message per device, in random order, 4 devices at a time; a device's slot is
+    // free again once all its polls have returned, so the wake-ups never queue up unboundedly.
+    const sentAt = new Float64Array(d).fill(NaN);
+    const pollsOf = (idx: number): Promise<void>[] => {
+      const list: Promise<void>[] = [];
+      for (let j = idx; j < n; j += d) list.push(parked.done[j]!);
+      return list;
+    };
+    const order = [...devices.keys()].sort(() => Math.random() - 0.5);
+    const t0 = performance.now();
+    await pool(d, 4, async (k) => {
+      const idx = order[k]!;
+      const dev = devices[idx]!;
+      sentAt[idx] = performance.now();
+      await c.ok('PUT', sendPath('m.bench.wake'), { token: sender.token, body: { messages: { [dev.userId]: { [dev.deviceId]: { wake: idx } } } } });
+      await Promise.race([Promise.all(pollsOf(idx)), sleep(30_000)]);
+    });
+    const wakeSeconds = (performance.now() - t0) / 1000;
+    const latencies: number[] = [];
+    let empty = 0;
+    for (let j = 0; j < n; j++) {
+      const end = parked.ends[j]!;
+      const sent = sentAt[j % d]!;
+      if (Number.isNaN(end) || Number.isNaN(sent)) continue;
+      if ((parked.bodies[j]?.to_device.events.length ?? 0) === 0) empty++;
+      else latencies.push(end - sent);
+    }
+    const s = summarize(latencies);
+    const scenario = `${fmt(n)} concurrent long-polling /sync (${fmt(d)} devices × ${fmt(perDevice, perDevice % 1 ? 1 : 0)})`;
+    const floor = fl.parkedRss
+      ? `F1 with ${fmt(n)} parked requests ${fmt(mb(fl.parkedRss.parkedKb))} MB (idle ${fmt(mb(fl.parkedRss.idleKb))} MB)`
+      : '—';
+    rows.push({
+      id: 'S5',
+      scenario: `${scenario}: server RSS`,
+      figure: `${fmt(mb(rss))} MB (idle before: ${fmt(mb(rssIdle))} MB; +${fmt((rss - rssIdle) / n, 1)} kB per poll)`,
+      floor,
+      ratio: 'target ≤ 250 MB',
+      verdict: verdict(mb(rss) <= 250),
+    });
+    rows.push({
+      id: 'S5',
+      scenario: `${scenario}: wake latency, one message per device, 4 devices at a time (n=${s.n})`,
+      figure: `p50 ${ms(s.p50)}, p99 ${ms(s.p99)} (max ${ms(s.max)}); ${fmt(s.n / wakeSeconds)} wakes/s`,
+      floor: fl.f2Serial ? `F2 serial PUT p99 ${ms(fl.f2Serial.p99)}` : '—',
+      ratio: 'target p99 ≤ 50 ms',
+      verdict: verdict(s.p99 <= 50 && s.n === n),
+    });
+    if (s.n !== n) notes.push(`S5: ${fmt(n - s.n)} of ${fmt(n)} polls not woken with their message (${early} returned before the wake phase, ${empty} empty, ${parked.failures} failed).`);
+    if (perDevice > 1) {
+      notes.push(
+        `S5 parks ${fmt(n)} long-polls on ${fmt(d)} devices (${fmt(perDevice, 1)} per device): each device needs a login, i.e. one scrypt on the server, ` +
+          `which would make ${fmt(n)} distinct devices take ~${fmt(loginCount > 0 ? (n * loginSeconds) / loginCount / 60 : NaN, 0)} min here; one message then wakes all of a device's polls. BENCH_S5_DEVICES=${n} measures one device per poll.`,
+      );
+    }
+  } catch (e) {
+    failed('S5', 'long-polls', e);
+  } finally {
+    parked.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Databases
+
+let admin: postgres.Sql | null = null;
+function adminSql(): postgres.Sql {
+  admin ??= postgres(ADMIN_URL, { max: 1, onnotice: () => {}, connect_timeout: 10 });
+  return admin;
+}
+
+async function createDatabase(name: string): Promise<string> {
+  await adminSql().unsafe(`create database ${name}`);
+  cleanups.push(() => dropDatabase(name));
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+async function dropDatabase(name: string): Promise<void> {
+  await adminSql().unsafe(`drop database if exists ${name} with (force)`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The product runs
+
+async function productOnPostgres(fl: Floors): Promise<void> {
+  const dbName = `tds_bench_${randomBytes(4).toString('hex')}`;
+  const url = await createDatabase(dbName);
+  log(`product on PostgreSQL (database ${dbName})`);
+  const server = await startProduct('product-pg', { url }, true);
+  const c = new HttpClient('127.0.0.1', server.port, 64);
+  try {
+    const alice = await register(c, 'alice');
+    const bob = await register(c, 'bob', 'BOBDEV');
+
+    let sent = 0;
+    if (want('S1')) {
+      const r = await s1('PostgreSQL', server, alice, bob, fl, true);
+      sent += r?.ok2xx ?? 0;
+    }
+    if (want('S4')) {
+      if (sent < S4_BACKLOG) {
+        // One message per request (a request holds one message per (user, device)), so the fill
+        // runs at S1's rate; it is done in chunks and cut off after S4_FILL_MAX_MS.
+        log(`S4: filling the backlog to ${S4_BACKLOG.toLocaleString('en-US')} (${(S4_BACKLOG - sent).toLocaleString('en-US')} more requests)`);
+        const t0 = performance.now();
+        let filled = 0;
+        while (sent < S4_BACKLOG && performance.now() - t0 < S4_FILL_MAX_MS) {
+          const amount = Math.max(CONNECTIONS, Math.min(10_000, S4_BACKLOG - sent));
+          const fill = await runLoad(loadSpec(server.port, `${CLIENT}/sendToDevice/m.bench`, alice.token, s1Body(bob), { warmupSeconds: 0, amount }));
+          sent += fill.ok2xx;
+          filled += fill.ok2xx;
+        }
+        const seconds = (performance.now() - t0) / 1000;
+        notes.push(`S4 backlog: ${fmt(sent)} messages, from S1 and then ${fmt(filled)} more requests at ${fmt(filled / seconds)} req/s in ${fmt(seconds, 1)} s.`);
+        if (sent < S4_BACKLOG) notes.push(`S4 backlog fill was cut off after ${fmt(S4_FILL_MAX_MS / 1000)} s: drained ${fmt(sent)}, not ${fmt(S4_BACKLOG)}.`);
+      }
+      await s4(c, bob, sent);
+    }
+    if (want('S2')) await s2('PostgreSQL', c, alice, S2_ROUNDS, fl);
+
+    let carol: Device[] = [];
+    if (want('S3') || want('S5')) {
+      const t0 = performance.now();
+      carol = await userWithDevices(c, 'carol', S3_DEVICES);
+      loginSeconds += (performance.now() - t0) / 1000;
+      loginCount += S3_DEVICES;
+      notes.push(`Setup: 1 registration + ${S3_DEVICES - 1} logins of one user took ${fmt((performance.now() - t0) / 1000, 1)} s (scrypt per login).`);
+    }
+    if (want('S3')) await s3(c, alice, carol, fl);
+    if (want('S5')) {
+      const devices = carol.slice(0, S5_DEVICES);
+      if (devices.length < S5_DEVICES) {
+        const t0 = performance.now();
+        const extra = S5_DEVICES - devices.length;
+        for (let u = 0; devices.length < S5_DEVICES; u++) {
+          devices.push(...(await userWithDevices(c, `dave${u}`, Math.min(1000, S5_DEVICES - devices.length))));
+        }
+        loginSeconds += (performance.now() - t0) / 1000;
+        loginCount += extra;
+        notes.push(`Setup: ${fmt(extra)} more devices for S5 took ${fmt((performance.now() - t0) / 1000, 1)} s.`);
+      }
+      await drainAll(c, devices);
+      await s5(server, c, alice, devices, fl);
+    }
+  } finally {
+    c.close();
+    await stopServer(server);
+    await dropDatabase(dbName);
+  }
+}
+
+async function productOnPglite(fl: Floors): Promise<void> {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'tds-bench-pglite-'));
+  cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+  log(`product on PGlite (${dataDir})`);
+  const server = await startProduct('product-pglite', { dataDir }, false);
+  const c = new HttpClient('127.0.0.1', server.port, 64);
+  try {
+    const alice = await register(c, 'alice');
+    const bob = await register(c, 'bob', 'BOBDEV');
+    await s1('PGlite', server, alice, bob, fl, false);
+    await s2('PGlite', c, alice, 1000, fl);
+  } finally {
+    c.close();
+    await stopServer(server);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+async function machine(): Promise<string[]> {
+  let pg: string;
+  try {
+    const [row] = await adminSql()<{ server_version: string }[]>`show server_version`;
+    pg = row?.server_version ?? '?';
+  } catch (e) {
+    pg = `unreachable (${e instanceof Error ? e.message : String(e)})`;
+  }
+  const cpus = os.cpus();
+  return [
+    `- Date: ${new Date().toISOString()}`,
+    `- Machine: ${cpus.length} cores (${cpus[0]?.model.trim() ?? '?'}), ${fmt(os.totalmem() / 2 ** 30, 1)} GiB memory, ${os.type()} ${os.release()}`,
+    `- Load average at start: ${os.loadavg().map((l) => l.toFixed(2)).join(', ')} (other work on the machine skews every figure)`,
+    `- Node ${process.version}; PostgreSQL ${pg} on loopback; autocannon ${CONNECTIONS} connections, ${WARMUP_SECONDS} s warm-up + ${SECONDS} s measured`,
+  ];
+}
+
+function table(): string[] {
+  const head = '| # | scenario | figure | floor | ratio / target | result |';
+  const sep = '|---|---|---|---|---|---|';
+  return [head, sep, ...rows.map((r) => `| ${r.id} | ${r.scenario} | ${r.figure} | ${r.floor} | ${r.ratio} | ${r.verdict} |`)];
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const watchdog = setTimeout(() => {
+    log('watchdog: the bench ran too long; stopping');
+    void cleanup().then(() => process.exit(0));
+  }, WATCHDOG_MS);
+  watchdog.unref();
+
+  const header = await machine();
+  const fl = await floors();
+  if (want('S1') || want('S2') || want('S3') || want('S4') || want('S5')) {
+    try {
+      await productOnPostgres(fl);
+    } catch (e) {
+      failed('S*', 'product on PostgreSQL', e);
+    }
+  }
+  if (want('PGLITE')) {
+    try {
+      await productOnPglite(fl);
+    } catch (e) {
+      failed('S*', 'product on PGlite', e);
+    }
+  }
+  if (ONLY.size === 0) {
+    rows.push({ id: 'S6', scenario: 'federation, two servers on loopback', figure: 'n/a (not implemented yet)', floor: '—', ratio: 'target latency p50 ≤ 10 ms', verdict: 'n/a' });
+    rows.push({ id: 'S7', scenario: 'appservice (matrix-bot-sdk) messages/s', figure: 'n/a (not implemented yet)', floor: '—', ratio: '—', verdict: 'n/a' });
+  }
+
+  const minutes = (performance.now() - started) / 60_000;
+  const out = [
+    '# Benchmark results',
+    '',
+    'Produced by `npm run bench` (test/bench/run.ts); targets from issue 7. A benchmark, not a test.',
+    '',
+    ...header,
+    `- Whole run: ${fmt(minutes, 1)} min${ONLY.size > 0 ? `; only ${[...ONLY].join(', ')}` : ''}`,
+    '',
+    ...table(),
+    '',
+    ...(notes.length > 0 ? ['Notes:', '', ...notes.map((n) => `- ${n}`), ''] : []),
+    'Method: each server runs in its own process (`node --import tsx`), the load generator (autocannon) in another, ' +
+      'this orchestrator is the client for S2–S5. S1 sends to one device with a fresh txnId per request; S2 parks a ' +
+      '`/sync` long-poll, then sends `org.example.ping` to the server user and times until that long-poll returns the ' +
+      'pong; S3 drains every device between requests; S4 fills the queue with S1 and further requests, then drains ' +
+      'with `since`; S5 reads VmRSS from /proc after the long-polls are parked and the server is idle, then sends ' +
+      'one message per device, four devices at a time (the next once all polls of one have returned), timing each poll ' +
+      'from its message\'s send. Latencies are measured by this client and include its own overhead.',
+    '',
+  ];
+  console.log(`\n${out.join('\n')}`);
+  if (ONLY.size === 0) writeFileSync(path.join(BENCH_DIR, 'RESULTS.md'), out.join('\n'));
+  else log('BENCH_ONLY set: RESULTS.md left as it was');
+}
+
+async function cleanup(): Promise<void> {
+  for (const child of children) child.kill('SIGKILL');
+  for (const fn of cleanups.reverse()) {
+    try {
+      await fn();
+    } catch {
+      // best effort
+    }
+  }
+  cleanups.length = 0;
+  await admin?.end({ timeout: 1 });
+  admin = null;
+  rmSync(logDir, { recursive: true, force: true });
+}
+
+process.once('SIGINT', () => {
+  log('interrupted');
+  void cleanup().then(() => process.exit(130));
+});
+
+main()
+  .catch((e: unknown) => {
+    log(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+  })
+  .finally(() => {
+    void cleanup().then(() => process.exit(0));
+  });
