@@ -112,12 +112,17 @@ export function createApp(deps: AppDeps): App {
     deadlineMs: config.serverUser.dispatchDeadlineMs,
     send: (userId, deviceId, type, content): Promise<void> => toDevice.sendAsServer(userId, deviceId, type, content),
   });
+  const accounts = new AccountsService(database.db, config.serverName);
+  if (wakeups !== null) {
+    accounts.publishRevoked = (hashes) => wakeups.publishRevoked(hashes);
+    wakeups.onRevoked = (hashes) => accounts.forgetTokens(hashes);
+  }
   const services: Services = {
     config,
     log,
     counters,
     notifier,
-    accounts: new AccountsService(database.db, config.serverName),
+    accounts,
     toDevice,
     toDeviceSync: new ToDeviceSyncService(database.db, notifier),
     filters: new FiltersService(database.db),

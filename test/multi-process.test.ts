@@ -84,6 +84,21 @@ describe.skipIf(!usingPostgres())('several processes on one PostgreSQL', () => {
     expect(wokeAfter).toBeLessThan(1_000);
   });
 
+  it('stops accepting a token on every process once it is logged out on one', async () => {
+    const [a, b] = instances.map((i) => i.app.app) as [App['app'], App['app']];
+    const onA = await TestClient.register(a, 'revoked');
+    const onB = new TestClient(b, onA.userId, onA.deviceId, onA.token);
+    expect((await onB.request('GET', '/v3/account/whoami')).status).toBe(200);
+    expect((await onA.request('POST', '/v3/logout')).status).toBe(200);
+    const deadline = Date.now() + 2_000;
+    let status = 200;
+    while (status === 200 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+      status = (await onB.request('GET', '/v3/account/whoami')).status;
+    }
+    expect(status).toBe(401);
+  });
+
   it('never sends one destination from two processes at once, and delivers every message once', async () => {
     const [a, b] = instances.map((i) => i.app.app);
     const onA = await TestClient.register(a as App['app'], 'fanner_a');

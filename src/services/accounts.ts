@@ -30,6 +30,9 @@ export interface PasswordAuth {
 }
 
 const UIA_TTL_MS = 15 * 60 * 1000;
+// Bounds how long another process may accept a revoked token if its NOTIFY was lost.
+const TOKEN_CACHE_TTL_MS = 30_000;
+const TOKEN_CACHE_MAX = 100_000;
 
 /**
  * Accounts, devices and access tokens. The server user `@:<server_name>` is reserved here:
@@ -39,6 +42,10 @@ export class AccountsService {
   private readonly store: AccountsStore;
   private readonly uia: UiaStore;
   readonly serverUserId: string;
+  /** Token hash → session: saves the lookup on every request. Revocations clear it. */
+  private readonly tokenCache = new Map<string, { session: Session; expires: number }>();
+  /** Tells other processes about revoked tokens (PostgreSQL NOTIFY). */
+  publishRevoked: (tokenHashes: string[]) => void = () => {};
 
   constructor(
     db: Db,
@@ -65,12 +72,30 @@ export class AccountsService {
     return { userId, login: inhibitLogin ? null : await this.startSession(userId, deviceId, null) };
   }
 
+  /** Drops tokens from the cache; called locally and for other processes' revocations. */
+  forgetTokens(tokenHashes: readonly string[]): void {
+    for (const h of tokenHashes) this.tokenCache.delete(h);
+  }
+
+  private revoke(tokenHashes: (string | null)[]): void {
+    const hashes = tokenHashes.filter((h): h is string => h !== null);
+    if (hashes.length === 0) return;
+    this.forgetTokens(hashes);
+    this.publishRevoked(hashes);
+  }
+
   async authenticate(token: string): Promise<Session> {
-    const found = await this.store.findDeviceByTokenHash(hashToken(token));
+    const hash = hashToken(token);
+    const now = Date.now();
+    const cached = this.tokenCache.get(hash);
+    if (cached !== undefined && cached.expires > now) return cached.session;
+    const found = await this.store.findDeviceByTokenHash(hash);
     // An account that predates the MSC4246 reservation of @:server is taken over by the server.
     if (found === null || found.userId === this.serverUserId) {
       throw new MatrixError('M_UNKNOWN_TOKEN', 'Unrecognised access token', { extra: { soft_logout: false } });
     }
+    if (this.tokenCache.size >= TOKEN_CACHE_MAX) this.tokenCache.clear();
+    this.tokenCache.set(hash, { session: found, expires: now + TOKEN_CACHE_TTL_MS });
     return found;
   }
 
@@ -107,11 +132,12 @@ export class AccountsService {
   }
 
   async logout(session: Session): Promise<void> {
-    if (session.deviceId !== null) await this.store.deleteDevices(session.userId, [session.deviceId]);
+    if (session.deviceId === null) return;
+    this.revoke((await this.store.deleteDevices(session.userId, [session.deviceId])).map((d) => d.tokenHash));
   }
 
   async logoutAll(userId: string): Promise<void> {
-    await this.store.deleteDevices(userId, null);
+    this.revoke((await this.store.deleteDevices(userId, null)).map((d) => d.tokenHash));
   }
 
   listDevices(userId: string): Promise<DeviceRow[]> {
@@ -133,7 +159,7 @@ export class AccountsService {
   /** Deletes devices after the user re-proved their password (user-interactive auth). */
   async deleteDevices(userId: string, deviceIds: readonly string[], auth: PasswordAuth | undefined): Promise<void> {
     await this.requirePasswordUia(userId, auth);
-    await this.store.deleteDevices(userId, deviceIds);
+    this.revoke((await this.store.deleteDevices(userId, deviceIds)).map((d) => d.tokenHash));
   }
 
   /**
@@ -212,7 +238,8 @@ export class AccountsService {
   private async startSession(userId: string, deviceId: string | null, displayName: string | null): Promise<LoginResult> {
     const accessToken = newAccessToken();
     const id = deviceId ?? newDeviceId();
-    await this.store.upsertDevice(userId, id, displayName, hashToken(accessToken));
+    // Logging in again as an existing device replaces its token: the old one dies now.
+    this.revoke([await this.store.upsertDevice(userId, id, displayName, hashToken(accessToken))]);
     return { userId, deviceId: id, accessToken };
   }
 }

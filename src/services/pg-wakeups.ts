@@ -8,16 +8,22 @@ const MAX_PAYLOAD = 7_500;
 
 interface WakePayload {
   from: string;
-  devices: [string, string][];
+  devices?: [string, string][];
+  /** Hashes of access tokens revoked on the sending process (logout, device deletion). */
+  revoked?: string[];
 }
 
 /**
- * Wakes long-polls across processes sharing one PostgreSQL: after storing, a process NOTIFYs
- * the devices it wrote to; every process LISTENs and wakes its own waiters for them. The
- * in-process Notifier stays the fast path for the process that stored the message.
+ * Cross-process events through PostgreSQL NOTIFY: which devices got messages (so every process
+ * wakes its own long-polls) and which access tokens were revoked (so every process drops them
+ * from its token cache). Events of one tick are coalesced into as few NOTIFYs as fit.
  */
 export class PgWakeups {
   private listening: { unlisten(): Promise<void> } | null = null;
+  private pendingDevices: [string, string][] = [];
+  private pendingRevoked: string[] = [];
+  private flushScheduled = false;
+  onRevoked: (tokenHashes: string[]) => void = () => {};
 
   constructor(
     private readonly pg: postgres.Sql,
@@ -36,23 +42,46 @@ export class PgWakeups {
   }
 
   publish(devices: readonly { userId: string; deviceId: string }[]): void {
+    for (const d of devices) this.pendingDevices.push([d.userId, d.deviceId]);
+    this.scheduleFlush();
+  }
+
+  publishRevoked(tokenHashes: readonly string[]): void {
+    this.pendingRevoked.push(...tokenHashes);
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    const send = (payload: WakePayload) =>
+      this.pg.notify(CHANNEL, JSON.stringify(payload)).catch((e: unknown) => this.log.warn('NOTIFY failed', { err: String(e) }));
+    // 150 hashes of 43 characters stay well under the payload limit.
+    for (let i = 0; i < this.pendingRevoked.length; i += 150) {
+      send({ from: this.instanceId, revoked: this.pendingRevoked.slice(i, i + 150) });
+    }
+    this.pendingRevoked = [];
     let batch: [string, string][] = [];
     let size = 0;
-    const flush = () => {
-      if (batch.length === 0) return;
-      const payload: WakePayload = { from: this.instanceId, devices: batch };
-      this.pg.notify(CHANNEL, JSON.stringify(payload)).catch((e: unknown) => this.log.warn('NOTIFY failed', { err: String(e) }));
-      batch = [];
-      size = 0;
-    };
-    for (const d of devices) {
-      const entry: [string, string] = [d.userId, d.deviceId];
+    for (const entry of new Map(this.pendingDevices.map((d) => [`${d[0]}\u0000${d[1]}`, d])).values()) {
       const bytes = Buffer.byteLength(JSON.stringify(entry)) + 1;
-      if (size + bytes > MAX_PAYLOAD) flush();
+      if (size + bytes > MAX_PAYLOAD && batch.length > 0) {
+        send({ from: this.instanceId, devices: batch });
+        batch = [];
+        size = 0;
+      }
       batch.push(entry);
       size += bytes;
     }
-    flush();
+    if (batch.length > 0) send({ from: this.instanceId, devices: batch });
+    this.pendingDevices = [];
   }
 
   private receive(payload: string): void {
@@ -63,6 +92,7 @@ export class PgWakeups {
       return;
     }
     if (parsed.from === this.instanceId) return;
-    for (const [userId, deviceId] of parsed.devices) this.notifier.notify(userId, deviceId);
+    for (const [userId, deviceId] of parsed.devices ?? []) this.notifier.notify(userId, deviceId);
+    if (parsed.revoked !== undefined && parsed.revoked.length > 0) this.onRevoked(parsed.revoked);
   }
 }

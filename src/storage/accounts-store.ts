@@ -44,7 +44,12 @@ export class AccountsStore {
    * Creates the device or, if it exists, gives it a new token (the old one stops working) and
    * keeps its queue: logging in again with a device_id resumes that device.
    */
-  async upsertDevice(userId: string, deviceId: string, displayName: string | null, tokenHash: string): Promise<void> {
+  /** Returns the token hash the device had before, if it existed (that token is now dead). */
+  async upsertDevice(userId: string, deviceId: string, displayName: string | null, tokenHash: string): Promise<string | null> {
+    const before = await this.db
+      .select({ tokenHash: devices.tokenHash })
+      .from(devices)
+      .where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
     await this.db
       .insert(devices)
       .values({ userId, deviceId, displayName, tokenHash, createdTs: Date.now() })
@@ -52,6 +57,7 @@ export class AccountsStore {
         target: [devices.userId, devices.deviceId],
         set: displayName === null ? { tokenHash } : { tokenHash, displayName },
       });
+    return before[0]?.tokenHash ?? null;
   }
 
   async findDeviceByTokenHash(tokenHash: string): Promise<{ userId: string; deviceId: string } | null> {
@@ -89,7 +95,7 @@ export class AccountsStore {
    * pending to-device messages, in one transaction. Rows are locked in the same order senders
    * lock them, so a concurrent send cannot deadlock with a logout.
    */
-  async deleteDevices(userId: string, deviceIds: readonly string[] | null): Promise<string[]> {
+  async deleteDevices(userId: string, deviceIds: readonly string[] | null): Promise<{ deviceId: string; tokenHash: string | null }[]> {
     if (deviceIds !== null && deviceIds.length === 0) return [];
     return this.db.transaction(async (tx) => {
       const where =
@@ -97,7 +103,7 @@ export class AccountsStore {
           ? eq(devices.userId, userId)
           : and(eq(devices.userId, userId), inArray(devices.deviceId, [...deviceIds]));
       const locked = await tx
-        .select({ deviceId: devices.deviceId })
+        .select({ deviceId: devices.deviceId, tokenHash: devices.tokenHash })
         .from(devices)
         .where(where)
         .orderBy(asc(devices.userId), asc(devices.deviceId))
@@ -106,7 +112,7 @@ export class AccountsStore {
       if (ids.length === 0) return [];
       await tx.delete(devices).where(and(eq(devices.userId, userId), inArray(devices.deviceId, ids)));
       await tx.delete(deviceInbox).where(and(eq(deviceInbox.userId, userId), inArray(deviceInbox.deviceId, ids)));
-      return ids;
+      return locked;
     });
   }
 }
