@@ -98,6 +98,11 @@ describe('EDU packing', () => {
     for (const id of ids) expect([...id].length).toBeLessThanOrEqual(32);
   });
 
+  it('never puts * and another entry for the same user in one EDU (their order would be lost)', () => {
+    const packed = packEdus([row(1, 'D', 10), row(2, '*', 10), row(3, 'E', 10)]);
+    expect(packed.edus.map((e) => Object.keys(e.content.messages['@bob:remote.example'] ?? {}))).toEqual([['D'], ['*'], ['E']]);
+  });
+
   it('stops at 100 EDUs per transaction, leaving the rest for the next', () => {
     const rows = Array.from({ length: 150 }, (_, i) => row(i + 1, 'SAME', 10));
     const packed = packEdus(rows);

@@ -32,8 +32,9 @@ const entryBytes = (userId: string, deviceId: string, content: string) =>
 /**
  * Packs outbox rows, in order, into m.direct_to_device EDUs of at most 64 KiB of content and at
  * most 100 per transaction. One EDU carries one (sender, type) and at most one message per
- * (user, device) — the EDU's map has a single slot for each — so a new EDU starts when any of
- * those change or the size would overflow. Keeping rows in order keeps each device's order.
+ * (user, device) — the EDU's map has a single slot for each, and `*` counts as every device —
+ * so a new EDU starts when any of those change or the size would overflow. Keeping rows in
+ * order keeps each device's order.
  */
 export function packEdus(rows: readonly OutboxRow[]): PackedTxn {
   const edus: DirectToDeviceEdu[] = [];
@@ -42,11 +43,16 @@ export function packEdus(rows: readonly OutboxRow[]): PackedTxn {
   let size = 0;
   for (const row of rows) {
     const add = entryBytes(row.userId, row.deviceId, row.content);
+    const forUser = current?.content.messages[row.userId];
+    // Within an EDU a user's devices have no order (keys are sorted in canonical JSON), so '*'
+    // must not share an EDU with any other entry for that user: both would reach one device.
+    const collides =
+      forUser !== undefined && (forUser[row.deviceId] !== undefined || row.deviceId === '*' || forUser['*'] !== undefined);
     const fits =
       current !== null &&
       current.content.sender === row.sender &&
       current.content.type === row.type &&
-      current.content.messages[row.userId]?.[row.deviceId] === undefined &&
+      !collides &&
       size + add <= MAX_EDU_CONTENT_BYTES;
     if (!fits) {
       if (edus.length === MAX_EDUS_PER_TXN) break;
