@@ -56,11 +56,6 @@ export class FederationSender {
     return this.runner.stop();
   }
 
-  /** Destinations currently backing off, with their failed attempts. */
-  backoffState(): Record<string, number> {
-    return this.runner.backingOff();
-  }
-
   /** Sends one transaction; false when the destination's queue is empty. */
   private async sendOne(destination: string): Promise<boolean> {
     let txn: PendingTxn | null = await this.store.getPendingTxn(destination);

@@ -59,11 +59,6 @@ export class RetryingRunner {
     this.held.clear();
   }
 
-  /** Keys currently backing off, with their failed attempts. */
-  backingOff(): Record<string, number> {
-    return Object.fromEntries([...this.keys].filter(([, s]) => s.timer !== null).map(([k, s]) => [k, s.attempts]));
-  }
-
   private async run(key: string, state: KeyState): Promise<void> {
     state.running = true;
     const lease = this.opts.lease;

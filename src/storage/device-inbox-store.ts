@@ -188,17 +188,6 @@ export class DeviceInboxStore {
     };
   }
 
-  /** The highest stream id ever drawn; a sync token beyond it did not come from this database. */
-  async maxStreamId(): Promise<number> {
-    const rows = await queryRows<{ last_value: string | number; is_called: boolean }>(
-      this.db,
-      sql`select last_value, is_called from device_inbox_stream_id_seq`,
-    );
-    const row = rows[0];
-    if (row === undefined || !row.is_called) return 0;
-    return Number(row.last_value);
-  }
-
   /**
    * Enforces the per-device cap: for each device over `max` messages, deletes its oldest
    * beyond the cap. Returns how many were dropped.
@@ -230,13 +219,5 @@ export class DeviceInboxStore {
   async deleteReceivedBefore(ts: number): Promise<number> {
     const rows = await this.db.delete(deviceInbox).where(lt(deviceInbox.receivedTs, ts)).returning({ streamId: deviceInbox.streamId });
     return rows.length;
-  }
-
-  async countForDevice(userId: string, deviceId: string): Promise<number> {
-    const rows = await this.db
-      .select({ n: sql<number>`count(*)::int` })
-      .from(deviceInbox)
-      .where(and(eq(deviceInbox.userId, userId), eq(deviceInbox.deviceId, deviceId)));
-    return Number(rows[0]?.n ?? 0);
   }
 }

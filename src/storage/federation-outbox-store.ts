@@ -1,4 +1,4 @@
-import { asc, eq, inArray, sql } from 'drizzle-orm';
+import { asc, eq, inArray } from 'drizzle-orm';
 import type { Db } from './database.ts';
 import { federationOutbox, federationPendingTxns } from './schema.ts';
 
@@ -87,13 +87,5 @@ export class FederationOutboxStore {
       }
       await tx.delete(federationPendingTxns).where(eq(federationPendingTxns.destination, txn.destination));
     });
-  }
-
-  async countForDestination(destination: string): Promise<number> {
-    const rows = await this.db
-      .select({ n: sql<number>`count(*)::int` })
-      .from(federationOutbox)
-      .where(eq(federationOutbox.destination, destination));
-    return Number(rows[0]?.n ?? 0);
   }
 }
