@@ -1,12 +1,33 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, parseConfig } from '../src/config/config.ts';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ConfigError, ENV_VARS, loadConfig, parseConfig } from '../src/config/config.ts';
 
-describe('configuration', () => {
-  it('has the documented defaults', () => {
+const dir = mkdtempSync(join(tmpdir(), 'tds-config-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function writeConfig(name: string, yaml: string): string {
+  const file = join(dir, name);
+  writeFileSync(file, yaml);
+  return file;
+}
+
+/** The ConfigError a call throws (fails the test if it throws nothing or something else). */
+function configErrorOf(f: () => unknown): ConfigError {
+  try {
+    f();
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return e as ConfigError;
+  }
+  throw new Error('expected a ConfigError, got a config');
+}
+
+describe('defaults', () => {
+  it('has the documented defaults with no file and no environment', () => {
     const c = loadConfig({});
     expect(c.serverName).toBe('localhost:8008');
     expect(c.listen).toEqual({ host: '127.0.0.1', port: 8008 });
@@ -14,57 +35,208 @@ describe('configuration', () => {
     expect(c.registrationEnabled).toBe(true);
     expect(c.limits.syncToDeviceLimit).toBe(100);
     expect(c.handlers).toEqual([{ module: 'ping' }]);
+    expect(parseConfig({})).toEqual(c);
   });
 
-  it('opens registration by default only on loopback', () => {
-    expect(parseConfig({ listen: { host: '0.0.0.0' } }).registrationEnabled).toBe(false);
+  it('opens registration by default only when listening on loopback', () => {
+    for (const host of ['127.0.0.1', '127.0.0.53', 'localhost', '::1']) {
+      expect(parseConfig({ listen: { host } }).registrationEnabled, host).toBe(true);
+    }
+    for (const host of ['0.0.0.0', '::', '192.168.1.10', 'example.org']) {
+      expect(parseConfig({ listen: { host } }).registrationEnabled, host).toBe(false);
+    }
     expect(parseConfig({ listen: { host: '0.0.0.0' }, registration: { enabled: true } }).registrationEnabled).toBe(true);
+    expect(parseConfig({ listen: { host: '127.0.0.1' }, registration: { enabled: false } }).registrationEnabled).toBe(false);
+  });
+});
+
+describe('environment variables', () => {
+  it('override the defaults', () => {
+    const c = loadConfig({ SERVER_NAME: 'example.org', LISTEN_PORT: '9000', DATABASE_URL: 'postgres://u:p@db:5432/x' });
+    expect(c.serverName).toBe('example.org');
+    expect(c.listen).toEqual({ host: '127.0.0.1', port: 9000 });
+    expect(c.database).toEqual({ kind: 'postgres', url: 'postgres://u:p@db:5432/x', poolSize: 10 });
+    expect(loadConfig({ DATABASE_URL: 'postgresql://db/x', DATABASE_POOL_SIZE: '3' }).database).toEqual({ kind: 'postgres', url: 'postgresql://db/x', poolSize: 3 });
   });
 
-  it('reads a YAML file and lets environment variables override it', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tds-config-'));
-    const file = join(dir, 'config.yaml');
-    writeFileSync(file, 'server_name: example.org\nlisten:\n  port: 9000\nlimits:\n  sync_to_device_limit: 50\n');
-    const c = loadConfig({ CONFIG_FILE: file, LISTEN_PORT: '9100', DATABASE_URL: 'postgres://u@db:5432/x', ENABLE_REGISTRATION: 'false' });
-    expect(c.serverName).toBe('example.org');
-    expect(c.listen.port).toBe(9100);
+  it('ENABLE_REGISTRATION turns registration on or off whatever the host', () => {
+    expect(loadConfig({ LISTEN_HOST: '0.0.0.0' }).registrationEnabled).toBe(false);
+    for (const on of ['true', 'TRUE', 'yes', 'on', '1']) {
+      expect(loadConfig({ LISTEN_HOST: '0.0.0.0', ENABLE_REGISTRATION: on }).registrationEnabled, on).toBe(true);
+    }
+    for (const off of ['false', 'no', 'off', '0']) {
+      expect(loadConfig({ ENABLE_REGISTRATION: off }).registrationEnabled, off).toBe(false);
+    }
+    expect(configErrorOf(() => loadConfig({ ENABLE_REGISTRATION: 'maybe' })).problems).toEqual([expect.stringMatching(/^registration\.enabled .*ENABLE_REGISTRATION/)]);
+  });
+
+  it('keeps string settings that look like numbers as strings, and reads decimal numbers', () => {
+    expect(loadConfig({ DATA_DIR: '2024' }).database).toEqual({ kind: 'pglite', dataDir: '2024' });
+    expect(loadConfig({ SERVER_NAME: '1234' }).serverName).toBe('1234');
+    expect(loadConfig({ RATE_LIMIT_SEND_TO_DEVICE_PER_SECOND: '0.5' }).rateLimits.sendToDevice.perSecond).toBe(0.5);
+  });
+
+  it('ignores empty variables', () => {
+    expect(loadConfig({ SERVER_NAME: '', LISTEN_PORT: '', DATABASE_URL: '', CONFIG_FILE: '' })).toEqual(parseConfig({}));
+  });
+
+  it('each documented variable lands where it says', () => {
+    // A value of the right type for each, chosen to differ from the default.
+    const values: Record<keyof typeof ENV_VARS, string> = {
+      SERVER_NAME: 'env.example',
+      LISTEN_HOST: '0.0.0.0',
+      LISTEN_PORT: '1234',
+      DATABASE_URL: 'postgres://h/db',
+      DATA_DIR: '/tmp/x',
+      DATABASE_POOL_SIZE: '7',
+      ENABLE_REGISTRATION: 'true',
+      SYNC_TO_DEVICE_LIMIT: '7',
+      MAX_REQUEST_BYTES: '2048',
+      MAX_SYNC_TIMEOUT_MS: '7',
+      TXN_RETENTION_HOURS: '48',
+      DEVICE_QUEUE_MAX: '7',
+      TO_DEVICE_TTL_HOURS: '7',
+      RATE_LIMIT_SEND_TO_DEVICE_PER_SECOND: '7',
+      RATE_LIMIT_SEND_TO_DEVICE_BURST: '7',
+      FEDERATION_ENABLED: 'false',
+      FEDERATION_ALLOW_HTTP: 'true',
+    };
+    const c = loadConfig(values);
+    expect(c.serverName).toBe('env.example');
+    expect(c.listen).toEqual({ host: '0.0.0.0', port: 1234 });
+    expect(c.database).toEqual({ kind: 'postgres', url: 'postgres://h/db', poolSize: 7 });
+    expect(c.registrationEnabled).toBe(true);
+    expect(c.limits).toMatchObject({ syncToDeviceLimit: 7, maxRequestBytes: 2048, maxSyncTimeoutMs: 7, txnRetentionHours: 48, deviceQueueMax: 7, toDeviceTtlHours: 7 });
+    expect(c.rateLimits.sendToDevice).toEqual({ perSecond: 7, burstCount: 7 });
+    expect(c.federation).toMatchObject({ enabled: false, allowHttp: true });
+    expect(loadConfig({ DATA_DIR: '/tmp/x' }).database).toEqual({ kind: 'pglite', dataDir: '/tmp/x' });
+  });
+});
+
+describe('YAML file (CONFIG_FILE)', () => {
+  const file = writeConfig(
+    'config.yaml',
+    ['server_name: file.example', 'listen:', '  host: 0.0.0.0', '  port: 9000', 'limits:', '  sync_to_device_limit: 50', 'database:', '  data_dir: /var/lib/tds', ''].join('\n'),
+  );
+
+  it('is read', () => {
+    const c = loadConfig({ CONFIG_FILE: file });
+    expect(c.serverName).toBe('file.example');
+    expect(c.listen).toEqual({ host: '0.0.0.0', port: 9000 });
     expect(c.limits.syncToDeviceLimit).toBe(50);
-    expect(c.database).toEqual({ kind: 'postgres', url: 'postgres://u@db:5432/x', poolSize: 10 });
+    expect(c.database).toEqual({ kind: 'pglite', dataDir: '/var/lib/tds' });
     expect(c.registrationEnabled).toBe(false);
   });
 
-  it('lists every problem of a bad configuration at once', () => {
-    let error: unknown;
-    try {
-      parseConfig({ server_name: 'bad name!', listen: { port: 70000 }, database: { url: 'mysql://x' }, nonsense: 1 });
-    } catch (e) {
-      error = e;
-    }
-    expect(error).toBeInstanceOf(ConfigError);
-    const problems = (error as ConfigError).problems.join('\n');
-    expect(problems).toMatch(/server_name/);
-    expect(problems).toMatch(/listen\.port/);
-    expect(problems).toMatch(/database\.url/);
-    expect(problems).toMatch(/nonsense/);
+  it('is overridden by environment variables, setting by setting', () => {
+    const c = loadConfig({ CONFIG_FILE: file, SERVER_NAME: 'env.example', LISTEN_PORT: '9100', DATABASE_URL: 'postgres://u@db:5432/x', ENABLE_REGISTRATION: 'true' });
+    expect(c.serverName).toBe('env.example');
+    expect(c.listen).toEqual({ host: '0.0.0.0', port: 9100 });
+    expect(c.limits.syncToDeviceLimit).toBe(50);
+    expect(c.database).toEqual({ kind: 'postgres', url: 'postgres://u@db:5432/x', poolSize: 10 });
+    expect(c.registrationEnabled).toBe(true);
   });
 
-  it('is frozen', () => {
-    const c = parseConfig({});
+  it('an empty file means the defaults', () => {
+    expect(loadConfig({ CONFIG_FILE: writeConfig('empty.yaml', '') })).toEqual(parseConfig({}));
+  });
+
+  it('reports a missing file, broken YAML and a non-mapping as ConfigError', () => {
+    expect(configErrorOf(() => loadConfig({ CONFIG_FILE: join(dir, 'missing.yaml') })).problems).toEqual([expect.stringContaining('cannot be read')]);
+    expect(configErrorOf(() => loadConfig({ CONFIG_FILE: writeConfig('broken.yaml', 'listen: [unclosed\n') })).problems).toEqual([expect.stringContaining('not valid YAML')]);
+    expect(configErrorOf(() => loadConfig({ CONFIG_FILE: writeConfig('list.yaml', '- a\n- b\n') })).problems).toEqual([expect.stringContaining('must be a YAML mapping')]);
+  });
+});
+
+describe('validation', () => {
+  it('lists every problem of a bad configuration at once', () => {
+    const error = configErrorOf(() =>
+      parseConfig({ server_name: 'bad name!', listen: { port: 70000 }, database: { url: 'mysql://x' }, nonsense: 1 }),
+    );
+    expect(error.problems).toHaveLength(4);
+    expect(error.problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^server_name: /),
+        expect.stringMatching(/^listen\.port: /),
+        expect.stringMatching(/^database\.url: /),
+        expect.stringMatching(/^nonsense: unknown setting/),
+      ]),
+    );
+    // The message carries every problem too, one per line.
+    for (const p of error.problems) expect(error.message).toContain(p);
+  });
+
+  it('lists problems from the file and the environment together, naming the variable', () => {
+    const file = writeConfig('bad.yaml', 'server_name: "bad name!"\nlimits:\n  sync_to_device_limit: 0\n  bogus: true\n');
+    const error = configErrorOf(() => loadConfig({ CONFIG_FILE: file, LISTEN_PORT: 'abc', DATABASE_URL: 'mysql://user:secret@db/x' }));
+    expect(error.problems).toHaveLength(5);
+    expect(error.problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^server_name: /),
+        expect.stringMatching(/^limits\.sync_to_device_limit: /),
+        expect.stringMatching(/^limits\.bogus: unknown setting/),
+        expect.stringMatching(/^listen\.port \(from LISTEN_PORT="abc"\): /),
+        expect.stringMatching(/^database\.url \(from DATABASE_URL\): /),
+      ]),
+    );
+    // A database URL may hold a password: it is not echoed.
+    expect(error.message).not.toContain('secret');
+  });
+
+  it.each([
+    [{ listen: { port: -1 } }, 'listen.port'],
+    [{ listen: { port: 80.5 } }, 'listen.port'],
+    [{ listen: { port: '80' } }, 'listen.port'],
+    [{ registration: { enabled: 'yes' } }, 'registration.enabled'],
+    [{ database: { pool_size: 0 } }, 'database.pool_size'],
+    [{ server_name: '' }, 'server_name'],
+    [{ server_name: 'example.org:port' }, 'server_name'],
+    [{ handlers: [{ module: '' }] }, 'handlers.0.module'],
+    [{ federation: { listen: { port: 8448, tls_cert: '/c.pem' } } }, 'federation.listen'],
+  ])('refuses %j', (raw, path) => {
+    const error = configErrorOf(() => parseConfig(raw));
+    expect(error.problems).toEqual([expect.stringMatching(new RegExp(`^${path.replace(/\./g, '\\.')}[: ]`))]);
+  });
+
+  it('accepts server names with ports and IP literals', () => {
+    for (const name of ['example.org', 'example.org:8448', '1.2.3.4:1234', '[1234:5678::abcd]', '[::1]:8448']) {
+      expect(parseConfig({ server_name: name }).serverName).toBe(name);
+    }
+  });
+
+  it('is frozen, all the way down', () => {
+    const c = parseConfig({ federation: { static_routes: { 'a.example': 'http://127.0.0.1:1' } } });
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(() => {
+      (c as { serverName: string }).serverName = 'evil.example';
+    }).toThrow(TypeError);
     expect(() => {
       (c.limits as { syncToDeviceLimit: number }).syncToDeviceLimit = 1;
     }).toThrow(TypeError);
+    expect(() => {
+      (c.handlers as { module: string }[]).push({ module: 'evil' });
+    }).toThrow(TypeError);
+    expect(() => {
+      (c.federation.staticRoutes as Record<string, string>)['b.example'] = 'http://evil';
+    }).toThrow(TypeError);
+    expect(c.serverName).toBe('localhost:8008');
+    expect(c.limits.syncToDeviceLimit).toBe(100);
+    expect(c.handlers).toEqual([{ module: 'ping' }]);
   });
+});
 
-  it('makes the server exit 1 with a clear message on a bad environment', () => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      cwd: new URL('..', import.meta.url).pathname,
-      env: { ...process.env, LISTEN_PORT: 'abc', SERVER_NAME: 'no spaces allowed', CONFIG_FILE: '' },
-      encoding: 'utf8',
-      timeout: 30_000,
-    });
+describe('the server process', () => {
+  it('exits with code 1 and one clear message on a bad environment', () => {
+    const env: NodeJS.ProcessEnv = { ...process.env, LISTEN_PORT: 'abc' };
+    // Nothing from the outer environment may mask or add problems.
+    for (const name of [...Object.keys(ENV_VARS).filter((n) => n !== 'LISTEN_PORT'), 'CONFIG_FILE']) delete env[name];
+    const r = spawnSync('npx', ['tsx', 'src/main.ts'], { cwd: fileURLToPath(new URL('..', import.meta.url)), env, encoding: 'utf8', timeout: 30_000 });
+    expect(r.error).toBeUndefined();
+    expect(r.signal).toBeNull();
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/Invalid configuration:/);
-    expect(r.stderr).toMatch(/listen\.port/);
-    expect(r.stderr).toMatch(/server_name/);
+    expect(r.stdout).toBe('');
+    // npm itself may warn about the machine's npmrc; that is not the server talking.
+    const lines = r.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('npm warn'));
+    expect(lines).toEqual(['Invalid configuration:', '  - listen.port (from LISTEN_PORT="abc"): must be a number']);
   });
 });

@@ -153,31 +153,40 @@ export class ConfigError extends Error {
   }
 }
 
-/** Environment variables and where each lands in the config file's shape. */
-export const ENV_VARS = {
-  SERVER_NAME: ['server_name'],
-  LISTEN_HOST: ['listen', 'host'],
-  LISTEN_PORT: ['listen', 'port'],
-  DATABASE_URL: ['database', 'url'],
-  DATA_DIR: ['database', 'data_dir'],
-  DATABASE_POOL_SIZE: ['database', 'pool_size'],
-  ENABLE_REGISTRATION: ['registration', 'enabled'],
-  SYNC_TO_DEVICE_LIMIT: ['limits', 'sync_to_device_limit'],
-  MAX_REQUEST_BYTES: ['limits', 'max_request_bytes'],
-  MAX_SYNC_TIMEOUT_MS: ['limits', 'max_sync_timeout_ms'],
-  TXN_RETENTION_HOURS: ['limits', 'txn_retention_hours'],
-  DEVICE_QUEUE_MAX: ['limits', 'device_queue_max'],
-  TO_DEVICE_TTL_HOURS: ['limits', 'to_device_ttl_hours'],
-  RATE_LIMIT_SEND_TO_DEVICE_PER_SECOND: ['rate_limits', 'send_to_device', 'per_second'],
-  RATE_LIMIT_SEND_TO_DEVICE_BURST: ['rate_limits', 'send_to_device', 'burst_count'],
-  FEDERATION_ENABLED: ['federation', 'enabled'],
-  FEDERATION_ALLOW_HTTP: ['federation', 'allow_http'],
-} as const satisfies Record<string, readonly string[]>;
+type EnvKind = 'string' | 'number' | 'boolean';
 
-function coerceEnv(raw: string): unknown {
-  if (/^-?\d+$/.test(raw)) return Number(raw);
-  if (/^(true|yes|on)$/i.test(raw)) return true;
-  if (/^(false|no|off)$/i.test(raw)) return false;
+/** Environment variables, where each lands in the config file's shape, and the type it holds. */
+export const ENV_VARS = {
+  SERVER_NAME: { path: ['server_name'], kind: 'string' },
+  LISTEN_HOST: { path: ['listen', 'host'], kind: 'string' },
+  LISTEN_PORT: { path: ['listen', 'port'], kind: 'number' },
+  DATABASE_URL: { path: ['database', 'url'], kind: 'string' },
+  DATA_DIR: { path: ['database', 'data_dir'], kind: 'string' },
+  DATABASE_POOL_SIZE: { path: ['database', 'pool_size'], kind: 'number' },
+  ENABLE_REGISTRATION: { path: ['registration', 'enabled'], kind: 'boolean' },
+  SYNC_TO_DEVICE_LIMIT: { path: ['limits', 'sync_to_device_limit'], kind: 'number' },
+  MAX_REQUEST_BYTES: { path: ['limits', 'max_request_bytes'], kind: 'number' },
+  MAX_SYNC_TIMEOUT_MS: { path: ['limits', 'max_sync_timeout_ms'], kind: 'number' },
+  TXN_RETENTION_HOURS: { path: ['limits', 'txn_retention_hours'], kind: 'number' },
+  DEVICE_QUEUE_MAX: { path: ['limits', 'device_queue_max'], kind: 'number' },
+  TO_DEVICE_TTL_HOURS: { path: ['limits', 'to_device_ttl_hours'], kind: 'number' },
+  RATE_LIMIT_SEND_TO_DEVICE_PER_SECOND: { path: ['rate_limits', 'send_to_device', 'per_second'], kind: 'number' },
+  RATE_LIMIT_SEND_TO_DEVICE_BURST: { path: ['rate_limits', 'send_to_device', 'burst_count'], kind: 'number' },
+  FEDERATION_ENABLED: { path: ['federation', 'enabled'], kind: 'boolean' },
+  FEDERATION_ALLOW_HTTP: { path: ['federation', 'allow_http'], kind: 'boolean' },
+} as const satisfies Record<string, { path: readonly string[]; kind: EnvKind }>;
+
+/**
+ * Converts by the target's type, so a string setting that looks like a number (DATA_DIR=2024)
+ * stays a string. A value that does not convert is passed on as is and the schema reports it.
+ */
+function coerceEnv(raw: string, kind: EnvKind): unknown {
+  const trimmed = raw.trim();
+  if (kind === 'number') return /^-?\d+(\.\d+)?$/.test(trimmed) ? Number(trimmed) : raw;
+  if (kind === 'boolean') {
+    if (/^(true|yes|on|1)$/i.test(trimmed)) return true;
+    if (/^(false|no|off|0)$/i.test(trimmed)) return false;
+  }
   return raw;
 }
 
@@ -199,11 +208,17 @@ function issuePath(issue: v.BaseIssue<unknown>): string {
   return issue.path?.map((p) => String(p.key)).join('.') ?? '(root)';
 }
 
+function describeIssue(issue: v.BaseIssue<unknown>): string {
+  // valibot words an unknown key as "Invalid key: Expected never but received ...".
+  if (issue.kind === 'schema' && issue.type === 'strict_object' && issue.expected === 'never') return `${issuePath(issue)}: unknown setting`;
+  return `${issuePath(issue)}: ${issue.message}`;
+}
+
 /** Validates a config-file-shaped object (YAML or built in code) into a frozen Config. */
 export function parseConfig(raw: unknown): Config {
   const parsed = v.safeParse(ConfigFileSchema, raw ?? {});
   if (!parsed.success) {
-    throw new ConfigError(parsed.issues.map((i) => `${issuePath(i)}: ${i.message}`));
+    throw new ConfigError(parsed.issues.map(describeIssue));
   }
   const c = parsed.output;
   const listen = c.federation.listen;
@@ -278,11 +293,28 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       raw = doc as Record<string, unknown>;
     }
   }
-  for (const [name, path] of Object.entries(ENV_VARS)) {
+  // "listen.port" → the variable that set it, so a problem names what the operator typed.
+  const fromEnv = new Map<string, string>();
+  for (const [name, { path, kind }] of Object.entries(ENV_VARS)) {
     const value = env[name];
-    if (value !== undefined && value !== '') setPath(raw, path, coerceEnv(value));
+    if (value === undefined || value === '') continue;
+    setPath(raw, path, coerceEnv(value, kind));
+    // The URL may carry a password: name the variable but do not echo it.
+    fromEnv.set(path.join('.'), name === 'DATABASE_URL' ? name : `${name}=${JSON.stringify(value)}`);
   }
-  return parseConfig(raw);
+  try {
+    return parseConfig(raw);
+  } catch (e) {
+    if (!(e instanceof ConfigError) || fromEnv.size === 0) throw e;
+    throw new ConfigError(
+      e.problems.map((problem) => {
+        for (const [path, source] of fromEnv) {
+          if (problem.startsWith(`${path}: `)) return `${path} (from ${source})${problem.slice(path.length)}`;
+        }
+        return problem;
+      }),
+    );
+  }
 }
 
 function deepFreeze<T>(value: T): T {

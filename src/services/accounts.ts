@@ -44,6 +44,8 @@ export class AccountsService {
   readonly serverUserId: string;
   /** Token hash → session: saves the lookup on every request. Revocations clear it. */
   private readonly tokenCache = new Map<string, { session: Session; expires: number }>();
+  /** Counts revocations, so a lookup that raced with one does not cache its result. */
+  private revocations = 0;
   /** Tells other processes about revoked tokens (PostgreSQL NOTIFY). */
   publishRevoked: (tokenHashes: string[]) => void = () => {};
 
@@ -74,6 +76,7 @@ export class AccountsService {
 
   /** Drops tokens from the cache; called locally and for other processes' revocations. */
   forgetTokens(tokenHashes: readonly string[]): void {
+    this.revocations++;
     for (const h of tokenHashes) this.tokenCache.delete(h);
   }
 
@@ -89,13 +92,18 @@ export class AccountsService {
     const now = Date.now();
     const cached = this.tokenCache.get(hash);
     if (cached !== undefined && cached.expires > now) return cached.session;
+    const revocationsBefore = this.revocations;
     const found = await this.store.findDeviceByTokenHash(hash);
     // An account that predates the MSC4246 reservation of @:server is taken over by the server.
     if (found === null || found.userId === this.serverUserId) {
       throw new MatrixError('M_UNKNOWN_TOKEN', 'Unrecognised access token', { extra: { soft_logout: false } });
     }
-    if (this.tokenCache.size >= TOKEN_CACHE_MAX) this.tokenCache.clear();
-    this.tokenCache.set(hash, { session: found, expires: now + TOKEN_CACHE_TTL_MS });
+    // A revocation that ran while we looked the token up may have been for this very token:
+    // caching the (now stale) answer would keep a logged-out token alive for the cache TTL.
+    if (revocationsBefore === this.revocations) {
+      if (this.tokenCache.size >= TOKEN_CACHE_MAX) this.tokenCache.clear();
+      this.tokenCache.set(hash, { session: found, expires: now + TOKEN_CACHE_TTL_MS });
+    }
     return found;
   }
 

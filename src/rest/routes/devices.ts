@@ -47,7 +47,11 @@ export function devicesRoutes(s: Services): Hono<AppEnv> {
 
   r.put('/v3/devices/:deviceId', async (c) => {
     const body = await readJsonBody(c, UpdateDeviceBody, max);
-    await s.accounts.setDeviceDisplayName(c.get('session').userId, c.req.param('deviceId'), body.display_name ?? null);
+    const userId = c.get('session').userId;
+    const deviceId = c.req.param('deviceId');
+    // Spec: "If not given, the display name is unchanged."
+    if (body.display_name === undefined) await s.accounts.getDevice(userId, deviceId);
+    else await s.accounts.setDeviceDisplayName(userId, deviceId, body.display_name);
     return c.json({});
   });
 

@@ -24,8 +24,13 @@ export function registerRoutes(s: Services): Hono<AppEnv> {
 
   r.get('/v3/register/available', async (c) => {
     const username = c.req.query('username');
+    // As Synapse: with registration closed, do not let anyone probe which users exist.
+    if (!s.config.registrationEnabled) throw new MatrixError('M_FORBIDDEN', 'Registration has been disabled');
     if (username === undefined || username === '') throw new MatrixError('M_MISSING_PARAM', 'Missing username');
     if (!(await s.accounts.isUsernameAvailable(username))) throw new MatrixError('M_USER_IN_USE', 'User ID already taken');
+    if (s.appservices.exclusiveOwner(`@${username}:${s.config.serverName}`) !== null) {
+      throw new MatrixError('M_EXCLUSIVE', 'This user ID is reserved by an application service', { status: 400 });
+    }
     return c.json({ available: true });
   });
 
