@@ -17,18 +17,16 @@ import { AccountsService } from './services/accounts.ts';
 import { Counters } from './services/counters.ts';
 import { FiltersService } from './services/filters.ts';
 import { Maintenance } from './services/maintenance.ts';
-import { Notifier } from './services/notifier.ts';
 import { PgWakeups } from './services/pg-wakeups.ts';
 import { RateLimiter } from './services/rate-limiter.ts';
 import { newInstanceId } from './services/queue-lease.ts';
 import type { Services } from './services/services.ts';
-import { ToDeviceSyncService } from './services/sync.ts';
 import { ToDeviceService } from './services/to-device.ts';
 import type { Database } from './storage/database.ts';
 import { AppserviceSender } from './appservice/appservice-sender.ts';
 import { AppserviceRegistry } from './appservice/registration.ts';
 import type { SigningKey } from './federation/ed25519.ts';
-import { FederationClient } from './federation/federation-client.ts';
+import type { FederationClient } from './federation/federation-client.ts';
 import { RemoteKeys } from './federation/remote-keys.ts';
 import { FederationSender } from './federation/sender.ts';
 import { ServerDiscovery } from './federation/server-discovery.ts';
@@ -36,8 +34,15 @@ import { federationRoutes } from './rest/routes/federation.ts';
 import { keyServerRoutes } from './rest/routes/key-server.ts';
 import { FederationInbound } from './services/federation-inbound.ts';
 import { FederationKeysStore } from './storage/federation-keys-store.ts';
-import { newOpaqueId } from './services/tokens.ts';
 import { ServerUserDispatcher, type HandlerToLoad } from './server-user/dispatcher.ts';
+import { CountingNotifier } from './metrics/counting-notifier.ts';
+import { CountingToDeviceSync } from './metrics/counting-sync.ts';
+import { ServerMetrics } from './metrics/server-metrics.ts';
+import { TimedFederationClient } from './metrics/timed-federation-client.ts';
+import { requestLog } from './rest/request-log.ts';
+import { healthRoutes } from './rest/routes/health.ts';
+import { metricsRoutes } from './rest/routes/metrics.ts';
+import { OperationsStore } from './storage/operations-store.ts';
 
 export interface AppDeps {
   config: Config;
@@ -67,6 +72,10 @@ export interface App {
   dispatcher: ServerUserDispatcher;
   federation: Federation | null;
   appserviceSender: AppserviceSender;
+  /** Prometheus metrics of this app (its own registry). */
+  metrics: ServerMetrics;
+  /** What the metrics listener serves: `GET /metrics`, `/health`, `/health/ready`. */
+  metricsApp: Hono<AppEnv>;
   /**
    * Starts background work that needs I/O: cross-process wake-ups (PostgreSQL LISTEN) and
    * resuming the federation and appservice queues left from before a restart.
@@ -81,7 +90,7 @@ export function createApp(deps: AppDeps): App {
   const { config, database } = deps;
   const log = deps.log ?? createLogger('silent');
   const counters = new Counters();
-  const notifier = new Notifier();
+  const notifier = new CountingNotifier(counters);
   const serverUserId = `@:${config.serverName}`;
   const appservices = deps.appservices ?? new AppserviceRegistry([]);
   const instanceId = newInstanceId();
@@ -124,17 +133,16 @@ export function createApp(deps: AppDeps): App {
     notifier,
     accounts,
     toDevice,
-    toDeviceSync: new ToDeviceSyncService(database.db, notifier),
+    toDeviceSync: new CountingToDeviceSync(database.db, notifier, counters),
     filters: new FiltersService(database.db),
     appservices,
     sendToDeviceLimiter: new RateLimiter(config.rateLimits.sendToDevice.perSecond, config.rateLimits.sendToDevice.burstCount),
   };
 
+  let stopping = false;
+  const health = healthRoutes({ checkDatabase: () => new OperationsStore(database.db).ping(), stopping: () => stopping });
   const app = new Hono<AppEnv>();
-  app.use(async (c, next) => {
-    c.set('requestId', newOpaqueId(9));
-    await next();
-  });
+  app.use(requestLog({ log, counters, quietPaths: ['/health', '/health/ready'] }));
   // Web clients (Element, matrix-js-sdk in a browser) need CORS on every client endpoint.
   app.use(
     '/_matrix/*',
@@ -161,14 +169,23 @@ export function createApp(deps: AppDeps): App {
     client.route('/', routes);
   }
   app.route('/_matrix/client', client);
+  app.route('/', health);
   if (federation !== null && deps.signingKey !== undefined) {
     const inbound = new FederationInbound(toDevice, counters, log);
     app.route('/_matrix/federation', federationRoutes({ services, keys: federation.keys, inbound }));
     app.route('/_matrix/key', keyServerRoutes(config.serverName, deps.signingKey));
   }
 
+  const metrics = new ServerMetrics(counters, notifier, database.db, log);
+  const metricsApp = new Hono<AppEnv>();
+  installErrorHandling(metricsApp, log);
+  metricsApp.route('/', metricsRoutes(metrics));
+  metricsApp.route('/', health);
+
   return {
     app,
+    metrics,
+    metricsApp,
     services,
     dispatcher,
     federation,
@@ -180,6 +197,7 @@ export function createApp(deps: AppDeps): App {
       await appserviceSender.resumeAll();
     },
     async stop() {
+      stopping = true;
       await Promise.all([wakeups?.stop(), appserviceSender.stop(), federation?.sender.stop()]);
       federation?.client.close();
     },
@@ -195,12 +213,12 @@ function buildFederation(deps: AppDeps, signingKey: SigningKey, log: Logger, cou
     allowHttp: fed.allowHttp,
     fetchWellKnown: (host) => (client as FederationClient).fetchWellKnown(host, fed.allowHttp),
   });
-  client = new FederationClient({
+  client = new TimedFederationClient({
     serverName: config.serverName,
     signingKey,
     discovery,
     ...(deps.federationCa === undefined ? {} : { extraCa: deps.federationCa }),
-  });
+  }, counters);
   const sender = new FederationSender({ serverName: config.serverName, db: database.db, client, log, counters, instanceId, backoff: fed.backoff });
   return { sender, client, keys: new RemoteKeys(new FederationKeysStore(database.db), client) };
 }

@@ -1,12 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import { serve } from '@hono/node-server';
+import { collectDefaultMetrics } from 'prom-client';
 import { loadOwnSigningKey } from './federation/own-signing-key.ts';
 import { loadAppserviceRegistrations } from './appservice/load-registrations.ts';
 import { AppserviceConfigError } from './appservice/registration.ts';
 import { createApp } from './app.ts';
 import { ConfigError, loadConfig } from './config/config.ts';
-import { createLogger, type LogLevel } from './logger.ts';
+import { createLogger } from './logger.ts';
 import { HandlerLoadError } from './server-user/dispatcher.ts';
 import { loadHandlerModules } from './server-user/loader.ts';
 import { openDatabase } from './storage/database.ts';
@@ -23,7 +24,7 @@ async function main(): Promise<void> {
     }
     throw e;
   }
-  const log = createLogger((process.env.LOG_LEVEL as LogLevel | undefined) ?? 'info');
+  const log = createLogger(config.log.level, {}, { format: config.log.format });
   installPostgresJsGuard(log);
   const database = await openDatabase(
     config.database.kind === 'postgres'
@@ -63,6 +64,16 @@ async function main(): Promise<void> {
     });
   });
 
+  // Prometheus metrics (and the health checks) on a listener of their own. Not being able to
+  // open it is logged, not fatal: the server itself works without it.
+  collectDefaultMetrics({ register: built.metrics.registry });
+  const metricsServer = !config.metrics.enabled
+    ? null
+    : serve({ fetch: built.metricsApp.fetch, hostname: config.metrics.host, port: config.metrics.port }, (info) =>
+        log.info('metrics listening', { url: `http://${config.metrics.host}:${info.port}/metrics` }),
+      );
+  metricsServer?.on('error', (e: Error) => log.error('metrics listener failed; serving without metrics', { host: config.metrics.host, port: config.metrics.port, err: String(e) }));
+
   const fedListen = config.federation.enabled ? config.federation.listen : null;
   const fedServer =
     fedListen === null
@@ -92,6 +103,7 @@ async function main(): Promise<void> {
       stopped,
       new Promise<void>((resolve) => server.close(() => resolve())),
       new Promise<void>((resolve) => (fedServer === null ? resolve() : fedServer.close(() => resolve()))),
+      new Promise<void>((resolve) => (metricsServer === null || !metricsServer.listening ? resolve() : metricsServer.close(() => resolve()))),
     ]);
     built.services.notifier.wakeAll();
     void closed

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import * as v from 'valibot';
 import { parse as parseYaml } from 'yaml';
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../logger.ts';
 import { isValidServerName } from '../matrix/user-id.ts';
 
 /**
@@ -110,6 +111,22 @@ const ConfigFileSchema = v.strictObject({
     }),
     {},
   ),
+  // Prometheus metrics on a listener of their own, loopback by default: they name users.
+  metrics: v.optional(
+    v.strictObject({
+      enabled: v.optional(v.boolean('must be true or false'), true),
+      host: v.optional(v.pipe(v.string(), v.minLength(1)), '127.0.0.1'),
+      port: v.optional(intInRange(0, 65535), 9464),
+    }),
+    {},
+  ),
+  log: v.optional(
+    v.strictObject({
+      level: v.optional(v.picklist(LOG_LEVELS, `must be one of ${LOG_LEVELS.join(', ')}`), 'info'),
+      format: v.optional(v.picklist(LOG_FORMATS, `must be one of ${LOG_FORMATS.join(', ')}`), 'json'),
+    }),
+    {},
+  ),
 });
 
 export type ConfigFile = v.InferOutput<typeof ConfigFileSchema>;
@@ -144,6 +161,8 @@ export interface Config {
     readonly backoff: { readonly initialMs: number; readonly maxMs: number };
     readonly inboundDedupeDays: number;
   };
+  readonly metrics: { readonly enabled: boolean; readonly host: string; readonly port: number };
+  readonly log: { readonly level: LogLevel; readonly format: LogFormat };
 }
 
 export class ConfigError extends Error {
@@ -174,6 +193,15 @@ export const ENV_VARS = {
   RATE_LIMIT_SEND_TO_DEVICE_BURST: { path: ['rate_limits', 'send_to_device', 'burst_count'], kind: 'number' },
   FEDERATION_ENABLED: { path: ['federation', 'enabled'], kind: 'boolean' },
   FEDERATION_ALLOW_HTTP: { path: ['federation', 'allow_http'], kind: 'boolean' },
+} as const satisfies Record<string, { path: readonly string[]; kind: EnvKind }>;
+
+/** Environment variables of the operations settings (metrics, logs); read like ENV_VARS. */
+export const OPERATIONS_ENV_VARS = {
+  METRICS_ENABLED: { path: ['metrics', 'enabled'], kind: 'boolean' },
+  METRICS_HOST: { path: ['metrics', 'host'], kind: 'string' },
+  METRICS_PORT: { path: ['metrics', 'port'], kind: 'number' },
+  LOG_LEVEL: { path: ['log', 'level'], kind: 'string' },
+  LOG_FORMAT: { path: ['log', 'format'], kind: 'string' },
 } as const satisfies Record<string, { path: readonly string[]; kind: EnvKind }>;
 
 /**
@@ -265,6 +293,8 @@ export function parseConfig(raw: unknown): Config {
       backoff: { initialMs: c.federation.backoff_initial_ms, maxMs: c.federation.backoff_max_ms },
       inboundDedupeDays: c.federation.inbound_dedupe_days,
     },
+    metrics: { enabled: c.metrics.enabled, host: c.metrics.host, port: c.metrics.port },
+    log: { level: c.log.level, format: c.log.format },
   };
   return deepFreeze(config);
 }
@@ -295,7 +325,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   // "listen.port" → the variable that set it, so a problem names what the operator typed.
   const fromEnv = new Map<string, string>();
-  for (const [name, { path, kind }] of Object.entries(ENV_VARS)) {
+  for (const [name, { path, kind }] of Object.entries({ ...ENV_VARS, ...OPERATIONS_ENV_VARS })) {
     const value = env[name];
     if (value === undefined || value === '') continue;
     setPath(raw, path, coerceEnv(value, kind));

@@ -2,7 +2,7 @@ import * as mittModule from 'mitt';
 import type { Emitter } from 'mitt';
 import * as v from 'valibot';
 import type { Logger } from '../logger.ts';
-import type { Counters } from '../services/counters.ts';
+import { DISPATCH_SECONDS, type Counters } from '../services/counters.ts';
 import type { ServerUserMessage } from '../services/to-device.ts';
 import type { Db } from '../storage/database.ts';
 import type { HandlerContext, HandlerModule } from './define-handler.ts';
@@ -36,6 +36,8 @@ export interface DispatcherDeps {
 /** One dispatched message and how its handler's work is awaited. */
 interface Envelope {
   message: ServerUserMessage;
+  /** performance.now() at dispatch, for the latency histogram. */
+  startedAt: number;
   track(work: Promise<void>, onLate: (outcome: string) => void): void;
 }
 
@@ -95,7 +97,7 @@ export class ServerUserDispatcher {
         const { message } = envelope;
         const parsed = v.safeParse(spec.schema, message.content);
         if (!parsed.success) {
-          this.count(type, 'invalid_content');
+          this.count(type, 'invalid_content', envelope.startedAt);
           log.debug('invalid content dropped', { type, sender: message.sender, issue: parsed.issues[0]?.message });
           return;
         }
@@ -118,8 +120,10 @@ export class ServerUserDispatcher {
     }
   }
 
-  private count(type: string, outcome: string): void {
+  /** Counts an outcome; for event types with a handler, also times it from `startedAt`. */
+  private count(type: string, outcome: string, startedAt?: number): void {
     this.deps.counters.inc(DISPATCH_COUNTER, { type, outcome });
+    if (startedAt !== undefined) this.deps.counters.observe(DISPATCH_SECONDS, { type, outcome }, (performance.now() - startedAt) / 1000);
   }
 
   /**
@@ -136,8 +140,10 @@ export class ServerUserDispatcher {
         this.deps.log.debug('no handler for server-user message type; dropped', { type: message.type, sender: message.sender });
         continue;
       }
+      const startedAt = performance.now();
       this.emitter.emit(message.type, {
         message,
+        startedAt,
         track: (work, onLate) => {
           const id = `${pending.length}`;
           unsettled.add(id);
@@ -147,12 +153,12 @@ export class ServerUserDispatcher {
               () => {
                 unsettled.delete(id);
                 if (timedOut) onLate('handled');
-                else this.count(message.type, 'handled');
+                else this.count(message.type, 'handled', startedAt);
               },
               (err: unknown) => {
                 unsettled.delete(id);
                 if (timedOut) return onLate('error');
-                this.count(message.type, 'error');
+                this.count(message.type, 'error', startedAt);
                 this.deps.log.error('handler failed', { type: message.type, err: String(err) });
               },
             ),
@@ -160,7 +166,7 @@ export class ServerUserDispatcher {
           timeouts.push(() => {
             if (unsettled.has(id)) {
               timedOut = true;
-              this.count(message.type, 'timeout');
+              this.count(message.type, 'timeout', startedAt);
               this.deps.log.warn('handler did not finish before the deadline', { type: message.type, deadlineMs: this.deps.deadlineMs });
             }
           });

@@ -1,9 +1,28 @@
+import { Counter, Histogram, Registry } from 'prom-client';
+
 /**
- * Named event counters (messages dropped by reason, dispatch outcomes…). Kept minimal so the
- * metrics exporter can read them; names follow Prometheus conventions.
+ * Named event counters (messages dropped by reason, dispatch outcomes…) and latency histograms,
+ * exported in the Prometheus format from this app's own `registry` (never prom-client's global
+ * one: a process may hold several apps, as the tests do). Names follow Prometheus conventions.
+ *
+ * `get` and `snapshot` read exact values kept beside the exported metrics, so tests and the
+ * code stay synchronous; the export caps each metric's label combinations (see MAX_SERIES).
  */
 export class Counters {
+  readonly registry: Registry;
   private readonly values = new Map<string, number>();
+  private readonly counters = new Map<string, Exported<Counter<string>>>();
+  private readonly histograms = new Map<string, Exported<Histogram<string>>>();
+
+  constructor(registry: Registry = new Registry()) {
+    this.registry = registry;
+    for (const [name, spec] of Object.entries(COUNTERS)) {
+      const exported = this.counter(name, spec.labelNames, spec.help);
+      // Known label values start at 0, so rate() works from the first increment on.
+      for (const labels of spec.initial ?? []) exported.metric.inc(labels, 0);
+    }
+    for (const [name, spec] of Object.entries(HISTOGRAMS)) this.histogram(name, spec.labelNames, spec.help, spec.buckets);
+  }
 
   private static key(name: string, labels: Record<string, string>): string {
     const parts = Object.entries(labels)
@@ -16,6 +35,10 @@ export class Counters {
     if (by === 0) return;
     const key = Counters.key(name, labels);
     this.values.set(key, (this.values.get(key) ?? 0) + by);
+    if (by < 0) return; // a Prometheus counter only goes up
+    const exported = this.counters.get(name) ?? this.counter(name, Object.keys(labels), name);
+    const bounded = boundLabels(exported, labels);
+    if (bounded !== null) exported.metric.inc(bounded, by);
   }
 
   get(name: string, labels: Record<string, string> = {}): number {
@@ -25,4 +48,95 @@ export class Counters {
   snapshot(): Record<string, number> {
     return Object.fromEntries(this.values);
   }
+
+  /** Records one duration (in seconds) in a histogram (see HISTOGRAMS for the known ones). */
+  observe(name: string, labels: Record<string, string>, seconds: number): void {
+    const exported = this.histograms.get(name) ?? this.histogram(name, Object.keys(labels), name, DEFAULT_BUCKETS);
+    const bounded = boundLabels(exported, labels);
+    if (bounded !== null) exported.metric.observe(bounded, seconds);
+  }
+
+  private counter(name: string, labelNames: readonly string[], help: string): Exported<Counter<string>> {
+    const exported = { metric: new Counter({ name, help, labelNames, registers: [this.registry] }), labelNames: new Set(labelNames), series: new Set<string>() };
+    this.counters.set(name, exported);
+    return exported;
+  }
+
+  private histogram(name: string, labelNames: readonly string[], help: string, buckets: readonly number[]): Exported<Histogram<string>> {
+    const metric = new Histogram({ name, help, labelNames, buckets: [...buckets], registers: [this.registry] });
+    const exported = { metric, labelNames: new Set(labelNames), series: new Set<string>() };
+    this.histograms.set(name, exported);
+    return exported;
+  }
 }
+
+interface Exported<M> {
+  metric: M;
+  labelNames: Set<string>;
+  /** Label combinations seen, to cap them. */
+  series: Set<string>;
+}
+
+/**
+ * Some label values come from outside (event types sent to the server user, destinations named
+ * in user IDs): past this many combinations per metric, new ones are folded into one series
+ * whose labels are all `_other`, so a hostile client cannot grow the scrape without bound.
+ */
+export const MAX_SERIES = 1000;
+const OTHER = '_other';
+
+function boundLabels(exported: Exported<unknown>, labels: Record<string, string>): Record<string, string> | null {
+  // A label the metric was not declared with would make prom-client throw: keep the exact
+  // value (get/snapshot) and leave the export alone.
+  for (const k of Object.keys(labels)) if (!exported.labelNames.has(k)) return null;
+  if (exported.labelNames.size === 0) return labels;
+  const key = JSON.stringify([...exported.labelNames].map((k) => labels[k] ?? ''));
+  if (exported.series.has(key)) return labels;
+  if (exported.series.size < MAX_SERIES) {
+    exported.series.add(key);
+    return labels;
+  }
+  return Object.fromEntries([...exported.labelNames].map((k) => [k, OTHER]));
+}
+
+const DEFAULT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+interface CounterSpec {
+  help: string;
+  labelNames: readonly string[];
+  initial?: readonly Record<string, string>[];
+}
+
+/** The counters the server increments, declared up front for their help text. */
+export const COUNTERS: Record<string, CounterSpec> = {
+  to_device_delivered_total: { help: 'To-device events returned by /sync and sliding sync (a redelivery of an unacknowledged event counts again)', labelNames: [] },
+  to_device_dropped_total: {
+    help: 'To-device messages not stored, by reason',
+    labelNames: ['reason'],
+    initial: ['invalid_user', 'unknown_user', 'unknown_device', 'server_user_device', 'not_local', 'duplicate_edu', 'no_handler', 'queue_cap', 'ttl'].map((reason) => ({ reason })),
+  },
+  to_device_sync_wakeups_total: { help: 'Waiting /sync long-polls woken by a new message (or by shutdown)', labelNames: [] },
+  server_user_dispatch_total: { help: 'Messages to the server user (MSC4246) by event type and outcome', labelNames: ['type', 'outcome'] },
+  federation_transactions_sent_total: { help: 'Federation transactions acknowledged by the destination', labelNames: ['destination'] },
+  federation_messages_sent_total: { help: 'To-device messages in acknowledged federation transactions', labelNames: ['destination'] },
+  federation_send_failures_total: { help: 'Failed federation send attempts (each is retried with backoff)', labelNames: ['destination'] },
+  federation_edus_rejected_total: { help: 'Inbound m.direct_to_device EDUs rejected, by reason', labelNames: ['reason'] },
+  appservice_transactions_sent_total: { help: 'Appservice transactions acknowledged by the appservice', labelNames: ['appservice'] },
+  appservice_messages_sent_total: { help: 'To-device messages in acknowledged appservice transactions', labelNames: ['appservice'] },
+  appservice_send_failures_total: { help: 'Failed appservice send attempts (each is retried with backoff)', labelNames: ['appservice'] },
+};
+
+export const DISPATCH_SECONDS = 'server_user_dispatch_duration_seconds';
+export const FEDERATION_SEND_SECONDS = 'federation_send_duration_seconds';
+export const HTTP_REQUEST_SECONDS = 'http_request_duration_seconds';
+
+/** The histograms, declared up front for their help text and buckets. */
+export const HISTOGRAMS: Record<string, { help: string; labelNames: readonly string[]; buckets: readonly number[] }> = {
+  [DISPATCH_SECONDS]: { help: 'Time from dispatch to the handler finishing (or the deadline), by event type and outcome', labelNames: ['type', 'outcome'], buckets: DEFAULT_BUCKETS },
+  [FEDERATION_SEND_SECONDS]: { help: 'Duration of federation transaction requests, by destination and outcome (ok, error)', labelNames: ['destination', 'outcome'], buckets: [...DEFAULT_BUCKETS, 30] },
+  [HTTP_REQUEST_SECONDS]: {
+    help: 'HTTP requests by method, route and status; /sync long-polls included',
+    labelNames: ['method', 'route', 'status'],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+  },
+};

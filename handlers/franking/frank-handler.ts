@@ -1,0 +1,51 @@
+import type * as v from 'valibot';
+import { decodeBase64, encodeBase64 } from '../../src/federation/base64.ts';
+import { signBytes } from '../../src/federation/ed25519.ts';
+import type { HandlerContext, ServerUserEvent } from '../../src/server-user/define-handler.ts';
+import type { FrankingConfig } from './config.ts';
+import type { frankContent, keysContent } from './content-schemas.ts';
+import { ERROR, FRANKED, PUBLIC_KEYS } from './event-types.ts';
+import { serverFrank, signedFrankBytes, TAG_BYTES } from './frank.ts';
+import { FrankingKeyStore } from './key-store.ts';
+
+type Ctx = HandlerContext<FrankingConfig>;
+export const withRequestId = (requestId: string | undefined) => (requestId === undefined ? {} : { request_id: requestId });
+
+/**
+ * `…frank`: the server vouches that this sender sent a message with this franking tag in this
+ * context at this time. It never sees the message itself.
+ */
+export async function handleFrank(event: ServerUserEvent<v.InferOutput<typeof frankContent>>, ctx: Ctx): Promise<void> {
+  const { franking_tag: tagText, context, request_id: requestId } = event.content;
+  const tag = decodeBase64(tagText);
+  if (tag === null || tag.length !== TAG_BYTES) {
+    await ctx.reply(ERROR, { ...withRequestId(requestId), errcode: 'M_INVALID_PARAM', error: 'franking_tag must be 32 bytes (HMAC-SHA256)' });
+    return;
+  }
+  const key = await new FrankingKeyStore(ctx.db).current();
+  const fields = { frankingTag: tag, context, acceptedTs: Date.now(), sender: event.sender };
+  const frank = serverFrank(key.hmacKey, fields);
+  await ctx.reply(FRANKED, {
+    ...withRequestId(requestId),
+    franking_tag: encodeBase64(tag),
+    context,
+    sender: event.sender,
+    accepted_ts: fields.acceptedTs,
+    key_version: key.version,
+    server_frank: encodeBase64(frank),
+    signature: encodeBase64(signBytes(key.signing, signedFrankBytes(key.version, fields, frank))),
+  });
+}
+
+/** `…keys`: the published Ed25519 public keys, every version, so old franks stay verifiable. */
+export async function handleKeys(event: ServerUserEvent<v.InferOutput<typeof keysContent>>, ctx: Ctx): Promise<void> {
+  await ctx.reply(PUBLIC_KEYS, { ...withRequestId(event.content.request_id), ...(await publicKeysJson(new FrankingKeyStore(ctx.db))) });
+}
+
+export async function publicKeysJson(store: FrankingKeyStore): Promise<Record<string, unknown>> {
+  const keys = await store.all();
+  return {
+    current_version: keys.at(-1)?.version ?? null,
+    keys: keys.map((k) => ({ version: k.version, public_key: encodeBase64(k.signing.publicKey), created_ts: k.createdTs, retired_ts: k.retiredTs })),
+  };
+}

@@ -1,0 +1,26 @@
+import { defineHandler } from '../../src/server-user/define-handler.ts';
+import { frankingConfig } from './config.ts';
+import { frankContent, keysContent, listReportsContent, reportContent, rotateKeyContent } from './content-schemas.ts';
+import { FRANK, GET_KEYS, LIST_REPORTS, REPORT, ROTATE_KEY } from './event-types.ts';
+import { handleFrank, handleKeys } from './frank-handler.ts';
+import { handleListReports, handleRotateKey } from './moderation-handlers.ts';
+import { handleReport } from './report-handler.ts';
+import { frankingKeys, frankingReports } from './schema.ts';
+
+/**
+ * Message franking for abuse reports, after the MIMI protocol draft: the server user franks
+ * franking tags, verifies reports, keeps verified ones for moderators, and rotates its keys.
+ * See README.md beside this file for every message shape.
+ */
+export default defineHandler({
+  name: 'franking',
+  config: frankingConfig,
+  tables: { frankingKeys, frankingReports },
+  events: {
+    [FRANK]: { schema: frankContent, handle: handleFrank },
+    [GET_KEYS]: { schema: keysContent, handle: handleKeys },
+    [REPORT]: { schema: reportContent, handle: handleReport },
+    [LIST_REPORTS]: { schema: listReportsContent, handle: handleListReports },
+    [ROTATE_KEY]: { schema: rotateKeyContent, handle: handleRotateKey },
+  },
+});

@@ -1,0 +1,53 @@
+import type * as v from 'valibot';
+import type { HandlerContext, ServerUserEvent } from '../../src/server-user/define-handler.ts';
+import type { FrankingConfig } from './config.ts';
+import type { listReportsContent, rotateKeyContent } from './content-schemas.ts';
+import { ERROR, PUBLIC_KEYS, REPORTS } from './event-types.ts';
+import { publicKeysJson, withRequestId } from './frank-handler.ts';
+import { FrankingKeyStore } from './key-store.ts';
+import { ReportStore } from './report-store.ts';
+
+type Ctx = HandlerContext<FrankingConfig>;
+
+/**
+ * Moderator requests are authenticated like any to-device message (the sender's access token);
+ * only local clients count — a remote server could name any of its users, so moderation over
+ * federation is refused.
+ */
+async function isModerator(event: ServerUserEvent<{ request_id?: string | undefined }>, ctx: Ctx): Promise<boolean> {
+  if (event.origin !== 'federation' && ctx.config.moderators.includes(event.sender)) return true;
+  ctx.log.warn('franking moderation refused', { sender: event.sender, type: event.type });
+  await ctx.reply(ERROR, { ...withRequestId(event.content.request_id), errcode: 'M_FORBIDDEN', error: 'Only moderators can do this' });
+  return false;
+}
+
+/** `…list_reports`: verified reports after `since`, oldest first, at most `limit`. */
+export async function handleListReports(event: ServerUserEvent<v.InferOutput<typeof listReportsContent>>, ctx: Ctx): Promise<void> {
+  if (!(await isModerator(event, ctx))) return;
+  const { since, limit, request_id: requestId } = event.content;
+  const reports = await new ReportStore(ctx.db).list(since, limit);
+  await ctx.reply(REPORTS, {
+    ...withRequestId(requestId),
+    reports: reports.map((r) => ({
+      report_id: r.id,
+      reporter: r.reporterUserId,
+      sender: r.sender,
+      context: r.context,
+      accepted_ts: r.acceptedTs,
+      key_version: r.keyVersion,
+      message: r.message,
+      reason: r.reason,
+      received_ts: r.createdTs,
+    })),
+    ...(reports.length === limit ? { next_since: reports.at(-1)?.id } : {}),
+  });
+}
+
+/** `…rotate_key`: a new current franking key; franks made with older keys stay verifiable. */
+export async function handleRotateKey(event: ServerUserEvent<v.InferOutput<typeof rotateKeyContent>>, ctx: Ctx): Promise<void> {
+  if (!(await isModerator(event, ctx))) return;
+  const store = new FrankingKeyStore(ctx.db);
+  const key = await store.rotate();
+  ctx.log.info('franking key rotated', { version: key.version, by: event.sender });
+  await ctx.reply(PUBLIC_KEYS, { ...withRequestId(event.content.request_id), ...(await publicKeysJson(store)) });
+}

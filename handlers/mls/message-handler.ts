@@ -1,0 +1,117 @@
+import { createHash } from 'node:crypto';
+import type { HandlerContext, ServerUserEvent } from '../../src/server-user/define-handler.ts';
+import type { MlsConfig } from './config.ts';
+import type { MlsMessageContent } from './content-schemas.ts';
+import { MLS_ACCEPTED, MLS_COMMIT, MLS_REJECTED, MLS_RELAY, MLS_WELCOME } from './event-types.ts';
+import { GroupStore, type DeviceRef } from './group-store.ts';
+import { decodeMlsMessageBase64, framedMessageInfo } from './mls-wire.ts';
+
+type Ctx = HandlerContext<MlsConfig>;
+
+type RejectReason =
+  | 'wrong_epoch'
+  | 'not_member'
+  | 'unknown_group'
+  | 'invalid_message'
+  | 'invalid_welcome'
+  | 'missing_welcome'
+  | 'unknown_device';
+
+const ERRORS: Record<RejectReason, string> = {
+  wrong_epoch: 'The group is at another epoch; apply the commits you missed and try again',
+  not_member: 'The sending device is not a member of this group',
+  unknown_group: 'The delivery service does not know this group',
+  invalid_message: 'message is not an MLS PublicMessage or PrivateMessage this service can deliver',
+  invalid_welcome: 'commit_info.welcome is not an MLSMessage carrying a Welcome',
+  missing_welcome: 'A commit that adds devices needs commit_info.welcome',
+  unknown_device: 'The sending device is unknown; over federation, name it in device_id',
+};
+
+const deviceJson = (d: DeviceRef) => ({ user_id: d.userId, device_id: d.deviceId });
+
+/**
+ * `…mls.message`: the RFC 9420 delivery service. Commits are ordered (exactly one per epoch,
+ * decided by the database), application messages and proposals for the current epoch are
+ * relayed to the other member devices, and Welcomes are released only once their commit won.
+ */
+export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>, ctx: Ctx): Promise<void> {
+  const { content } = event;
+  // Over federation the origin server vouches for the user; the member device is named in the content.
+  const deviceId = event.senderDevice ?? content.device_id ?? null;
+  const requestId = content.request_id === undefined ? {} : { request_id: content.request_id };
+
+  const reject = async (reason: RejectReason, groupId: string | null, epoch: number | null): Promise<void> => {
+    ctx.log.debug('mls message rejected', { sender: event.sender, reason });
+    const to = deviceId ?? '*';
+    await ctx.send(event.sender, to, MLS_REJECTED, { ...requestId, group_id: groupId, epoch, reason, error: ERRORS[reason] });
+  };
+
+  const decoded = decodeMlsMessageBase64(content.message);
+  const info = decoded === null ? null : framedMessageInfo(decoded.message);
+  if (decoded === null || info === null) return reject('invalid_message', null, null);
+  if (deviceId === null) return reject('unknown_device', info.groupId, null);
+  const sender: DeviceRef = { userId: event.sender, deviceId };
+  const groups = new GroupStore(ctx.db);
+
+  if (info.contentType !== 'commit') {
+    // RFC 9420 §6: application data is only ever sent as a PrivateMessage.
+    if (info.contentType === 'application' && info.wireformat !== 'mls_private_message') return reject('invalid_message', info.groupId, null);
+    const check = await groups.checkMember(info.groupId, info.epoch, sender);
+    if (check.kind === 'rejected') return reject(check.reason, info.groupId, check.epoch);
+    for (const to of check.recipients) {
+      await ctx.send(to.userId, to.deviceId, MLS_RELAY, { group_id: info.groupId, epoch: info.epoch, message: content.message, sender: deviceJson(sender) });
+    }
+    return;
+  }
+
+  const commitInfo = content.commit_info ?? { added: [], removed: [] };
+  const added = commitInfo.added.map((d) => ({ userId: d.user_id, deviceId: d.device_id }));
+  const removed = commitInfo.removed.map((d) => ({ userId: d.user_id, deviceId: d.device_id }));
+  if (commitInfo.welcome !== undefined) {
+    const welcome = decodeMlsMessageBase64(commitInfo.welcome);
+    if (welcome === null || welcome.message.wireformat !== 'mls_welcome') return reject('invalid_welcome', info.groupId, null);
+  }
+  if (added.length > 0 && commitInfo.welcome === undefined) return reject('missing_welcome', info.groupId, null);
+
+  const outcome = await groups.tryCommit({
+    groupId: info.groupId,
+    epoch: info.epoch,
+    committer: sender,
+    commitSha256: createHash('sha256').update(decoded.bytes).digest('base64'),
+    added,
+    removed,
+  });
+  if (outcome.kind === 'rejected') return reject(outcome.reason, info.groupId, outcome.epoch);
+  if (outcome.kind === 'duplicate') {
+    await ctx.send(sender.userId, sender.deviceId, MLS_ACCEPTED, { ...requestId, group_id: info.groupId, epoch: outcome.epoch, duplicate: true });
+    return;
+  }
+
+  ctx.log.info('mls commit accepted', { group: info.groupId, epoch: outcome.epoch, created: outcome.created });
+  const commitEvent = {
+    group_id: info.groupId,
+    epoch: outcome.epoch,
+    message: content.message,
+    sender: deviceJson(sender),
+    added: commitInfo.added,
+    removed: commitInfo.removed,
+  };
+  // Existing members (including those this commit removes: they learn of it from the commit).
+  for (const to of outcome.recipients) {
+    if (added.some((a) => a.userId === to.userId && a.deviceId === to.deviceId)) continue;
+    await ctx.send(to.userId, to.deviceId, MLS_COMMIT, commitEvent);
+  }
+  // RFC 9420 §14: a Welcome goes out only once the DS has accepted its commit, so a losing
+  // commit can never leave a device joined to an epoch the group never reached.
+  if (commitInfo.welcome !== undefined) {
+    const welcome = {
+      group_id: info.groupId,
+      epoch: outcome.epoch,
+      welcome: commitInfo.welcome,
+      ...(commitInfo.ratchet_tree === undefined ? {} : { ratchet_tree: commitInfo.ratchet_tree }),
+      sender: deviceJson(sender),
+    };
+    for (const to of added) await ctx.send(to.userId, to.deviceId, MLS_WELCOME, welcome);
+  }
+  await ctx.send(sender.userId, sender.deviceId, MLS_ACCEPTED, { ...requestId, group_id: info.groupId, epoch: outcome.epoch });
+}

@@ -1,0 +1,71 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { overHttp, TestClient } from './support/client.ts';
+import { formGroup, MlsMember, T } from './support/mls-member.ts';
+import { freePort, ServerProcess } from './support/server-process.ts';
+import { createPostgresDatabaseUrl, usingPostgres } from './support/test-database.ts';
+
+/**
+ * The delivery service's one hard rule — exactly one commit per epoch — across two real server
+ * processes on one PostgreSQL database: the decision is the database's conditional UPDATE, not
+ * anything a process holds in memory. PGlite is single-process, so this runs on PostgreSQL only.
+ */
+describe.skipIf(!usingPostgres())('MLS commits raced through two server processes', () => {
+  let pg: { url: string; drop(): Promise<void> };
+  const processes: ServerProcess[] = [];
+
+  beforeAll(async () => {
+    pg = (await createPostgresDatabaseUrl()) as { url: string; drop(): Promise<void> };
+    for (let i = 0; i < 2; i++) {
+      const p = await ServerProcess.create('mls.test', await freePort(), {
+        database: { url: pg.url },
+        handlers: [{ module: 'mls', config: { claim_rate: { burst: 100 } } }],
+      });
+      processes.push(p);
+      // One after the other: the first migrates, the second finds the schema ready.
+      await p.start();
+    }
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const p of processes) await p.destroy();
+    await pg?.drop();
+  });
+
+  it('accepts exactly one of 12 concurrent commits for one epoch, split over both processes', async () => {
+    const [a, b] = processes.map((p) => overHttp(p.baseUrl)) as [ReturnType<typeof overHttp>, ReturnType<typeof overHttp>];
+    const members: MlsMember[] = [];
+    for (let i = 0; i < 12; i++) {
+      const registered = await TestClient.register(a, `racer${i}`);
+      // Half of the devices talk to the other process.
+      const client = i % 2 === 0 ? registered : new TestClient(b, registered.userId, registered.deviceId, registered.token);
+      members.push(await MlsMember.of(client));
+    }
+    const [creator, ...others] = members as [MlsMember, ...MlsMember[]];
+    await formGroup(creator, others, randomBytes(16));
+
+    const commits = await Promise.all(members.map((m) => m.mls.commit()));
+    const statuses = await Promise.all(members.map((m, i) => m.send(T.message, { message: commits[i]?.message, request_id: `race-${i}` })));
+    expect(statuses.every((s) => s === 200)).toBe(true);
+
+    const inboxes = await Promise.all(members.map((m) => m.inbox.take()));
+    const own = inboxes.map((events) => events.find((e) => e.type === T.accepted || e.type === T.rejected));
+    const winners = own.filter((e) => e?.type === T.accepted);
+    const losers = own.filter((e) => e?.type === T.rejected);
+    expect(winners).toHaveLength(1);
+    expect(losers).toHaveLength(11);
+    for (const l of losers) expect(l?.content).toMatchObject({ reason: 'wrong_epoch', epoch: 2 });
+    const winner = own.findIndex((e) => e?.type === T.accepted);
+    inboxes.forEach((events, i) => expect(events.filter((e) => e.type === T.commit)).toHaveLength(i === winner ? 0 : 1));
+
+    // Everyone can move on together: the losers apply the winner's commit and agree on the epoch.
+    const winningCommit = commits[winner];
+    if (winningCommit === undefined) throw new Error('no winner');
+    members[winner]?.mls.apply(winningCommit);
+    for (const [i, m] of members.entries()) {
+      if (i === winner) continue;
+      await m.mls.receive(String(inboxes[i]?.find((e) => e.type === T.commit)?.content.message));
+    }
+    expect(new Set(members.map((m) => m.mls.epoch))).toEqual(new Set([2]));
+  }, 120_000);
+});

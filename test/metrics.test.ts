@@ -1,0 +1,205 @@
+import * as v from 'valibot';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import ping from '../handlers/ping/index.ts';
+import { createApp } from '../src/app.ts';
+import { parseConfig } from '../src/config/config.ts';
+import { Counters, MAX_SERIES } from '../src/services/counters.ts';
+import { defineHandler, type HandlerModule } from '../src/server-user/define-handler.ts';
+import { TestClient } from './support/client.ts';
+import { SERVER_NAME, startTestApp, type TestApp } from './support/test-app.ts';
+import { createTestDatabase } from './support/test-database.ts';
+
+const SERVER_USER = `@:${SERVER_NAME}`;
+
+const failing = defineHandler({
+  name: 'failing',
+  events: {
+    'org.test.fail': {
+      schema: v.object({}),
+      handle() {
+        throw new Error('handler bug');
+      },
+    },
+  },
+});
+
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** Parses the Prometheus text format (enough of it for these tests). */
+function parse(text: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (m === null) throw new Error(`unparsable line: ${line}`);
+    const labels = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((l) => [l[1] as string, l[2] as string]));
+    samples.push({ name: m[1] as string, labels, value: Number(m[3]) });
+  }
+  return samples;
+}
+
+let t: TestApp;
+let alice: TestClient;
+let bob: TestClient;
+
+async function scrape(): Promise<{ samples: Sample[]; value(name: string, labels?: Record<string, string>): number | undefined }> {
+  const res = await t.metricsApp.request('/metrics');
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+  const samples = parse(await res.text());
+  return {
+    samples,
+    value: (name, labels = {}) =>
+      samples.find((s) => s.name === name && Object.keys(s.labels).length === Object.keys(labels).length && Object.entries(labels).every(([k, val]) => s.labels[k] === val))?.value,
+  };
+}
+
+beforeAll(async () => {
+  t = await startTestApp(
+    // remote.example is routed to a closed port: the federation sender fails fast and retries.
+    { federation: { allow_http: true, static_routes: { 'remote.example': 'http://127.0.0.1:1' }, backoff_initial_ms: 60_000 } },
+    [{ module: ping as HandlerModule<unknown> }, { module: failing as HandlerModule<unknown> }],
+  );
+  alice = await TestClient.register(t.app, 'alice');
+  bob = await TestClient.register(t.app, 'bob');
+});
+
+afterAll(async () => {
+  await t?.close();
+});
+
+describe('GET /metrics', () => {
+  it('is served by the metrics app only, not on the client listener', async () => {
+    expect((await t.app.request('/metrics')).status).toBe(404);
+    const m = await scrape();
+    // Declared counters are there at 0 before anything happened.
+    expect(m.value('to_device_dropped_total', { reason: 'queue_cap' })).toBe(0);
+    expect(m.value('to_device_delivered_total')).toBe(0);
+    expect(m.value('to_device_queue_depth')).toBe(0);
+    expect(m.value('to_device_sync_long_polls')).toBe(0);
+  });
+
+  it('moves the counters and gauges through a scripted scenario', async () => {
+    // Three messages for bob, one for an unknown device of his, one for an invalid user ID.
+    for (let i = 0; i < 2; i++) {
+      expect((await alice.sendToDevice('m.test', { [bob.userId]: { [bob.deviceId]: { i } } })).status).toBe(200);
+    }
+    // (A user none of whose targets exist counts as unknown_user, hence bob's real device here.)
+    expect((await alice.sendToDevice('m.test', { [bob.userId]: { [bob.deviceId]: { i: 2 }, NOSUCHDEVICE: {} }, 'not-a-user-id': { X: {} } })).status).toBe(200);
+    // One message for a remote user: it waits in the federation outbox (the peer is down).
+    await alice.sendToDevice('m.test', { '@carol:remote.example': { CAROL: {} } });
+    // The server user: one handled ping, one failing handler, one unknown event type.
+    await alice.sendToDevice('org.example.ping', { [SERVER_USER]: { '': { nonce: 'n1' } } });
+    await alice.sendToDevice('org.test.fail', { [SERVER_USER]: { '': {} } });
+    await alice.sendToDevice('org.test.nobody', { [SERVER_USER]: { '': {} } });
+
+    let m = await scrape();
+    expect(m.value('to_device_dropped_total', { reason: 'unknown_device' })).toBe(1);
+    expect(m.value('to_device_dropped_total', { reason: 'invalid_user' })).toBe(1);
+    // bob's 3, and alice's pong.
+    expect(m.value('to_device_queue_depth')).toBe(4);
+    expect(m.value('to_device_largest_queue_depth', { user_id: bob.userId, device_id: bob.deviceId })).toBe(3);
+    expect(m.value('to_device_largest_queue_depth', { user_id: alice.userId, device_id: alice.deviceId })).toBe(1);
+    expect(m.value('federation_queue_depth', { destination: 'remote.example' })).toBe(1);
+    expect(m.value('server_user_dispatch_total', { type: 'org.example.ping', outcome: 'handled' })).toBe(1);
+    expect(m.value('server_user_dispatch_total', { type: 'org.test.fail', outcome: 'error' })).toBe(1);
+    expect(m.value('server_user_dispatch_total', { type: 'org.test.nobody', outcome: 'unknown_type' })).toBe(1);
+    expect(m.value('server_user_dispatch_duration_seconds_count', { type: 'org.example.ping', outcome: 'handled' })).toBe(1);
+    expect(m.value('server_user_dispatch_duration_seconds_count', { type: 'org.test.fail', outcome: 'error' })).toBe(1);
+    // Unknown types are counted but not timed (their names come from clients).
+    expect(m.samples.some((s) => s.name.startsWith('server_user_dispatch_duration_seconds') && s.labels.type === 'org.test.nobody')).toBe(false);
+    expect(
+      m.value('http_request_duration_seconds_count', { method: 'PUT', route: '/_matrix/client/v3/sendToDevice/:eventType/:txnId', status: '200' }),
+    ).toBe(7);
+
+    // The federation sender tried remote.example and failed: counted and timed per destination.
+    const deadline = Date.now() + 10_000;
+    while ((m.value('federation_send_failures_total', { destination: 'remote.example' }) ?? 0) < 1 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      m = await scrape();
+    }
+    expect(m.value('federation_send_failures_total', { destination: 'remote.example' })).toBe(1);
+    expect(m.value('federation_send_duration_seconds_count', { destination: 'remote.example', outcome: 'error' })).toBe(1);
+
+    // bob syncs: 3 delivered; acknowledging them empties his queue.
+    const first = await bob.sync();
+    expect(first.to_device.events).toHaveLength(3);
+    await bob.sync({ since: first.next_batch });
+    m = await scrape();
+    expect(m.value('to_device_delivered_total')).toBe(3);
+    expect(m.value('to_device_queue_depth')).toBe(1);
+    expect(m.value('to_device_largest_queue_depth', { user_id: bob.userId, device_id: bob.deviceId })).toBeUndefined();
+
+    // A long-poll in flight shows in the gauge; a message wakes it and is counted.
+    const latest = await bob.sync();
+    const polling = bob.sync({ since: latest.next_batch, timeout: 10_000 });
+    while ((m.value('to_device_sync_long_polls') ?? 0) < 1 && Date.now() < deadline + 10_000) {
+      await new Promise((r) => setTimeout(r, 20));
+      m = await scrape();
+    }
+    expect(m.value('to_device_sync_long_polls')).toBe(1);
+    const wakeupsBefore = m.value('to_device_sync_wakeups_total') ?? 0;
+    await alice.sendToDevice('m.test', { [bob.userId]: { [bob.deviceId]: { wake: true } } });
+    expect((await polling).to_device.events).toHaveLength(1);
+    m = await scrape();
+    expect(m.value('to_device_sync_long_polls')).toBe(0);
+    expect(m.value('to_device_sync_wakeups_total')).toBe(wakeupsBefore + 1);
+    expect(m.value('to_device_delivered_total')).toBe(4);
+    // The counters API reads the same values.
+    expect(t.services.counters.get('to_device_delivered_total')).toBe(4);
+  });
+});
+
+describe('health', () => {
+  it('GET /health answers on both listeners; GET /health/ready checks the database', async () => {
+    for (const app of [t.app, t.metricsApp]) {
+      expect(await (await app.request('/health')).json()).toEqual({ status: 'ok' });
+      const ready = await app.request('/health/ready');
+      expect(ready.status).toBe(200);
+      expect(await ready.json()).toEqual({ status: 'ready' });
+    }
+  });
+
+  it('is not ready when the database does not answer, or once the server is stopping', async () => {
+    const database = await createTestDatabase();
+    const built = createApp({ config: parseConfig({ server_name: SERVER_NAME }), database });
+    expect((await built.app.request('/health/ready')).status).toBe(200);
+    await built.stop();
+    const stopping = await built.app.request('/health/ready');
+    expect(stopping.status).toBe(503);
+    expect(await stopping.json()).toMatchObject({ errcode: 'M_UNKNOWN' });
+
+    const other = createApp({ config: parseConfig({ server_name: SERVER_NAME }), database });
+    await database.close();
+    const down = await other.app.request('/health/ready');
+    expect(down.status).toBe(503);
+    expect(await down.json()).toEqual({ errcode: 'M_UNKNOWN', error: 'The database is not available' });
+    // Liveness does not depend on the database.
+    expect((await other.app.request('/health')).status).toBe(200);
+  });
+});
+
+describe('Counters', () => {
+  it('keeps exact values for get() and snapshot(), and caps the exported label combinations', async () => {
+    const c = new Counters();
+    for (let i = 0; i < MAX_SERIES + 5; i++) c.inc('server_user_dispatch_total', { type: `t${i}`, outcome: 'unknown_type' });
+    expect(c.get('server_user_dispatch_total', { type: `t${MAX_SERIES + 4}`, outcome: 'unknown_type' })).toBe(1);
+    expect(Object.keys(c.snapshot())).toHaveLength(MAX_SERIES + 5);
+    const samples = parse(await c.registry.metrics()).filter((s) => s.name === 'server_user_dispatch_total');
+    expect(samples).toHaveLength(MAX_SERIES + 1);
+    expect(samples.find((s) => s.labels.type === '_other')?.value).toBe(5);
+  });
+
+  it('exports a counter it was not told about, and two registries do not share values', async () => {
+    const a = new Counters();
+    const b = new Counters();
+    a.inc('custom_things_total', { kind: 'x' }, 2);
+    expect(a.get('custom_things_total', { kind: 'x' })).toBe(2);
+    expect(parse(await a.registry.metrics()).find((s) => s.name === 'custom_things_total')?.value).toBe(2);
+    expect(parse(await b.registry.metrics()).find((s) => s.name === 'custom_things_total')).toBeUndefined();
+  });
+});
