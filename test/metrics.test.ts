@@ -88,7 +88,6 @@ describe('GET /metrics', () => {
     for (let i = 0; i < 2; i++) {
       expect((await alice.sendToDevice('m.test', { [bob.userId]: { [bob.deviceId]: { i } } })).status).toBe(200);
     }
-    // (A user none of whose targets exist counts as unknown_user, hence bob's real device here.)
     expect((await alice.sendToDevice('m.test', { [bob.userId]: { [bob.deviceId]: { i: 2 }, NOSUCHDEVICE: {} }, 'not-a-user-id': { X: {} } })).status).toBe(200);
     // One message for a remote user: it waits in the federation outbox (the peer is down).
     await alice.sendToDevice('m.test', { '@carol:remote.example': { CAROL: {} } });

@@ -117,6 +117,16 @@ describe('sendToDevice delivery', () => {
     await carol.sync({ since: s.next_batch });
   });
 
+  it('counts a request naming only an unknown device of an existing user as unknown_device', async () => {
+    const before = {
+      device: t.services.counters.get('to_device_dropped_total', { reason: 'unknown_device' }),
+      user: t.services.counters.get('to_device_dropped_total', { reason: 'unknown_user' }),
+    };
+    expect((await alice.sendToDevice('m.skip', { [carol.userId]: { NOSUCHDEVICE: {} } })).status).toBe(200);
+    expect(t.services.counters.get('to_device_dropped_total', { reason: 'unknown_device' })).toBe(before.device + 1);
+    expect(t.services.counters.get('to_device_dropped_total', { reason: 'unknown_user' })).toBe(before.user);
+  });
+
   it('keeps messages for remote users in the durable federation outbox', async () => {
     const res = await alice.sendToDevice('m.remote', {
       '@dave:remote.example': { DAVE1: { a: 1 }, '*': { b: 2 } },

@@ -226,11 +226,10 @@ export class ToDeviceService {
       targets,
     });
     if (!result.claimed) return 'duplicate';
-    const storedFor = new Set(result.stored.map((d) => d.userId));
     const storedPair = new Set(result.stored.map((d) => `${d.userId}\u0000${d.deviceId}`));
     for (const t of targets) {
       if (t.deviceId !== '*' && !storedPair.has(`${t.userId}\u0000${t.deviceId}`)) {
-        this.deps.counters.inc(DROPPED, { reason: storedFor.has(t.userId) ? 'unknown_device' : 'unknown_user' });
+        this.deps.counters.inc(DROPPED, { reason: result.knownUsers.has(t.userId) ? 'unknown_device' : 'unknown_user' });
       }
     }
     const woken = [...new Map(result.stored.map((d) => [`${d.userId}\u0000${d.deviceId}`, d])).values()];

@@ -78,12 +78,12 @@ export class DeviceInboxStore {
     sender: string;
     type: string;
     targets: readonly { userId: string; deviceId: string; content: string }[];
-  }): Promise<{ claimed: boolean; stored: { userId: string; deviceId: string }[] }> {
+  }): Promise<{ claimed: boolean; stored: { userId: string; deviceId: string }[]; knownUsers: Set<string> }> {
     const now = Date.now();
     const hasTxn = opts.txn !== null;
     const txn = opts.txn ?? { userId: '', deviceId: '', endpoint: '', txnId: '' };
     const targets = JSON.stringify(opts.targets.map((t, o) => ({ u: t.userId, d: t.deviceId, c: t.content, o })));
-    const rows = await queryRows<{ claimed: number; stored: string | { u: string; d: string }[] | null }>(
+    const rows = await queryRows<{ claimed: number; stored: string | { u: string; d: string }[] | null; known: string | string[] | null }>(
       this.db,
       sql`
         with claim as (
@@ -116,13 +116,16 @@ export class DeviceInboxStore {
           returning user_id, device_id
         )
         select (select count(*) from claim)::int as claimed,
-               (select json_agg(json_build_object('u', user_id, 'd', device_id)) from ins) as stored
+               (select json_agg(json_build_object('u', user_id, 'd', device_id)) from ins) as stored,
+               (select json_agg(distinct dv.user_id) from devices dv where dv.user_id in (select u from req)) as known
       `,
     );
     const row = rows[0];
     const stored = row?.stored ?? null;
     const list = (typeof stored === 'string' ? (JSON.parse(stored) as { u: string; d: string }[]) : stored) ?? [];
-    return { claimed: !hasTxn || Number(row?.claimed ?? 0) === 1, stored: list.map((s) => ({ userId: s.u, deviceId: s.d })) };
+    const known = row?.known ?? null;
+    const knownUsers = new Set((typeof known === 'string' ? (JSON.parse(known) as string[]) : known) ?? []);
+    return { claimed: !hasTxn || Number(row?.claimed ?? 0) === 1, stored: list.map((s) => ({ userId: s.u, deviceId: s.d })), knownUsers };
   }
 
   /** Acknowledges everything up to and including `streamId` for one device. */
