@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import franking from '../handlers/franking/index.ts';
 import mls from '../handlers/mls/index.ts';
 import type { HandlerModule } from '../src/server-user/define-handler.ts';
 import { serveOverHttp } from './support/http-server.ts';
+import { runScript } from './support/run-script.ts';
 import { SERVER_NAME, startTestApp, type TestApp } from './support/test-app.ts';
 
 let t: TestApp;
@@ -21,25 +21,7 @@ afterAll(async () => {
   await t.close();
 });
 
-function run(script: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', script], {
-      cwd: new URL('..', import.meta.url).pathname,
-      env: { ...process.env, HOMESERVER: http.baseUrl },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const run = (script: string) => runScript(script, { HOMESERVER: http.baseUrl });
 
 describe('handler module examples over real HTTP', () => {
   it('examples/mls-chat.ts: KeyPackages, a group, messages, and a raced commit rejected with the current epoch (twice: register, then log in)', async () => {
