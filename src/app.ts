@@ -38,6 +38,7 @@ import { ServerUserDispatcher, type HandlerToLoad } from './server-user/dispatch
 import { CountingNotifier } from './metrics/counting-notifier.ts';
 import { CountingToDeviceSync } from './metrics/counting-sync.ts';
 import { ServerMetrics } from './metrics/server-metrics.ts';
+import { TimedAppserviceClient } from './metrics/timed-appservice-client.ts';
 import { TimedFederationClient } from './metrics/timed-federation-client.ts';
 import { requestLog } from './rest/request-log.ts';
 import { healthRoutes } from './rest/routes/health.ts';
@@ -95,7 +96,15 @@ export function createApp(deps: AppDeps): App {
   const appservices = deps.appservices ?? new AppserviceRegistry([]);
   const instanceId = newInstanceId();
   const wakeups = database.pg === null ? null : new PgWakeups(database.pg, notifier, log, instanceId);
-  const appserviceSender = new AppserviceSender({ db: database.db, registry: appservices, log, counters, instanceId, backoff: config.federation.backoff });
+  const appserviceSender = new AppserviceSender({
+    db: database.db,
+    registry: appservices,
+    log,
+    counters,
+    instanceId,
+    backoff: config.federation.backoff,
+    client: new TimedAppserviceClient(counters),
+  });
   const toDevice: ToDeviceService = new ToDeviceService({
     db: database.db,
     serverName: config.serverName,

@@ -5,6 +5,7 @@ import { queueLease } from '../services/queue-lease.ts';
 import { RetryingRunner } from '../services/retrying-runner.ts';
 import { AppserviceQueueStore, type AppservicePendingTxn } from '../storage/appservice-queue-store.ts';
 import type { Db } from '../storage/database.ts';
+import { AppserviceClient } from './appservice-client.ts';
 import type { AppserviceRegistry } from './registration.ts';
 
 export const MAX_TO_DEVICE_PER_TXN = 100;
@@ -17,7 +18,8 @@ export interface AppserviceSenderOptions {
   /** Holder name for this instance's queue leases. */
   instanceId: string;
   backoff: { initialMs: number; maxMs: number };
-  timeoutMs?: number;
+  /** The HTTP transport; app.ts passes a timed one. */
+  client?: AppserviceClient;
 }
 
 /**
@@ -29,9 +31,11 @@ export interface AppserviceSenderOptions {
 export class AppserviceSender {
   private readonly store: AppserviceQueueStore;
   private readonly runner: RetryingRunner;
+  private readonly client: AppserviceClient;
 
   constructor(private readonly opts: AppserviceSenderOptions) {
     this.store = new AppserviceQueueStore(opts.db);
+    this.client = opts.client ?? new AppserviceClient();
     this.runner = new RetryingRunner({
       step: (id) => this.sendOne(id),
       backoff: opts.backoff,
@@ -78,15 +82,8 @@ export class AppserviceSender {
       };
       await this.store.putPendingTxn(txn);
     }
-    const url = `${as.url.replace(/\/$/, '')}/_matrix/app/v1/transactions/${encodeURIComponent(txn.txnId)}`;
-    const res = await fetch(url, {
-      method: 'PUT',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${as.hsToken}` },
-      body: txn.body,
-      signal: AbortSignal.timeout(this.opts.timeoutMs ?? 30_000),
-    });
-    await res.body?.cancel();
-    if (res.status < 200 || res.status >= 300) throw new Error(`appservice ${appserviceId} answered ${res.status}`);
+    const status = await this.client.putTransaction({ id: as.id, url: as.url, hsToken: as.hsToken }, txn.txnId, txn.body);
+    if (status < 200 || status >= 300) throw new Error(`appservice ${appserviceId} answered ${status}`);
     await this.store.completePendingTxn(txn);
     this.opts.counters.inc('appservice_transactions_sent_total', { appservice: appserviceId });
     this.opts.counters.inc('appservice_messages_sent_total', { appservice: appserviceId }, txn.queueIds.length);

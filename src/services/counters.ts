@@ -107,8 +107,16 @@ interface CounterSpec {
   initial?: readonly Record<string, string>[];
 }
 
+/**
+ * Messages written into device queues (one per target device; `*` counts each device it reached).
+ * The send path increments it after its transaction commits; named here so the metric and its
+ * one caller cannot drift apart.
+ */
+export const STORED_COUNTER = 'to_device_stored_total';
+
 /** The counters the server increments, declared up front for their help text. */
 export const COUNTERS: Record<string, CounterSpec> = {
+  [STORED_COUNTER]: { help: 'To-device messages stored into device queues (one per target device)', labelNames: [] },
   to_device_delivered_total: { help: 'To-device events returned by /sync and sliding sync (a redelivery of an unacknowledged event counts again)', labelNames: [] },
   to_device_dropped_total: {
     help: 'To-device messages not stored, by reason',
@@ -128,12 +136,14 @@ export const COUNTERS: Record<string, CounterSpec> = {
 
 export const DISPATCH_SECONDS = 'server_user_dispatch_duration_seconds';
 export const FEDERATION_SEND_SECONDS = 'federation_send_duration_seconds';
+export const APPSERVICE_SEND_SECONDS = 'appservice_send_duration_seconds';
 export const HTTP_REQUEST_SECONDS = 'http_request_duration_seconds';
 
 /** The histograms, declared up front for their help text and buckets. */
 export const HISTOGRAMS: Record<string, { help: string; labelNames: readonly string[]; buckets: readonly number[] }> = {
   [DISPATCH_SECONDS]: { help: 'Time from dispatch to the handler finishing (or the deadline), by event type and outcome', labelNames: ['type', 'outcome'], buckets: DEFAULT_BUCKETS },
   [FEDERATION_SEND_SECONDS]: { help: 'Duration of federation transaction requests, by destination and outcome (ok, error)', labelNames: ['destination', 'outcome'], buckets: [...DEFAULT_BUCKETS, 30] },
+  [APPSERVICE_SEND_SECONDS]: { help: 'Duration of appservice transaction requests, by appservice and outcome (ok, error)', labelNames: ['appservice', 'outcome'], buckets: [...DEFAULT_BUCKETS, 30] },
   [HTTP_REQUEST_SECONDS]: {
     help: 'HTTP requests by method, route and status; /sync long-polls included',
     labelNames: ['method', 'route', 'status'],
