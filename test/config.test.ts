@@ -1,10 +1,11 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as v from 'valibot';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigError, ENV_VARS, loadConfig, parseConfig } from '../src/config/config.ts';
+import { ConfigError, ConfigFileSchema, ENV_VARS, loadConfig, parseConfig } from '../src/config/config.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tds-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -96,19 +97,44 @@ describe('environment variables', () => {
       TXN_RETENTION_HOURS: '48',
       DEVICE_QUEUE_MAX: '7',
       TO_DEVICE_TTL_HOURS: '7',
+      MAINTENANCE_INTERVAL_S: '7',
       RATE_LIMIT_SEND_TO_DEVICE_PER_SECOND: '7',
       RATE_LIMIT_SEND_TO_DEVICE_BURST: '7',
+      SERVER_USER_DISPATCH_DEADLINE_MS: '7',
       FEDERATION_ENABLED: 'false',
+      FEDERATION_LISTEN_HOST: '127.0.0.2',
+      FEDERATION_LISTEN_PORT: '8448',
+      FEDERATION_TLS_CERT: '/c.pem',
+      FEDERATION_TLS_KEY: '/k.pem',
+      FEDERATION_CA_FILE: '/ca.pem',
       FEDERATION_ALLOW_HTTP: 'true',
+      FEDERATION_BACKOFF_INITIAL_MS: '7',
+      FEDERATION_BACKOFF_MAX_MS: '70',
+      FEDERATION_INBOUND_DEDUPE_DAYS: '30',
+      METRICS_ENABLED: 'false',
+      METRICS_HOST: '0.0.0.0',
+      METRICS_PORT: '9999',
+      LOG_LEVEL: 'debug',
+      LOG_FORMAT: 'pretty',
     };
     const c = loadConfig(values);
     expect(c.serverName).toBe('env.example');
     expect(c.listen).toEqual({ host: '0.0.0.0', port: 1234 });
     expect(c.database).toEqual({ kind: 'postgres', url: 'postgres://h/db', poolSize: 7 });
     expect(c.registrationEnabled).toBe(true);
-    expect(c.limits).toMatchObject({ syncToDeviceLimit: 7, maxRequestBytes: 2048, maxSyncTimeoutMs: 7, txnRetentionHours: 48, deviceQueueMax: 7, toDeviceTtlHours: 7 });
+    expect(c.limits).toEqual({ syncToDeviceLimit: 7, maxRequestBytes: 2048, maxSyncTimeoutMs: 7, txnRetentionHours: 48, deviceQueueMax: 7, toDeviceTtlHours: 7, maintenanceIntervalS: 7 });
     expect(c.rateLimits.sendToDevice).toEqual({ perSecond: 7, burstCount: 7 });
-    expect(c.federation).toMatchObject({ enabled: false, allowHttp: true });
+    expect(c.serverUser).toEqual({ dispatchDeadlineMs: 7 });
+    expect(c.federation).toMatchObject({
+      enabled: false,
+      listen: { host: '127.0.0.2', port: 8448, tlsCert: '/c.pem', tlsKey: '/k.pem' },
+      caFile: '/ca.pem',
+      allowHttp: true,
+      backoff: { initialMs: 7, maxMs: 70 },
+      inboundDedupeDays: 30,
+    });
+    expect(c.metrics).toEqual({ enabled: false, host: '0.0.0.0', port: 9999 });
+    expect(c.log).toEqual({ level: 'debug', format: 'pretty' });
     expect(loadConfig({ DATA_DIR: '/tmp/x' }).database).toEqual({ kind: 'pglite', dataDir: '/tmp/x' });
   });
 });
@@ -238,5 +264,60 @@ describe('the server process', () => {
     // npm itself may warn about the machine's npmrc; that is not the server talking.
     const lines = r.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('npm warn'));
     expect(lines).toEqual(['Invalid configuration:', '  - listen.port (from LISTEN_PORT="abc"): must be a number']);
+  });
+});
+
+/** Every setting of the YAML file: dotted path and default (undefined when it has none). */
+function settingsOf(schema: v.GenericSchema, prefix = ''): { path: string; default: unknown }[] {
+  let inner: v.GenericSchema = schema;
+  let fallback: unknown = undefined;
+  if (inner.type === 'optional') {
+    fallback = v.getDefault(inner as v.OptionalSchema<v.GenericSchema, unknown>);
+    inner = (inner as v.OptionalSchema<v.GenericSchema, unknown>).wrapped;
+  }
+  if (inner.type === 'strict_object') {
+    const entries = (inner as v.StrictObjectSchema<v.ObjectEntries, undefined>).entries;
+    return Object.entries(entries).flatMap(([key, child]) => settingsOf(child as v.GenericSchema, prefix === '' ? key : `${prefix}.${key}`));
+  }
+  return [{ path: prefix, default: fallback }];
+}
+
+/** The rows of the README's Configuration table: YAML key, variable (null for —), default cell. */
+function readmeRows(): { key: string; env: string | null; defaultCell: string }[] {
+  const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8');
+  const section = /\n## Configuration\n([\s\S]*?)\n## /.exec(readme)?.[1] ?? '';
+  return section
+    .split('\n')
+    .filter((line) => line.startsWith('| `'))
+    .map((line) => {
+      const [key, env, defaultCell] = line.split('|').slice(1, 4).map((c) => c.trim()) as [string, string, string];
+      expect(key, line).toMatch(/^`[a-z_.]+`$/);
+      expect(env, line).toMatch(/^(`[A-Z_]+`|—)$/);
+      return { key: key.slice(1, -1), env: env === '—' ? null : env.slice(1, -1), defaultCell };
+    });
+}
+
+describe('the README configuration reference', () => {
+  const settings = settingsOf(ConfigFileSchema);
+
+  it('has one row for every setting, and none for a setting that does not exist', () => {
+    const rows = readmeRows();
+    expect(rows.map((r) => r.key).sort()).toEqual(settings.map((s) => s.path).sort());
+  });
+
+  it('names the environment variable of each setting, and only variables that are read', () => {
+    const rows = readmeRows();
+    const byPath = new Map(Object.entries(ENV_VARS).map(([name, { path }]) => [path.join('.'), name]));
+    for (const row of rows) expect(row.env, row.key).toBe(byPath.get(row.key) ?? null);
+  });
+
+  it('gives the default of each setting that has a plain one', () => {
+    const rows = readmeRows();
+    for (const { path, default: value } of settings) {
+      const row = rows.find((r) => r.key === path);
+      if (value === undefined || (typeof value === 'object' && Object.keys(value as object).length > 0)) continue;
+      const shown = typeof value === 'object' ? JSON.stringify(value) : String(value);
+      expect(row?.defaultCell.startsWith(`\`${shown}\``), `${path}: README says ${row?.defaultCell}, the schema ${shown}`).toBe(true);
+    }
   });
 });

@@ -12,7 +12,8 @@ import { isValidServerName } from '../matrix/user-id.ts';
 const intInRange = (min: number, max: number) =>
   v.pipe(v.number('must be a number'), v.integer('must be an integer'), v.minValue(min), v.maxValue(max));
 
-const ConfigFileSchema = v.strictObject({
+/** The YAML file's shape, with each setting's default (exported for the README check). */
+export const ConfigFileSchema = v.strictObject({
   server_name: v.optional(
     v.pipe(v.string(), v.check(isValidServerName, 'must be a valid Matrix server name (host[:port])')),
     'localhost:8008',
@@ -174,7 +175,12 @@ export class ConfigError extends Error {
 
 type EnvKind = 'string' | 'number' | 'boolean';
 
-/** Environment variables, where each lands in the config file's shape, and the type it holds. */
+/**
+ * Every environment variable, where it lands in the config file's shape, and the type it holds.
+ * One table for all of them: the README's configuration reference is checked against it
+ * (test/config.test.ts), so a variable cannot exist undocumented. Lists and maps (handlers,
+ * appservices, federation.static_routes) are set in the YAML file only.
+ */
 export const ENV_VARS = {
   SERVER_NAME: { path: ['server_name'], kind: 'string' },
   LISTEN_HOST: { path: ['listen', 'host'], kind: 'string' },
@@ -189,14 +195,20 @@ export const ENV_VARS = {
   TXN_RETENTION_HOURS: { path: ['limits', 'txn_retention_hours'], kind: 'number' },
   DEVICE_QUEUE_MAX: { path: ['limits', 'device_queue_max'], kind: 'number' },
   TO_DEVICE_TTL_HOURS: { path: ['limits', 'to_device_ttl_hours'], kind: 'number' },
+  MAINTENANCE_INTERVAL_S: { path: ['limits', 'maintenance_interval_s'], kind: 'number' },
   RATE_LIMIT_SEND_TO_DEVICE_PER_SECOND: { path: ['rate_limits', 'send_to_device', 'per_second'], kind: 'number' },
   RATE_LIMIT_SEND_TO_DEVICE_BURST: { path: ['rate_limits', 'send_to_device', 'burst_count'], kind: 'number' },
+  SERVER_USER_DISPATCH_DEADLINE_MS: { path: ['server_user', 'dispatch_deadline_ms'], kind: 'number' },
   FEDERATION_ENABLED: { path: ['federation', 'enabled'], kind: 'boolean' },
+  FEDERATION_LISTEN_HOST: { path: ['federation', 'listen', 'host'], kind: 'string' },
+  FEDERATION_LISTEN_PORT: { path: ['federation', 'listen', 'port'], kind: 'number' },
+  FEDERATION_TLS_CERT: { path: ['federation', 'listen', 'tls_cert'], kind: 'string' },
+  FEDERATION_TLS_KEY: { path: ['federation', 'listen', 'tls_key'], kind: 'string' },
+  FEDERATION_CA_FILE: { path: ['federation', 'ca_file'], kind: 'string' },
   FEDERATION_ALLOW_HTTP: { path: ['federation', 'allow_http'], kind: 'boolean' },
-} as const satisfies Record<string, { path: readonly string[]; kind: EnvKind }>;
-
-/** Environment variables of the operations settings (metrics, logs); read like ENV_VARS. */
-export const OPERATIONS_ENV_VARS = {
+  FEDERATION_BACKOFF_INITIAL_MS: { path: ['federation', 'backoff_initial_ms'], kind: 'number' },
+  FEDERATION_BACKOFF_MAX_MS: { path: ['federation', 'backoff_max_ms'], kind: 'number' },
+  FEDERATION_INBOUND_DEDUPE_DAYS: { path: ['federation', 'inbound_dedupe_days'], kind: 'number' },
   METRICS_ENABLED: { path: ['metrics', 'enabled'], kind: 'boolean' },
   METRICS_HOST: { path: ['metrics', 'host'], kind: 'string' },
   METRICS_PORT: { path: ['metrics', 'port'], kind: 'number' },
@@ -325,7 +337,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   // "listen.port" → the variable that set it, so a problem names what the operator typed.
   const fromEnv = new Map<string, string>();
-  for (const [name, { path, kind }] of Object.entries({ ...ENV_VARS, ...OPERATIONS_ENV_VARS })) {
+  for (const [name, { path, kind }] of Object.entries(ENV_VARS)) {
     const value = env[name];
     if (value === undefined || value === '') continue;
     setPath(raw, path, coerceEnv(value, kind));
