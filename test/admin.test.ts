@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import ping from '../handlers/ping/index.ts';
 import { runAdmin } from '../src/admin/commands.ts';
+import { AppserviceRegistry } from '../src/appservice/registration.ts';
 import type { HandlerModule } from '../src/server-user/define-handler.ts';
 import { hashToken } from '../src/services/tokens.ts';
 import { AccountsStore } from '../src/storage/accounts-store.ts';
@@ -50,7 +51,20 @@ async function expectTokenGone(token: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  t = await startTestApp({ federation: { allow_http: true, static_routes: { 'remote.example': 'http://127.0.0.1:1' }, backoff_initial_ms: 60_000 } }, handlers);
+  // remote.example and the bridge appservice are at a closed port: their first send fails and
+  // the next waits a minute, so the queues command finds a transaction being retried.
+  const bridge = {
+    id: 'bridge',
+    url: 'http://127.0.0.1:1',
+    as_token: 'as-bridge',
+    hs_token: 'hs-bridge',
+    sender_localpart: 'bridgebot',
+    namespaces: { users: [{ exclusive: true, regex: `@bridge_.*:${SERVER_NAME}` }] },
+    receive_ephemeral: true,
+  };
+  t = await startTestApp({ federation: { allow_http: true, static_routes: { 'remote.example': 'http://127.0.0.1:1' }, backoff_initial_ms: 60_000 } }, handlers, {
+    appservices: AppserviceRegistry.fromFiles([{ source: 'bridge.yaml', content: bridge }], SERVER_NAME),
+  });
 });
 
 afterAll(async () => {
@@ -136,17 +150,37 @@ describe('admin CLI', () => {
     expect(down.json()).toMatchObject({ counters_available: false, modules: [{ name: 'ping', event_types: [{ type: 'org.example.ping' }] }] });
   });
 
-  it('queues: device queue totals and the federation queue of each destination', async () => {
+  it('queues: device queue totals, and per federation destination and appservice the queue and the transaction being retried', async () => {
     const sender = await TestClient.register(t.app, 'qsender');
     await sender.sendToDevice('m.test', { '@x:remote.example': { X: { a: 1 }, Y: { a: 2 } } });
-    const r = await admin(['queues', '--json']);
-    const q = r.json() as { device_queue_total: number; largest_device_queues: unknown[]; federation: { key: string; queued: number }[]; appservices: unknown[] };
+    const registered = await t.app.request('/_matrix/client/v3/register', {
+      method: 'POST',
+      headers: { authorization: 'Bearer as-bridge' },
+      body: JSON.stringify({ type: 'm.login.application_service', username: 'bridge_user', device_id: 'D' }),
+    });
+    expect(registered.status).toBe(200);
+    await sender.sendToDevice('m.test', { [`@bridge_user:${SERVER_NAME}`]: { D: { b: 1 } } });
+
+    type Queue = { key: string; queued: number; pending_txn: { txn_id: string; messages: number } | null; lease: unknown };
+    type Queues = { device_queue_total: number; largest_device_queues: unknown[]; federation: Queue[]; appservices: Queue[] };
+    // Both senders try once, fail, and keep their transaction for the retry.
+    const deadline = Date.now() + 10_000;
+    let q = (await admin(['queues', '--json'])).json() as Queues;
+    while ((q.federation[0]?.pending_txn == null || q.appservices[0]?.pending_txn == null) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      q = (await admin(['queues', '--json'])).json() as Queues;
+    }
     expect(q.device_queue_total).toBeGreaterThan(0);
     expect(q.largest_device_queues.length).toBeGreaterThan(0);
-    expect(q.federation).toEqual([expect.objectContaining({ key: 'remote.example', queued: 2, oldest_queued_ts: expect.any(Number) })]);
-    expect(q.appservices).toEqual([]);
+    expect(q.federation).toEqual([
+      expect.objectContaining({ key: 'remote.example', queued: 2, oldest_queued_ts: expect.any(Number), pending_txn: expect.objectContaining({ txn_id: expect.any(String), messages: 2 }) }),
+    ]);
+    expect(q.appservices).toEqual([
+      expect.objectContaining({ key: 'bridge', queued: 1, oldest_queued_ts: expect.any(Number), pending_txn: expect.objectContaining({ txn_id: expect.any(String), messages: 1 }) }),
+    ]);
     const text = await admin(['queues']);
-    expect(text.out).toMatch(/remote\.example\s+2/);
+    expect(text.out).toMatch(/remote\.example\s+2\s+\d+s\s+\S+ \(2 msgs/);
+    expect(text.out).toMatch(/appservices:\n.*\n\s+bridge\s+1\s+\d+s\s+\S+ \(1 msgs/);
   });
 
   it('answers usage errors with exit code 2', async () => {
@@ -169,7 +203,7 @@ describe('npm run admin (a real process)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('runs on the configured database (a fresh one, migrated on open)', () => {
+  it('runs every command on the configured database (a fresh one, migrated on open)', () => {
     const env: NodeJS.ProcessEnv = { ...process.env, SERVER_NAME: 'cli.test', CONFIG_FILE: '', LOG_LEVEL: 'silent' };
     if (pg === null) {
       env.DATA_DIR = join(dir, 'pglite');
@@ -186,5 +220,16 @@ describe('npm run admin (a real process)', () => {
     expect(devices.status).toBe(0);
     expect(JSON.parse(devices.stdout)).toEqual({ user_id: '@zoe:cli.test', devices: [] });
     expect(run('devices', 'nobody').status).toBe(1);
+    // Every other command, on the same fresh database.
+    expect(run('reset-password', 'zoe', '--password', 'pw2', '--logout-devices').status).toBe(0);
+    const deleted = run('delete-device', 'zoe', 'NOSUCH');
+    expect(deleted.status).toBe(1);
+    expect(deleted.stderr).toContain('delete-device: ');
+    const listed = run('handlers', '--metrics-url', 'http://127.0.0.1:1/metrics', '--json');
+    expect(listed.status).toBe(0);
+    expect(JSON.parse(listed.stdout)).toMatchObject({ counters_available: false, modules: [{ name: 'ping', event_types: [{ type: 'org.example.ping' }] }] });
+    const queues = run('queues', '--json');
+    expect(queues.status).toBe(0);
+    expect(JSON.parse(queues.stdout)).toEqual({ device_queue_total: 0, largest_device_queues: [], federation: [], appservices: [] });
   }, 120_000);
 });
