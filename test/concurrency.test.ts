@@ -67,4 +67,25 @@ describe('concurrent senders to one device', () => {
       );
     }
   });
+
+  it('stores a txn id sent many times at once exactly once, however the sends are batched', async () => {
+    const target = await TestClient.register(t.app, 'retried');
+    const sender = await TestClient.register(t.app, 'impatient');
+    // Same txn id ten times, interleaved with distinct ones, all in flight together: the
+    // duplicates must land in different statements and all but the first must store nothing.
+    // The first sends occupy the batcher's slots, so that the copies queue up together behind them.
+    const sends = Array.from({ length: 20 }, (_, k) =>
+      k % 2 === 0 && k >= 4
+        ? sender.sendToDevice('m.retry', { [target.userId]: { [target.deviceId]: { k: 'same' } } }, 'once')
+        : sender.sendToDevice('m.retry', { [target.userId]: { [target.deviceId]: { k } } }, `distinct${k}`),
+    );
+    const results = await Promise.all(sends);
+    for (const r of results) {
+      expect(r.status).toBe(200);
+      expect(r.body).toEqual({});
+    }
+    const got = (await target.sync()).to_device.events.map((e) => e.content.k);
+    expect(got.filter((k) => k === 'same')).toHaveLength(1);
+    expect(got.filter((k) => k !== 'same').sort((a, b) => Number(a) - Number(b))).toEqual([0, 1, 2, 3, 5, 7, 9, 11, 13, 15, 17, 19]);
+  });
 });

@@ -2,13 +2,20 @@ import { CanonicalJsonError, canonicalJsonByteLength } from '../matrix/canonical
 import { MatrixError } from '../errors/matrix-error.ts';
 import { parseUserId } from '../matrix/user-id.ts';
 import type { Db } from '../storage/database.ts';
-import { DeviceInboxStore, type DeviceSelector, type InboxMessage } from '../storage/device-inbox-store.ts';
+import {
+  DeviceInboxStore,
+  type DeviceSelector,
+  type EnqueueRequest,
+  type EnqueueResult,
+  type InboxMessage,
+} from '../storage/device-inbox-store.ts';
 import type { AppserviceRegistry } from '../appservice/registration.ts';
 import { AppserviceQueueStore, type AppserviceMessage } from '../storage/appservice-queue-store.ts';
 import { FederationInboundStore } from '../storage/federation-inbound-store.ts';
 import { FederationOutboxStore, type OutboxMessage } from '../storage/federation-outbox-store.ts';
 import { TxnStore, type TxnKey } from '../storage/txn-store.ts';
-import type { Counters } from './counters.ts';
+import { STORED_COUNTER, type Counters } from './counters.ts';
+import { GroupCommit } from './group-commit.ts';
 import type { Notifier } from './notifier.ts';
 
 /** Synapse's cap, which we share so that what we accept can be relayed to Synapse peers. */
@@ -58,6 +65,12 @@ export interface ToDeviceServiceDeps {
 
 const DROPPED = 'to_device_dropped_total';
 
+/**
+ * Batches of local sends in the database at once. More than one keeps a second batch filling
+ * while the first commits; batches that meet on a device queue its row lock anyway.
+ */
+const ENQUEUE_CONCURRENCY = 2;
+
 /** Rolls back a transaction whose txn id turned out to be a duplicate. */
 class DuplicateTxn extends Error {}
 
@@ -68,8 +81,21 @@ class DuplicateTxn extends Error {}
 export class ToDeviceService {
   readonly serverUserId: string;
 
+  /** Concurrent local sends share statements (and device row locks), see {@link GroupCommit}. */
+  private readonly enqueue: GroupCommit<EnqueueRequest, EnqueueResult>;
+
   constructor(private readonly deps: ToDeviceServiceDeps) {
     this.serverUserId = `@:${deps.serverName}`;
+    const inbox = new DeviceInboxStore(deps.db);
+    this.enqueue = new GroupCommit({
+      flush: (requests) => inbox.claimAndEnqueueMany(requests),
+      concurrency: ENQUEUE_CONCURRENCY,
+      maxItems: 500,
+      // Rows per statement stay well inside what one round trip should carry.
+      maxWeight: 5000,
+      weightOf: (q) => Math.max(1, q.targets.length),
+      keyOf: (q) => (q.txn === null ? null : JSON.stringify([q.txn.userId, q.txn.deviceId, q.txn.endpoint, q.txn.txnId])),
+    });
   }
 
   /** What handler modules send: sender `@:<server_name>`, no txn id, never to the server user. */
@@ -152,6 +178,7 @@ export class ToDeviceService {
 
     let woken: { userId: string; deviceId: string }[];
     let appservicesQueued: string[] = [];
+    let stored = 0;
     try {
       woken = await this.deps.db.transaction(async (tx) => {
         if (input.txn !== undefined && !(await new TxnStore(tx).claim(input.txn, JSON.stringify(response)))) {
@@ -184,6 +211,7 @@ export class ToDeviceService {
           }
         }
         const streamIds = await inbox.insert(rows);
+        stored = rows.length;
         await new FederationOutboxStore(tx).insert(remote);
         const owed = appserviceCopiesOf(this.deps.appservices, rows, streamIds);
         await new AppserviceQueueStore(tx).insert(owed);
@@ -198,6 +226,7 @@ export class ToDeviceService {
       if (e instanceof DuplicateTxn && input.txn !== undefined) return this.previousResponse(input.txn);
       throw e;
     }
+    counters.inc(STORED_COUNTER, {}, stored);
     for (const d of woken) this.deps.notifier.notify(d.userId, d.deviceId);
     if (woken.length > 0) this.deps.publishWake?.(woken);
     if (remote.length > 0) this.deps.onRemoteQueued?.([...new Set(remote.map((r) => r.destination))]);
@@ -219,13 +248,9 @@ export class ToDeviceService {
     for (const [userId, byDevice] of requested) {
       for (const [deviceId, content] of Object.entries(byDevice)) targets.push({ userId, deviceId, content: JSON.stringify(content) });
     }
-    const result = await new DeviceInboxStore(this.deps.db).claimAndEnqueue({
-      txn: input.txn ?? null,
-      sender: input.sender,
-      type: input.type,
-      targets,
-    });
+    const result = await this.enqueue.run({ txn: input.txn ?? null, sender: input.sender, type: input.type, targets });
     if (!result.claimed) return 'duplicate';
+    this.deps.counters.inc(STORED_COUNTER, {}, result.stored.length);
     const storedPair = new Set(result.stored.map((d) => `${d.userId}\u0000${d.deviceId}`));
     for (const t of targets) {
       if (t.deviceId !== '*' && !storedPair.has(`${t.userId}\u0000${t.deviceId}`)) {

@@ -20,6 +20,22 @@ export interface DeliveredMessage {
   content: string;
 }
 
+/** One sendToDevice request's local part, for {@link DeviceInboxStore.claimAndEnqueueMany}. */
+export interface EnqueueRequest {
+  txn: TxnKey | null;
+  sender: string;
+  type: string;
+  /** Device ID may be `*`; content is JSON text. */
+  targets: readonly { userId: string; deviceId: string; content: string }[];
+}
+
+export interface EnqueueResult {
+  /** False when the txn id was already used: nothing was stored. */
+  claimed: boolean;
+  stored: { userId: string; deviceId: string }[];
+  knownUsers: Set<string>;
+}
+
 /** Which devices of a user a request targets: all of them (`*`) or the listed ones. */
 export type DeviceSelector = { userId: string; all: true } | { userId: string; all: false; deviceIds: string[] };
 
@@ -68,64 +84,82 @@ export class DeviceInboxStore {
   }
 
   /**
-   * The common case in one statement, so one round trip and the shortest possible hold of the
-   * device row locks: claims the txn id (if any) and, only if that succeeded, locks the target
-   * devices in (user, device) order and inserts one message per existing target, `*` expanded.
-   * Returns whether the txn id was new and which devices got a message.
+   * The common case for many requests in one statement, so one round trip and one take of the
+   * device row locks for a whole batch: claims each request's txn id (if any) and, for the
+   * requests whose claim succeeded, locks the target devices in (user, device) order and inserts
+   * one message per existing target, `*` expanded, in request order. Txn ids within one call must
+   * be distinct. Answers, per request, whether its txn id was new, which devices got a message,
+   * and which of its target users exist.
    */
-  async claimAndEnqueue(opts: {
-    txn: TxnKey | null;
-    sender: string;
-    type: string;
-    targets: readonly { userId: string; deviceId: string; content: string }[];
-  }): Promise<{ claimed: boolean; stored: { userId: string; deviceId: string }[]; knownUsers: Set<string> }> {
+  async claimAndEnqueueMany(requests: readonly EnqueueRequest[]): Promise<EnqueueResult[]> {
     const now = Date.now();
-    const hasTxn = opts.txn !== null;
-    const txn = opts.txn ?? { userId: '', deviceId: '', endpoint: '', txnId: '' };
-    const targets = JSON.stringify(opts.targets.map((t, o) => ({ u: t.userId, d: t.deviceId, c: t.content, o })));
-    const rows = await queryRows<{ claimed: number; stored: string | { u: string; d: string }[] | null; known: string | string[] | null }>(
+    const reqs = JSON.stringify(
+      requests.map((q, r) => ({ r, tu: q.txn?.userId ?? null, td: q.txn?.deviceId, te: q.txn?.endpoint, tt: q.txn?.txnId, s: q.sender, t: q.type })),
+    );
+    const targets = JSON.stringify(requests.flatMap((q, r) => q.targets.map((t, o) => ({ r, u: t.userId, d: t.deviceId, c: t.content, o }))));
+    const rows = await queryRows<{ k: string; r: number | null; u: string | null; d: string | null }>(
       this.db,
       sql`
-        with claim as (
-          insert into txn_ids (user_id, device_id, endpoint, txn_id, response, created_ts)
-          select ${txn.userId}, ${txn.deviceId}, ${txn.endpoint}, ${txn.txnId}, '{}', ${now}
-          where ${hasTxn}
-          on conflict do nothing
-          returning 1
+        with req as (
+          select * from jsonb_to_recordset(${reqs}::jsonb) as q(r int, tu text, td text, te text, tt text, s text, t text)
         ),
-        req as (
-          select * from jsonb_to_recordset(${targets}::jsonb) as r(u text, d text, c text, o int)
+        claim as (
+          insert into txn_ids (user_id, device_id, endpoint, txn_id, response, created_ts)
+          select q.tu, q.td, q.te, q.tt, '{}', ${now} from req q where q.tu is not null
+          on conflict do nothing
+          returning user_id, device_id, endpoint, txn_id
+        ),
+        ok as (
+          select q.r, q.s, q.t from req q where q.tu is null
+          union all
+          select q.r, q.s, q.t from req q
+          join claim c on c.user_id = q.tu and c.device_id = q.td and c.endpoint = q.te and c.txn_id = q.tt
+        ),
+        tgt as (
+          select * from jsonb_to_recordset(${targets}::jsonb) as x(r int, u text, d text, c text, o int)
         ),
         expanded as (
-          select r.u, r.d, r.c, r.o from req r where r.d <> '*'
+          select x.r, x.u, x.d, x.c, x.o from tgt x join ok on ok.r = x.r where x.d <> '*'
           union all
-          select r.u, dv.device_id as d, r.c, r.o from req r join devices dv on dv.user_id = r.u where r.d = '*'
+          select x.r, x.u, dv.device_id as d, x.c, x.o from tgt x join ok on ok.r = x.r
+          join devices dv on dv.user_id = x.u where x.d = '*'
         ),
         locked as (
           select dv.user_id, dv.device_id from devices dv
-          where (not ${hasTxn} or exists (select 1 from claim))
-            and (dv.user_id, dv.device_id) in (select u, d from expanded)
+          where (dv.user_id, dv.device_id) in (select u, d from expanded)
           order by dv.user_id, dv.device_id
           for update
         ),
         ins as (
           insert into device_inbox (user_id, device_id, sender, type, content, received_ts)
-          select e.u, e.d, ${opts.sender}, ${opts.type}, e.c, ${now}
-          from expanded e join locked l on l.user_id = e.u and l.device_id = e.d
-          order by e.o, e.u, e.d
-          returning user_id, device_id
+          select e.u, e.d, ok.s, ok.t, e.c, ${now}
+          from expanded e join ok on ok.r = e.r join locked l on l.user_id = e.u and l.device_id = e.d
+          order by e.r, e.o, e.u, e.d
+          returning 1
         )
-        select (select count(*) from claim)::int as claimed,
-               (select json_agg(json_build_object('u', user_id, 'd', device_id)) from ins) as stored,
-               (select json_agg(distinct dv.user_id) from devices dv where dv.user_id in (select u from req)) as known
+        select 'claimed' as k, ok.r, null::text as u, null::text as d from ok
+        union all
+        select 'stored', e.r, e.u, e.d from expanded e join locked l on l.user_id = e.u and l.device_id = e.d
+        union all
+        select distinct 'known', null::int, dv.user_id, null::text from devices dv where dv.user_id in (select u from tgt)
       `,
     );
-    const row = rows[0];
-    const stored = row?.stored ?? null;
-    const list = (typeof stored === 'string' ? (JSON.parse(stored) as { u: string; d: string }[]) : stored) ?? [];
-    const known = row?.known ?? null;
-    const knownUsers = new Set((typeof known === 'string' ? (JSON.parse(known) as string[]) : known) ?? []);
-    return { claimed: !hasTxn || Number(row?.claimed ?? 0) === 1, stored: list.map((s) => ({ userId: s.u, deviceId: s.d })), knownUsers };
+    const results: EnqueueResult[] = requests.map(() => ({ claimed: false, stored: [], knownUsers: new Set<string>() }));
+    const known = new Set<string>();
+    for (const row of rows) {
+      if (row.k === 'known') known.add(row.u ?? '');
+      else {
+        const result = results[Number(row.r)];
+        if (result === undefined) continue;
+        if (row.k === 'claimed') result.claimed = true;
+        else result.stored.push({ userId: row.u ?? '', deviceId: row.d ?? '' });
+      }
+    }
+    requests.forEach((q, i) => {
+      const result = results[i] as EnqueueResult;
+      for (const t of q.targets) if (known.has(t.userId)) result.knownUsers.add(t.userId);
+    });
+    return results;
   }
 
   /** Acknowledges everything up to and including `streamId` for one device. */
