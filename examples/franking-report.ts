@@ -1,7 +1,7 @@
 /**
  * Message franking for abuse reports (handlers/franking), end to end: Alice franks a message
  * to Bob, Bob verifies the frank as its recipient, reports it and gets the verdict, a moderator
- * lists the report; then two forged reports are refused.
+ * lists the report over HTTP (Bob, no moderator, may not); then two forged reports are refused.
  *
  *   npm run start:handlers        # the server with the mls and franking modules loaded
  *   npm run example:franking      # HOMESERVER=http://host:port, MODERATOR=<username> to point elsewhere
@@ -72,10 +72,14 @@ async function main(): Promise<void> {
   const verdict = await report(bob, genuine);
   console.log(`bob reports the message → verdict: ${String(verdict.verdict)} (report #${String(verdict.report_id)})`);
 
-  await moderator.toServer(`${P}.list_reports`, { since: Number(verdict.report_id) - 1, limit: 1 });
-  const listed = (await moderator.nextOfType(`${P}.reports`)).content.reports as { report_id: number; sender: string; message: string; reason: string }[];
+  // Moderators read reports over HTTP, authenticated by their access token like any client request.
+  const reportsPath = `/unstable/${P}/reports?since=${Number(verdict.report_id) - 1}&limit=1`;
+  const listing = await moderator.request('GET', reportsPath);
+  if (listing.status !== 200) console.log(`moderator cannot list reports: ${listing.status} ${String(listing.json.errcode)} (is ${moderator.userId} in the franking module's moderators?)`);
+  const listed = (listing.json.reports ?? []) as { report_id: number; sender: string; message: string; reason: string }[];
   for (const r of listed) console.log(`moderator lists report #${r.report_id}: from ${r.sender}, "${r.message}" (${r.reason})`);
-  if (listed.length === 0) console.log(`moderator sees no report: is ${moderator.userId} in the franking module's moderators?`);
+  const refused = await bob.request('GET', reportsPath);
+  console.log(`bob (not a moderator) lists reports → ${refused.status} ${String(refused.json.errcode)}`);
 
   // 4. Forgeries: a different message, or pinning it on someone else.
   const forgedMessage = await report(bob, { ...genuine, message: 'Alice said something else entirely' });

@@ -35,6 +35,7 @@ import { keyServerRoutes } from './rest/routes/key-server.ts';
 import { FederationInbound } from './services/federation-inbound.ts';
 import { FederationKeysStore } from './storage/federation-keys-store.ts';
 import { ServerUserDispatcher, type HandlerToLoad } from './server-user/dispatcher.ts';
+import { moduleRoutes } from './server-user/module-routes.ts';
 import { CountingNotifier } from './metrics/counting-notifier.ts';
 import { CountingToDeviceSync } from './metrics/counting-sync.ts';
 import { ServerMetrics } from './metrics/server-metrics.ts';
@@ -174,6 +175,7 @@ export function createApp(deps: AppDeps): App {
     slidingSyncRoutes(services),
     filterRoutes(services),
     clientSupportRoutes(services),
+    moduleRoutes(dispatcher.loaded, services),
   ]) {
     client.route('/', routes);
   }

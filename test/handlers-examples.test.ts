@@ -45,6 +45,7 @@ describe('handler module examples over real HTTP', () => {
     expect(r.stdout).toContain('bob: server signature verifies with published key v1: yes');
     expect(r.stdout).toMatch(/^bob reports the message → verdict: verified \(report #\d+\)$/m);
     expect(r.stdout).toMatch(/^moderator lists report #\d+: from @franking-alice:test\.local, "You will regret this/m);
+    expect(r.stdout).toContain('bob (not a moderator) lists reports → 403 M_FORBIDDEN');
     expect(r.stdout).toContain('forged report (message changed) → verdict: rejected (franking_tag_mismatch)');
     expect(r.stdout).toContain('forged report (sender changed) → verdict: rejected (frank_mismatch)');
   }, 120_000);

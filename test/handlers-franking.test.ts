@@ -165,4 +165,51 @@ describe('franking', () => {
       reason: 'frank_mismatch',
     });
   });
+
+  it('lists reports to moderators over an authenticated HTTP endpoint, and to nobody else', async () => {
+    const { frankingKey, frank } = await frankFor('listed over http', bob.userId);
+    const verdict = await ask(bob, `${P}.report`, { ...report('listed over http', frankingKey, frank), reason: 'spam' });
+    const reportId = Number(verdict.content.report_id);
+    const path = `/unstable/${P}/reports`;
+
+    const listed = await mod.json<{ reports: Record<string, unknown>[]; next_since?: number }>('GET', `${path}?since=${reportId - 1}&limit=1`);
+    expect(listed).toEqual({
+      status: 200,
+      body: {
+        reports: [
+          {
+            report_id: reportId,
+            reporter: bob.userId,
+            sender: alice.userId,
+            context: bob.userId,
+            accepted_ts: frank.accepted_ts,
+            key_version: frank.key_version,
+            message: 'listed over http',
+            reason: 'spam',
+            received_ts: expect.any(Number),
+          },
+        ],
+        next_since: reportId,
+      },
+    });
+    // The whole list, oldest first, holds every verified report and nothing rejected.
+    const all = await mod.json<{ reports: { report_id: number; message: string }[]; next_since?: number }>('GET', path);
+    expect(all.status).toBe(200);
+    expect(all.body.reports.map((r) => r.message)).toContain('listed over http');
+    expect(all.body.reports.map((r) => r.message)).not.toContain('the real message');
+    expect(all.body.reports.map((r) => r.report_id)).toEqual([...all.body.reports.map((r) => r.report_id)].sort((a, b) => a - b));
+    expect(all.body.next_since).toBeUndefined();
+
+    for (const who of [alice, bob]) {
+      expect(await who.json('GET', path)).toEqual({ status: 403, body: { errcode: 'M_FORBIDDEN', error: 'Only moderators can list reports' } });
+    }
+    const anonymous = await t.app.request(`/_matrix/client${path}`);
+    expect({ status: anonymous.status, body: await anonymous.json() }).toMatchObject({ status: 401, body: { errcode: 'M_MISSING_TOKEN' } });
+    const badToken = await t.app.request(`/_matrix/client${path}`, { headers: { authorization: 'Bearer not-a-token' } });
+    expect({ status: badToken.status, body: await badToken.json() }).toMatchObject({ status: 401, body: { errcode: 'M_UNKNOWN_TOKEN' } });
+    for (const query of ['limit=0', 'limit=101', 'limit=x', 'since=-1', 'since=1e999']) {
+      expect(await mod.json('GET', `${path}?${query}`)).toMatchObject({ status: 400, body: { errcode: 'M_INVALID_PARAM' } });
+    }
+    expect(await mod.json('GET', `/unstable/${P}/nothing-here`)).toMatchObject({ status: 404, body: { errcode: 'M_UNRECOGNIZED' } });
+  });
 });

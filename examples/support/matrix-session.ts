@@ -53,6 +53,11 @@ export class MatrixSession {
     if (res.status !== 200) throw new Error(`sendToDevice ${type}: ${res.status} ${JSON.stringify(res.json)}`);
   }
 
+  /** A client-API request with this session's access token (path after `/_matrix/client`). */
+  async request(method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
+    return call(this.homeserver, method, path, body, this.token);
+  }
+
   /** The first event (already received, or arriving within `timeoutMs`) that matches. */
   async next(match: (e: ToDeviceEvent) => boolean, timeoutMs = 15_000): Promise<ToDeviceEvent> {
     const deadline = Date.now() + timeoutMs;

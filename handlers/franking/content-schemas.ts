@@ -29,7 +29,7 @@ export const reportContent = v.object({
 });
 
 export const listReportsContent = v.object({
-  since: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0)), 0),
+  since: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(Number.MAX_SAFE_INTEGER)), 0),
   limit: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(100)), 50),
   request_id: requestId,
 });

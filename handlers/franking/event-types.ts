@@ -2,7 +2,7 @@
  * The module's event types. No Matrix MSC defines message franking, so they use an unstable
  * placeholder namespace (the one the ping example uses); README.md documents every shape.
  */
-const PREFIX = 'org.example.franking';
+export const PREFIX = 'org.example.franking';
 
 /** Client → server user. */
 export const FRANK = `${PREFIX}.frank`;

@@ -5,17 +5,20 @@ import { FRANK, GET_KEYS, LIST_REPORTS, REPORT, ROTATE_KEY } from './event-types
 import { handleFrank, handleKeys } from './frank-handler.ts';
 import { handleListReports, handleRotateKey } from './moderation-handlers.ts';
 import { handleReport } from './report-handler.ts';
+import { frankingRoutes } from './routes.ts';
 import { frankingKeys, frankingReports } from './schema.ts';
 
 /**
  * Message franking for abuse reports, after the MIMI protocol draft: the server user franks
- * franking tags, verifies reports, keeps verified ones for moderators, and rotates its keys.
+ * franking tags, verifies reports, keeps verified ones for moderators (who list them over HTTP,
+ * routes.ts), and rotates its keys.
  * See README.md beside this file for every message shape.
  */
 export default defineHandler({
   name: 'franking',
   config: frankingConfig,
   tables: { frankingKeys, frankingReports },
+  routes: frankingRoutes,
   events: {
     [FRANK]: { schema: frankContent, handle: handleFrank },
     [GET_KEYS]: { schema: keysContent, handle: handleKeys },

@@ -6,6 +6,7 @@ import { ERROR, PUBLIC_KEYS, REPORTS } from './event-types.ts';
 import { publicKeysJson, withRequestId } from './frank-handler.ts';
 import { FrankingKeyStore } from './key-store.ts';
 import { ReportStore } from './report-store.ts';
+import { reportsPage } from './reports-page.ts';
 
 type Ctx = HandlerContext<FrankingConfig>;
 
@@ -21,26 +22,11 @@ async function isModerator(event: ServerUserEvent<{ request_id?: string | undefi
   return false;
 }
 
-/** `…list_reports`: verified reports after `since`, oldest first, at most `limit`. */
+/** `…list_reports`: verified reports after `since`, oldest first, at most `limit` (also `GET …/reports`, see routes.ts). */
 export async function handleListReports(event: ServerUserEvent<v.InferOutput<typeof listReportsContent>>, ctx: Ctx): Promise<void> {
   if (!(await isModerator(event, ctx))) return;
   const { since, limit, request_id: requestId } = event.content;
-  const reports = await new ReportStore(ctx.db).list(since, limit);
-  await ctx.reply(REPORTS, {
-    ...withRequestId(requestId),
-    reports: reports.map((r) => ({
-      report_id: r.id,
-      reporter: r.reporterUserId,
-      sender: r.sender,
-      context: r.context,
-      accepted_ts: r.acceptedTs,
-      key_version: r.keyVersion,
-      message: r.message,
-      reason: r.reason,
-      received_ts: r.createdTs,
-    })),
-    ...(reports.length === limit ? { next_since: reports.at(-1)?.id } : {}),
-  });
+  await ctx.reply(REPORTS, { ...withRequestId(requestId), ...(await reportsPage(new ReportStore(ctx.db), since, limit)) });
 }
 
 /** `…rotate_key`: a new current franking key; franks made with older keys stay verifiable. */

@@ -1,3 +1,4 @@
+import type { Hono } from 'hono';
 import type * as v from 'valibot';
 import type { Logger } from '../logger.ts';
 import type { Origin } from '../services/to-device.ts';
@@ -13,10 +14,8 @@ export interface ServerUserEvent<Content> {
   content: Content;
 }
 
-/** What a handler may do. Everything it sends carries sender `@:<server_name>`. */
-export interface HandlerContext<Config> {
-  /** Sends to the device that sent the event (all the sender's devices when that is unknown). */
-  reply(type: string, content: Record<string, unknown>): Promise<void>;
+/** What a module may do, in its event handlers and its HTTP routes. Everything it sends carries sender `@:<server_name>`. */
+export interface ModuleContext<Config> {
   /** Sends to a local device queue, or to the federation outbox for a remote user. */
   send(userId: string, deviceId: string, type: string, content: Record<string, unknown>): Promise<void>;
   db: Db;
@@ -24,6 +23,37 @@ export interface HandlerContext<Config> {
   config: Config;
   /** The server user's ID, `@:<server_name>`. */
   serverUserId: string;
+}
+
+/** What an event handler may do: the module's context, and a reply to the event's sender. */
+export interface HandlerContext<Config> extends ModuleContext<Config> {
+  /** Sends to the device that sent the event (all the sender's devices when that is unknown). */
+  reply(type: string, content: Record<string, unknown>): Promise<void>;
+}
+
+/** Whom a module route's request was authenticated as (access token, or an appservice's as_token). */
+export interface AuthenticatedUser {
+  userId: string;
+  /** Null for an appservice acting as a user without naming a device. */
+  deviceId: string | null;
+}
+
+/** The Hono environment of a module's routes: `c.get('user')` is the authenticated user. */
+export interface ModuleRouteEnv {
+  Variables: { user: AuthenticatedUser };
+}
+
+/**
+ * HTTP endpoints of a module, for what to-device messages fit badly (e.g. a moderator reading a
+ * list). Mounted at `/_matrix/client/unstable/<namespace>/`, behind the same access-token
+ * authentication as the rest of the client API: a request without a valid token never reaches
+ * them. Errors thrown as `MatrixError` become Matrix error bodies; anything else a 500 M_UNKNOWN.
+ */
+export interface ModuleRoutes<Config> {
+  /** A reverse-DNS unstable prefix, e.g. `org.example.franking`; unique among loaded modules. */
+  namespace: string;
+  /** Builds the routes (paths relative to the namespace). Called once at start; must do no I/O. */
+  build(ctx: ModuleContext<Config>): Hono<ModuleRouteEnv>;
 }
 
 export interface EventHandlerSpec<S extends v.GenericSchema, Config> {
@@ -39,6 +69,7 @@ export interface HandlerModule<Config = unknown> {
   events: Record<string, EventHandlerSpec<v.GenericSchema, Config>>;
   /** The module's own drizzle tables; their migrations are generated into drizzle/ with the rest. */
   tables?: Record<string, unknown>;
+  routes?: ModuleRoutes<Config>;
 }
 
 type ConfigOf<CS> = CS extends v.GenericSchema ? v.InferOutput<CS> : undefined;
@@ -60,6 +91,7 @@ export function defineHandler<
   config?: CS;
   events: { [K in keyof Schemas]: EventHandlerSpec<Schemas[K], ConfigOf<CS>> };
   tables?: Record<string, unknown>;
+  routes?: ModuleRoutes<ConfigOf<CS>>;
 }): HandlerModule<ConfigOf<CS>> {
   return def as unknown as HandlerModule<ConfigOf<CS>>;
 }

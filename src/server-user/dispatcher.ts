@@ -5,7 +5,7 @@ import type { Logger } from '../logger.ts';
 import { DISPATCH_SECONDS, type Counters } from '../services/counters.ts';
 import type { ServerUserMessage } from '../services/to-device.ts';
 import type { Db } from '../storage/database.ts';
-import type { HandlerContext, HandlerModule } from './define-handler.ts';
+import type { HandlerContext, HandlerModule, ModuleContext } from './define-handler.ts';
 
 export interface HandlerToLoad {
   module: HandlerModule<unknown>;
@@ -18,6 +18,12 @@ export class HandlerLoadError extends Error {
     super(`Cannot load handler modules:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
     this.name = 'HandlerLoadError';
   }
+}
+
+/** A module that passed the checks at start, with its validated config in its context. */
+export interface LoadedModule {
+  module: HandlerModule<unknown>;
+  ctx: ModuleContext<unknown>;
 }
 
 /** Sends as the server user; provided by the to-device service. */
@@ -54,12 +60,15 @@ export const DISPATCH_COUNTER = 'server_user_dispatch_total';
 export class ServerUserDispatcher {
   private readonly emitter: Emitter<Record<string, Envelope>> = mitt();
   readonly modules: readonly { name: string; eventTypes: string[] }[];
+  /** Every loaded module and its context, for what else a module contributes (its routes). */
+  readonly loaded: readonly LoadedModule[];
 
   constructor(private readonly deps: DispatcherDeps) {
     const problems: string[] = [];
     const owners = new Map<string, string>();
     const names = new Set<string>();
     const loaded: { name: string; eventTypes: string[] }[] = [];
+    const contexts: LoadedModule[] = [];
     for (const { module, config: raw } of deps.handlers) {
       if (names.has(module.name)) {
         problems.push(`handler module "${module.name}" is loaded twice`);
@@ -84,14 +93,23 @@ export class ServerUserDispatcher {
         else owners.set(type, module.name);
       }
       loaded.push({ name: module.name, eventTypes: Object.keys(module.events) });
-      this.register(module, config);
+      const ctx: ModuleContext<unknown> = {
+        send: this.deps.send,
+        db: this.deps.db,
+        log: this.deps.log.child({ handler: module.name }),
+        config,
+        serverUserId: this.deps.serverUserId,
+      };
+      contexts.push({ module, ctx });
+      this.register(module, ctx);
     }
     if (problems.length > 0) throw new HandlerLoadError(problems);
     this.modules = loaded;
+    this.loaded = contexts;
   }
 
-  private register(module: HandlerModule<unknown>, config: unknown): void {
-    const log = this.deps.log.child({ handler: module.name });
+  private register(module: HandlerModule<unknown>, moduleCtx: ModuleContext<unknown>): void {
+    const { log } = moduleCtx;
     for (const [type, spec] of Object.entries(module.events)) {
       this.emitter.on(type, (envelope) => {
         const { message } = envelope;
@@ -102,12 +120,8 @@ export class ServerUserDispatcher {
           return;
         }
         const ctx: HandlerContext<unknown> = {
+          ...moduleCtx,
           reply: (replyType, content) => this.deps.send(message.sender, message.senderDevice ?? '*', replyType, content),
-          send: this.deps.send,
-          db: this.deps.db,
-          log,
-          config,
-          serverUserId: this.deps.serverUserId,
         };
         let work: Promise<void>;
         try {
