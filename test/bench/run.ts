@@ -3,15 +3,18 @@
  * table and written to test/bench/RESULTS.md. A benchmark, not a test: misses are reported, never
  * a failing exit status.
  *
- * Processes: this orchestrator (the client for S2–S5), each server in its own process (floors
+ * Processes: this orchestrator (the client for S2–S7), each server in its own process (floors
  * F1/F2, the product on PostgreSQL, the product on PGlite), and autocannon in its own process
  * (load.ts) for the throughput runs. Everything is on loopback; databases and data directories
  * are created fresh and removed at the end.
  *
  * Knobs (environment): BENCH_DATABASE_URL (an admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
- * BENCH_ONLY (comma list of F1,F2,S1,S2,S3,S4,S5,PGLITE), BENCH_SECONDS (measured seconds per
+ * BENCH_ONLY (comma list of F1,F2,S1,S2,S3,S4,S5,S6,S7,PGLITE), BENCH_SECONDS (measured seconds per
  * throughput run, 10), BENCH_S5_CONNECTIONS (10000), BENCH_S5_DEVICES (distinct devices behind
- * them, 2000), BENCH_S4_BACKLOG (100000), BENCH_CPU_PROF (a directory: run the PostgreSQL product server under --cpu-prof).
+ * them, 2000), BENCH_S4_BACKLOG (100000), BENCH_CPU_PROF (a directory: run the PostgreSQL product server,
+ * S6's two servers and S7's server under --cpu-prof), BENCH_S6_ROUNDS (1000), BENCH_S6_MESSAGES (20000),
+ * BENCH_S7_MESSAGES (20000), BENCH_KEEP_LOGS (1: keep the servers' logs, in a directory named at the end). S6 (federation-scenario.ts) and S7 (appservice-scenario.ts) are in files of
+ * their own and get what they need from here as a BenchContext.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -25,7 +28,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 import { HttpClient, pool, summarize } from './http-client.ts';
+import { appserviceScenario } from './appservice-scenario.ts';
+import { federationScenario } from './federation-scenario.ts';
 import type { LoadResult, LoadSpec } from './load.ts';
+import type { BenchContext } from './scenario-support.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BENCH_DIR = fileURLToPath(new URL('.', import.meta.url));
@@ -788,6 +794,22 @@ async function productOnPglite(fl: Floors): Promise<void> {
   }
 }
 
+/** What the scenarios in files of their own (S6, S7) use of this orchestrator. */
+function benchContext(): BenchContext {
+  return {
+    log,
+    freePort,
+    createDatabase,
+    dropDatabase,
+    spawnNode,
+    waitReady,
+    stopServer,
+    cpuProfArgs: () => (CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF)}`] : []),
+    scratchDir: logDir,
+    notes,
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Report
 
@@ -838,10 +860,8 @@ async function main(): Promise<void> {
       failed('S*', 'product on PGlite', e);
     }
   }
-  if (ONLY.size === 0) {
-    rows.push({ id: 'S6', scenario: 'federation, two servers on loopback', figure: 'n/a (not implemented yet)', floor: '—', ratio: 'target latency p50 ≤ 10 ms', verdict: 'n/a' });
-    rows.push({ id: 'S7', scenario: 'appservice (matrix-bot-sdk) messages/s', figure: 'n/a (not implemented yet)', floor: '—', ratio: '—', verdict: 'n/a' });
-  }
+  if (want('S6')) rows.push(...(await federationScenario(benchContext())));
+  if (want('S7')) rows.push(...(await appserviceScenario(benchContext())));
 
   const minutes = (performance.now() - started) / 60_000;
   const out = [
@@ -856,12 +876,15 @@ async function main(): Promise<void> {
     '',
     ...(notes.length > 0 ? ['Notes:', '', ...notes.map((n) => `- ${n}`), ''] : []),
     'Method: each server runs in its own process (`node --import tsx`), the load generator (autocannon) in another, ' +
-      'this orchestrator is the client for S2–S5. S1 sends to one device with a fresh txnId per request; S2 parks a ' +
+      'this orchestrator is the client for S2–S7. S1 sends to one device with a fresh txnId per request; S2 parks a ' +
       '`/sync` long-poll, then sends `org.example.ping` to the server user and times until that long-poll returns the ' +
       'pong; S3 drains every device between requests; S4 fills the queue with S1 and further requests, then drains ' +
       'with `since`; S5 reads VmRSS from /proc after the long-polls are parked and the server is idle, then sends ' +
       'one message per device, four devices at a time (the next once all polls of one have returned), timing each poll ' +
-      'from its message\'s send. Latencies are measured by this client and include its own overhead.',
+      'from its message\'s send. S6 runs two servers, each on its own database, federating over loopback HTTP ' +
+      '(static routes), and times A\'s sendToDevice to B\'s woken long-poll serially, then a stream of sends from A ' +
+      'until B\'s long-polling devices have them all; S7 sends to users of a matrix-bot-sdk appservice (its own ' +
+      'process) until it has received them all. Latencies are measured by this client and include its own overhead.',
     '',
   ];
   console.log(`\n${out.join('\n')}`);
@@ -881,7 +904,8 @@ async function cleanup(): Promise<void> {
   cleanups.length = 0;
   await admin?.end({ timeout: 1 });
   admin = null;
-  rmSync(logDir, { recursive: true, force: true });
+  if (process.env.BENCH_KEEP_LOGS) log(`server logs kept in ${logDir}`);
+  else rmSync(logDir, { recursive: true, force: true });
 }
 
 process.once('SIGINT', () => {

@@ -1,0 +1,135 @@
+/**
+ * What the scenarios kept in files of their own (S6 federation, S7 appservice) need from the
+ * orchestrator (run.ts), which owns the processes, databases and cleanup, plus small Matrix
+ * client helpers. run.ts builds a BenchContext; a scenario returns rows for its table.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import type { HttpClient } from './http-client.ts';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const BENCH_DIR = fileURLToPath(new URL('.', import.meta.url));
+export const CLIENT = '/_matrix/client/v3';
+export const PASSWORD = 'bench password';
+
+/** One row of run.ts's table (same shape). */
+export interface BenchRow {
+  id: string;
+  scenario: string;
+  figure: string;
+  floor: string;
+  ratio: string;
+  verdict: 'PASS' | 'MISS' | 'floor' | 'info' | 'n/a' | 'error';
+}
+
+export interface BenchServer {
+  name: string;
+  proc: ChildProcess;
+  port: number;
+  pid: number;
+  logFile: string;
+}
+
+export interface BenchContext {
+  log(msg: string): void;
+  freePort(): Promise<number>;
+  /** A fresh PostgreSQL database (dropped at cleanup if still there); returns its URL. */
+  createDatabase(name: string): Promise<string>;
+  dropDatabase(name: string): Promise<void>;
+  /** A `node --import tsx script` child with a clean environment plus `env`; output to logFile. */
+  spawnNode(name: string, nodeArgs: string[], script: string, args: string[], env: Record<string, string>): { proc: ChildProcess; logFile: string };
+  waitReady(name: string, proc: ChildProcess, port: number, readyPath: string, logFile: string): Promise<void>;
+  stopServer(s: BenchServer): Promise<void>;
+  /** `--cpu-prof` arguments when BENCH_CPU_PROF is set, else []. */
+  cpuProfArgs(): string[];
+  /** A scratch directory removed at cleanup. */
+  scratchDir: string;
+  /** Notes for under the table. */
+  notes: string[];
+}
+
+export const fmt = (n: number, digits = 0): string =>
+  Number.isFinite(n) ? n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '—';
+export const ms = (n: number): string => `${fmt(n, n < 10 ? 2 : 1)} ms`;
+
+export function failedRow(id: string, scenario: string, e: unknown): BenchRow {
+  const msg = e instanceof Error ? e.message.split('\n')[0]! : String(e);
+  return { id, scenario, figure: `failed: ${msg}`, floor: '—', ratio: '—', verdict: 'error' };
+}
+
+/**
+ * The product server (src/main.ts) from a YAML config file: what the scenarios with several
+ * servers or an appservice need beyond run.ts's environment-configured launch. Metrics are off
+ * (two servers would both want port 9464); sends are not rate limited (a benchmark measures
+ * capacity).
+ */
+export async function startConfiguredServer(
+  ctx: BenchContext,
+  name: string,
+  opts: { serverName: string; databaseUrl: string; port?: number; config?: Record<string, unknown>; profile?: boolean },
+): Promise<BenchServer> {
+  const port = opts.port ?? (await ctx.freePort());
+  const configFile = path.join(ctx.scratchDir, `${name}.config.yaml`);
+  writeFileSync(
+    configFile,
+    stringify({
+      server_name: opts.serverName,
+      listen: { host: '127.0.0.1', port },
+      database: { url: opts.databaseUrl },
+      registration: { enabled: true },
+      rate_limits: { send_to_device: { per_second: 0 } },
+      limits: { device_queue_max: 10_000_000 },
+      metrics: { enabled: false },
+      log: { level: 'warn' },
+      ...opts.config,
+    }),
+  );
+  const nodeArgs = opts.profile === true ? ctx.cpuProfArgs() : [];
+  const { proc, logFile } = ctx.spawnNode(name, nodeArgs, path.join(ROOT, 'src/main.ts'), [], { CONFIG_FILE: configFile });
+  await ctx.waitReady(name, proc, port, '/_matrix/client/versions', logFile);
+  return { name, proc, port, pid: proc.pid!, logFile };
+}
+
+export interface Device {
+  userId: string;
+  deviceId: string;
+  token: string;
+  /** The sync token to send next (acknowledges what it covers). */
+  since: string;
+}
+
+export interface SyncBody {
+  next_batch: string;
+  to_device: { events: { sender: string; type: string; content: Record<string, unknown> }[] };
+}
+
+export async function register(c: HttpClient, username: string, deviceId?: string): Promise<Device> {
+  const body = await c.ok<{ user_id: string; device_id: string; access_token: string }>('POST', `${CLIENT}/register`, {
+    body: { username, password: PASSWORD, auth: { type: 'm.login.dummy' }, ...(deviceId ? { device_id: deviceId } : {}) },
+  });
+  return { userId: body.user_id, deviceId: body.device_id, token: body.access_token, since: 'v1.0' };
+}
+
+export function syncPath(since: string | null, timeoutMs = 0): string {
+  const q = new URLSearchParams();
+  if (since !== null) q.set('since', since);
+  if (timeoutMs > 0) q.set('timeout', String(timeoutMs));
+  return `${CLIENT}/sync?${q}`;
+}
+
+let txnCounter = 0;
+export function sendPath(type: string): string {
+  return `${CLIENT}/sendToDevice/${encodeURIComponent(type)}/s${Date.now()}-${txnCounter++}`;
+}
+
+/** Rows of the device's queue until now are acknowledged; its `since` is current. */
+export async function drain(c: HttpClient, d: Device): Promise<void> {
+  for (;;) {
+    const s = await c.ok<SyncBody>('GET', syncPath(d.since), { token: d.token });
+    d.since = s.next_batch;
+    if (s.to_device.events.length === 0) return;
+  }
+}
