@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeBase64, encodeBase64 } from '../src/federation/base64.ts';
 import { signingKeyFromSeed } from '../src/federation/ed25519.ts';
@@ -101,6 +102,62 @@ describe('EDU packing', () => {
   it('never puts * and another entry for the same user in one EDU (their order would be lost)', () => {
     const packed = packEdus([row(1, 'D', 10), row(2, '*', 10), row(3, 'E', 10)]);
     expect(packed.edus.map((e) => Object.keys(e.content.messages['@bob:remote.example'] ?? {}))).toEqual([['D'], ['*'], ['E']]);
+  });
+
+  it('shares EDUs between interleaved senders: 4 senders taking turns over 8 devices fill 4 EDUs, not 32', () => {
+    const rows = Array.from({ length: 32 }, (_, i) => row(i + 1, `D${Math.floor(i / 4)}`, 10, { sender: `@s${i % 4}:local.example` }));
+    const packed = packEdus(rows);
+    expect(packed.streamIds).toEqual(rows.map((r) => r.streamId));
+    expect(packed.edus.map((e) => [e.content.sender, Object.keys(e.content.messages['@bob:remote.example'] ?? {}).length])).toEqual([
+      ['@s0:local.example', 8],
+      ['@s1:local.example', 8],
+      ['@s2:local.example', 8],
+      ['@s3:local.example', 8],
+    ]);
+  });
+
+  it('keeps every device\'s order (with *), takes a prefix, one slot per device, ≤ 100 EDUs (property)', () => {
+    const arbRow = fc.record({
+      user: fc.constantFrom('@u0:remote.example', '@u1:remote.example'),
+      device: fc.constantFrom('A', 'B', 'C', '*'),
+      sender: fc.constantFrom('@s0:local.example', '@s1:local.example'),
+      type: fc.constantFrom('m.a', 'm.b'),
+      bytes: fc.constantFrom(10, 10, 10, 20_000),
+    });
+    fc.assert(
+      fc.property(fc.array(arbRow, { maxLength: 400 }), (specs) => {
+        const rows = specs.map((x, i) =>
+          row(i + 1, x.device, x.bytes, { userId: x.user, sender: x.sender, type: x.type, content: JSON.stringify({ n: i + 1, p: 'x'.repeat(x.bytes) }) }),
+        );
+        const packed = packEdus(rows);
+        const taken = rows.slice(0, packed.streamIds.length);
+        expect(packed.streamIds).toEqual(taken.map((r) => r.streamId));
+        expect(packed.edus.length).toBeLessThanOrEqual(100);
+        if (packed.streamIds.length < rows.length) expect(packed.edus).toHaveLength(100);
+        // What the receiver applies, EDU by EDU; n is the row's stream id.
+        const applied: { user: string; device: string; n: number; sender: string; type: string }[] = [];
+        for (const edu of packed.edus) {
+          expect(Buffer.byteLength(canonicalJson(edu.content)) <= MAX_EDU_CONTENT_BYTES || Object.values(edu.content.messages).flatMap((m) => Object.keys(m)).length === 1).toBe(true);
+          for (const [user, byDevice] of Object.entries(edu.content.messages)) {
+            const devices = Object.keys(byDevice);
+            if (devices.includes('*')) expect(devices).toEqual(['*']);
+            for (const device of devices) applied.push({ user, device, n: byDevice[device]!.n as number, sender: edu.content.sender, type: edu.content.type });
+          }
+        }
+        expect(applied.map((x) => x.n).sort((a, b) => a - b)).toEqual(packed.streamIds);
+        for (const x of applied) expect(rows[x.n - 1]).toMatchObject({ userId: x.user, deviceId: x.device, sender: x.sender, type: x.type });
+        // For each concrete device: the rows reaching it (its own and its user's *), in order.
+        for (const user of ['@u0:remote.example', '@u1:remote.example']) {
+          for (const device of ['A', 'B', 'C']) {
+            const reaches = (x: { user: string; device: string }) => x.user === user && (x.device === device || x.device === '*');
+            const expected = taken.filter((r) => reaches({ user: r.userId, device: r.deviceId })).map((r) => r.streamId);
+            const got = applied.filter(reaches).map((x) => x.n);
+            expect(got).toEqual(expected);
+          }
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it('stops at 100 EDUs per transaction, leaving the rest for the next', () => {

@@ -23,8 +23,23 @@ export function signBytes(key: SigningKey, data: Uint8Array): Buffer {
   return sign(null, data, key.privateKey);
 }
 
+// Key objects of the peers' public keys: building one costs about twice the verify itself, and
+// every inbound federation request verifies with one of a handful of keys.
+const publicKeys = new Map<string, KeyObject>();
+const MAX_CACHED_KEYS = 1024;
+
+function publicKeyObject(raw: Uint8Array): KeyObject {
+  const id = Buffer.from(raw).toString('base64');
+  let key = publicKeys.get(id);
+  if (key === undefined) {
+    key = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+    if (publicKeys.size >= MAX_CACHED_KEYS) publicKeys.clear();
+    publicKeys.set(id, key);
+  }
+  return key;
+}
+
 export function verifyBytes(publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array): boolean {
   if (publicKey.length !== 32 || signature.length !== 64) return false;
-  const key = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, publicKey]), format: 'der', type: 'spki' });
-  return verify(null, data, key, signature);
+  return verify(null, data, publicKeyObject(publicKey), signature);
 }

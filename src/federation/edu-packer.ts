@@ -30,42 +30,53 @@ const entryBytes = (userId: string, deviceId: string, content: string) =>
   Buffer.byteLength(JSON.stringify(userId)) + Buffer.byteLength(JSON.stringify(deviceId)) + Buffer.byteLength(content) + 6;
 
 /**
- * Packs outbox rows, in order, into m.direct_to_device EDUs of at most 64 KiB of content and at
- * most 100 per transaction. One EDU carries one (sender, type) and at most one message per
- * (user, device) — the EDU's map has a single slot for each, and `*` counts as every device —
- * so a new EDU starts when any of those change or the size would overflow. Keeping rows in
- * order keeps each device's order.
+ * Packs outbox rows into m.direct_to_device EDUs of at most 64 KiB of content and at most 100
+ * per transaction. One EDU carries one (sender, type) and at most one message per (user,
+ * device) — the EDU's map has a single slot for each, and `*` counts as every device. The
+ * receiver applies a transaction's EDUs in order, so a row may join any EDU of its (sender, type)
+ * that comes after every EDU holding an earlier row for the same device (for `*`: for the same
+ * user); it joins the first such EDU with room, else starts a new one. Interleaved senders thus
+ * still share EDUs (one EDU per message when consecutive rows alternate between senders would
+ * cost the receiver one database transaction per message), and each device's order is kept.
+ * Packing stops at the first row that finds no place, so the rows taken are a prefix.
  */
 export function packEdus(rows: readonly OutboxRow[]): PackedTxn {
   const edus: DirectToDeviceEdu[] = [];
+  const sizes: number[] = [];
   const streamIds: number[] = [];
-  let current: DirectToDeviceEdu | null = null;
-  let size = 0;
+  // Index of the last EDU holding an entry for: a (user, device); a user's "*"; a user at all.
+  const lastForDevice = new Map<string, number>();
+  const lastForStar = new Map<string, number>();
+  const lastForUser = new Map<string, number>();
+  // The EDUs of each (sender, type), in order.
+  const bySenderType = new Map<string, number[]>();
   for (const row of rows) {
     const add = entryBytes(row.userId, row.deviceId, row.content);
-    const forUser = current?.content.messages[row.userId];
-    // Within an EDU a user's devices have no order (keys are sorted in canonical JSON), so '*'
-    // must not share an EDU with any other entry for that user: both would reach one device.
-    const collides =
-      forUser !== undefined && (forUser[row.deviceId] !== undefined || row.deviceId === '*' || forUser['*'] !== undefined);
-    const fits =
-      current !== null &&
-      current.content.sender === row.sender &&
-      current.content.type === row.type &&
-      !collides &&
-      size + add <= MAX_EDU_CONTENT_BYTES;
-    if (!fits) {
+    const deviceKey = `${row.userId}\u0000${row.deviceId}`;
+    const earliest =
+      row.deviceId === '*'
+        ? (lastForUser.get(row.userId) ?? -1) + 1
+        : Math.max(lastForDevice.get(deviceKey) ?? -1, lastForStar.get(row.userId) ?? -1) + 1;
+    const senderType = JSON.stringify([row.sender, row.type]);
+    let list = bySenderType.get(senderType);
+    if (list === undefined) bySenderType.set(senderType, (list = []));
+    let target = list.find((i) => i >= earliest && (sizes[i] as number) + add <= MAX_EDU_CONTENT_BYTES);
+    if (target === undefined) {
       if (edus.length === MAX_EDUS_PER_TXN) break;
-      current = { edu_type: 'm.direct_to_device', content: { sender: row.sender, type: row.type, message_id: newMessageId(), messages: {} } };
-      edus.push(current);
+      target = edus.length;
+      edus.push({ edu_type: 'm.direct_to_device', content: { sender: row.sender, type: row.type, message_id: newMessageId(), messages: {} } });
       // {"message_id":"…","messages":{},"sender":"…","type":"…"}
-      size = 72 + Buffer.byteLength(JSON.stringify(row.sender)) + Buffer.byteLength(JSON.stringify(row.type));
+      sizes.push(72 + Buffer.byteLength(JSON.stringify(row.sender)) + Buffer.byteLength(JSON.stringify(row.type)));
+      list.push(target);
     }
-    const edu = current as DirectToDeviceEdu;
+    const edu = edus[target] as DirectToDeviceEdu;
     const byDevice = (edu.content.messages[row.userId] ??= {});
     byDevice[row.deviceId] = JSON.parse(row.content) as Record<string, unknown>;
-    size += add;
+    sizes[target] = (sizes[target] as number) + add;
     streamIds.push(row.streamId);
+    lastForDevice.set(deviceKey, target);
+    if (row.deviceId === '*') lastForStar.set(row.userId, target);
+    lastForUser.set(row.userId, Math.max(lastForUser.get(row.userId) ?? -1, target));
   }
   return { edus, streamIds };
 }
