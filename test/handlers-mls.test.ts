@@ -197,13 +197,19 @@ describe('groups and commit ordering', () => {
 });
 
 describe('exactly one commit per epoch', () => {
-  it('accepts one of 12 concurrent commits for the same epoch and rejects 11 with the current epoch', async () => {
+  it('accepts one of 12 concurrent commits for the same epoch, rejects 11 with the current epoch, and releases only the winner\'s Welcome', async () => {
     const creator = await member('racer');
     const others = await Promise.all(Array.from({ length: 11 }, () => member('racer')));
     await formGroup(creator, others, randomBytes(16));
     const everyone = [creator, ...others];
-    const commits = await Promise.all(everyone.map((m) => m.mls.commit()));
-    await Promise.all(everyone.map((m, i) => m.send(T.message, { message: commits[i]?.message })));
+    // Each racer adds a newcomer of its own: a Welcome released for any loser would show up.
+    const newcomers = await Promise.all(everyone.map(() => member('newcomer')));
+    await Promise.all(newcomers.map((nc) => nc.uploadKeyPackages(1)));
+    const packages = await Promise.all(everyone.map(async (m, i) => Object.values(await m.claim(newcomers[i]?.client.userId ?? ''))[0]?.key_package ?? ''));
+    const commits = await Promise.all(everyone.map((m, i) => m.mls.commit([packages[i] ?? ''])));
+    await Promise.all(
+      everyone.map((m, i) => m.send(T.message, { message: commits[i]?.message, commit_info: { welcome: commits[i]?.welcome, added: [newcomers[i]?.ref] } })),
+    );
     const outcomes = await Promise.all(everyone.map((m) => m.inbox.take()));
     const own = outcomes.map((events) => events.find((e) => e.type === T.accepted || e.type === T.rejected));
     expect(own.filter((e) => e?.type === T.accepted)).toHaveLength(1);
@@ -213,5 +219,58 @@ describe('exactly one commit per epoch', () => {
     // Every loser got the winner's commit, exactly once.
     const winner = own.findIndex((e) => e?.type === T.accepted);
     outcomes.forEach((events, i) => expect(events.filter((e) => e.type === T.commit)).toHaveLength(i === winner ? 0 : 1));
+    const welcomes = await Promise.all(newcomers.map((nc) => nc.inbox.take()));
+    welcomes.forEach((events, i) => expect(events.map((e) => e.type)).toEqual(i === winner ? [T.welcome] : []));
+    await newcomers[winner]?.mls.join(String(welcomes[winner]?.[0]?.content.welcome));
+    expect(newcomers[winner]?.mls.epoch).toBe(2);
+  });
+});
+
+describe('what the service refuses before deciding anything', () => {
+  let alice: MlsMember;
+  let bob: MlsMember;
+
+  beforeAll(async () => {
+    [alice, bob] = await Promise.all([member('alice'), member('bob')]);
+    await formGroup(alice, [bob], randomBytes(16));
+  });
+
+  it('refuses commit_info naming a server user or an invalid user ID, and the epoch stays for the real commit', async () => {
+    const newcomer = await member('newcomer');
+    await newcomer.uploadKeyPackages(1);
+    const pending = await alice.mls.commit([Object.values(await alice.claim(newcomer.client.userId))[0]?.key_package ?? '']);
+    for (const bad of [{ user_id: `@:${SERVER_NAME}`, device_id: '' }, { user_id: '@bad:not a server', device_id: 'X' }]) {
+      for (const commitInfo of [{ welcome: pending.welcome, added: [bad] }, { removed: [bad] }]) {
+        const replies = await alice.ask(T.message, { message: pending.message, commit_info: commitInfo });
+        expect(replies).toEqual([{ sender: `@:${SERVER_NAME}`, type: T.rejected, content: expect.objectContaining({ reason: 'invalid_commit_info', epoch: null }) }]);
+      }
+    }
+    expect(await bob.inbox.take()).toEqual([]);
+    const replies = await alice.ask(T.message, { message: pending.message, commit_info: { welcome: pending.welcome, added: [newcomer.ref] } });
+    expect(replies[0]).toMatchObject({ type: T.accepted, content: { epoch: 2 } });
+    alice.mls.apply(pending);
+    await newcomer.mls.join(String((await newcomer.inbox.ofType(T.welcome))[0]?.content.welcome));
+    await bob.mls.receive(String((await bob.inbox.ofType(T.commit))[0]?.content.message));
+    expect([alice.mls.epoch, bob.mls.epoch, newcomer.mls.epoch]).toEqual([2, 2, 2]);
+  });
+
+  it('refuses a message that fits in the request but not, once framed, in the relay to the others', async () => {
+    // Aim for an MLS message just under the request limit: the relay adds group id and sender.
+    // Base64 and MLS framing make the size only roughly linear in the plaintext, so home in on it.
+    let size = 48_000;
+    let message = await bob.mls.encrypt('x'.repeat(size));
+    for (let i = 0; i < 3 && Math.abs(message.length - 65_450) > 40; i++) {
+      size += Math.floor(((65_450 - message.length) * 3) / 4);
+      message = await bob.mls.encrypt('x'.repeat(size));
+    }
+    expect(message.length).toBeGreaterThan(65_400);
+    expect(message.length).toBeLessThanOrEqual(65_536 - '{"message":""}'.length);
+    const replies = await bob.ask(T.message, { message, request_id: 'big' });
+    expect(replies).toEqual([{ sender: `@:${SERVER_NAME}`, type: T.rejected, content: expect.objectContaining({ request_id: 'big', reason: 'too_large' }) }]);
+    expect(await alice.inbox.take()).toEqual([]);
+    // Still in the group and heard: a small message goes through.
+    const small = await bob.mls.encrypt('still here');
+    expect(await bob.ask(T.message, { message: small })).toEqual([]);
+    expect(await alice.mls.receive(String((await alice.inbox.ofType(T.relay))[0]?.content.message))).toBe('still here');
   });
 });

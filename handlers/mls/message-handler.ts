@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto';
+import { canonicalJsonByteLength } from '../../src/matrix/canonical-json.ts';
+import { parseUserId } from '../../src/matrix/user-id.ts';
 import type { HandlerContext, ServerUserEvent } from '../../src/server-user/define-handler.ts';
+import { MAX_CONTENT_BYTES } from '../../src/services/to-device.ts';
 import type { MlsConfig } from './config.ts';
 import type { MlsMessageContent } from './content-schemas.ts';
 import { MLS_ACCEPTED, MLS_COMMIT, MLS_REJECTED, MLS_RELAY, MLS_WELCOME } from './event-types.ts';
@@ -15,6 +18,8 @@ type RejectReason =
   | 'invalid_message'
   | 'invalid_welcome'
   | 'missing_welcome'
+  | 'invalid_commit_info'
+  | 'too_large'
   | 'unknown_device';
 
 const ERRORS: Record<RejectReason, string> = {
@@ -24,10 +29,18 @@ const ERRORS: Record<RejectReason, string> = {
   invalid_message: 'message is not an MLS PublicMessage or PrivateMessage this service can deliver',
   invalid_welcome: 'commit_info.welcome is not an MLSMessage carrying a Welcome',
   missing_welcome: 'A commit that adds devices needs commit_info.welcome',
+  invalid_commit_info: 'commit_info.added and removed must name devices of valid user IDs (not a server user)',
+  too_large: 'The message would not fit in a to-device message to the other members (64 KiB) once framed by the service',
   unknown_device: 'The sending device is unknown; over federation, name it in device_id',
 };
 
 const deviceJson = (d: DeviceRef) => ({ user_id: d.userId, device_id: d.deviceId });
+// Devices must be real users' devices: a server user (`@:domain`) cannot be an MLS member, and
+// sending it the Welcome after acceptance would fail, leaving the committer unconfirmed.
+const isMemberUserId = (userId: string) => parseUserId(userId) !== null;
+// What the service sends is the client's content plus framing; checked before anything is
+// accepted, so a send can never fail halfway through a fan-out for being too large.
+const fits = (content: Record<string, unknown>) => canonicalJsonByteLength(content) <= MAX_CONTENT_BYTES;
 
 /**
  * `…mls.message`: the RFC 9420 delivery service. Commits are ordered (exactly one per epoch,
@@ -56,11 +69,11 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
   if (info.contentType !== 'commit') {
     // RFC 9420 §6: application data is only ever sent as a PrivateMessage.
     if (info.contentType === 'application' && info.wireformat !== 'mls_private_message') return reject('invalid_message', info.groupId, null);
+    const relay = { group_id: info.groupId, epoch: info.epoch, message: content.message, sender: deviceJson(sender) };
+    if (!fits(relay)) return reject('too_large', info.groupId, null);
     const check = await groups.checkMember(info.groupId, info.epoch, sender);
     if (check.kind === 'rejected') return reject(check.reason, info.groupId, check.epoch);
-    for (const to of check.recipients) {
-      await ctx.send(to.userId, to.deviceId, MLS_RELAY, { group_id: info.groupId, epoch: info.epoch, message: content.message, sender: deviceJson(sender) });
-    }
+    for (const to of check.recipients) await ctx.send(to.userId, to.deviceId, MLS_RELAY, relay);
     return;
   }
 
@@ -72,6 +85,30 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
     if (welcome === null || welcome.message.wireformat !== 'mls_welcome') return reject('invalid_welcome', info.groupId, null);
   }
   if (added.length > 0 && commitInfo.welcome === undefined) return reject('missing_welcome', info.groupId, null);
+  if (![...added, ...removed].every((d) => isMemberUserId(d.userId))) return reject('invalid_commit_info', info.groupId, null);
+
+  // An accepted commit always moves its epoch to the next one, so the events can be built (and
+  // their size checked) before the decision.
+  const nextEpoch = info.epoch + 1;
+  const commitEvent = {
+    group_id: info.groupId,
+    epoch: nextEpoch,
+    message: content.message,
+    sender: deviceJson(sender),
+    added: commitInfo.added,
+    removed: commitInfo.removed,
+  };
+  const welcomeEvent =
+    commitInfo.welcome === undefined
+      ? null
+      : {
+          group_id: info.groupId,
+          epoch: nextEpoch,
+          welcome: commitInfo.welcome,
+          ...(commitInfo.ratchet_tree === undefined ? {} : { ratchet_tree: commitInfo.ratchet_tree }),
+          sender: deviceJson(sender),
+        };
+  if (!fits(commitEvent) || (welcomeEvent !== null && !fits(welcomeEvent))) return reject('too_large', info.groupId, null);
 
   const outcome = await groups.tryCommit({
     groupId: info.groupId,
@@ -88,14 +125,6 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
   }
 
   ctx.log.info('mls commit accepted', { group: info.groupId, epoch: outcome.epoch, created: outcome.created });
-  const commitEvent = {
-    group_id: info.groupId,
-    epoch: outcome.epoch,
-    message: content.message,
-    sender: deviceJson(sender),
-    added: commitInfo.added,
-    removed: commitInfo.removed,
-  };
   // Existing members (including those this commit removes: they learn of it from the commit).
   for (const to of outcome.recipients) {
     if (added.some((a) => a.userId === to.userId && a.deviceId === to.deviceId)) continue;
@@ -103,15 +132,8 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
   }
   // RFC 9420 §14: a Welcome goes out only once the DS has accepted its commit, so a losing
   // commit can never leave a device joined to an epoch the group never reached.
-  if (commitInfo.welcome !== undefined) {
-    const welcome = {
-      group_id: info.groupId,
-      epoch: outcome.epoch,
-      welcome: commitInfo.welcome,
-      ...(commitInfo.ratchet_tree === undefined ? {} : { ratchet_tree: commitInfo.ratchet_tree }),
-      sender: deviceJson(sender),
-    };
-    for (const to of added) await ctx.send(to.userId, to.deviceId, MLS_WELCOME, welcome);
+  if (welcomeEvent !== null) {
+    for (const to of added) await ctx.send(to.userId, to.deviceId, MLS_WELCOME, welcomeEvent);
   }
   await ctx.send(sender.userId, sender.deviceId, MLS_ACCEPTED, { ...requestId, group_id: info.groupId, epoch: outcome.epoch });
 }
