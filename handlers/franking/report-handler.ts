@@ -1,5 +1,5 @@
 import type { HandlerContext, ServerUserEvent } from '../../src/server-user/define-handler.ts';
-import { decodeBase64 } from '../../src/federation/base64.ts';
+import { decodeBase64, encodeBase64 } from '../../src/federation/base64.ts';
 import type { FrankingConfig } from './config.ts';
 import type { ReportContent } from './content-schemas.ts';
 import { VERDICT } from './event-types.ts';
@@ -55,7 +55,8 @@ export async function handleReport(event: ServerUserEvent<ReportContent>, ctx: H
     context: c.context,
     acceptedTs: c.accepted_ts,
     keyVersion: c.key_version,
-    serverFrank: c.server_frank.replace(/=+$/, ''),
+    // Re-encoded, not as sent: base64 has several spellings of one value, and a report is stored once per frank.
+    serverFrank: encodeBase64(claimedFrank),
     message: c.message,
     reason: c.reason ?? null,
     createdTs: Date.now(),
