@@ -32,7 +32,7 @@ describe.skipIf(!usingPostgres())('MLS commits raced through two server processe
     await pg?.drop();
   });
 
-  it('accepts exactly one of 12 concurrent commits for one epoch, split over both processes', async () => {
+  it('accepts exactly one of 12 concurrent commits for one epoch, split over both processes, and releases only its Welcome', async () => {
     const [a, b] = processes.map((p) => overHttp(p.baseUrl)) as [ReturnType<typeof overHttp>, ReturnType<typeof overHttp>];
     const members: MlsMember[] = [];
     for (let i = 0; i < 12; i++) {
@@ -44,8 +44,20 @@ describe.skipIf(!usingPostgres())('MLS commits raced through two server processe
     const [creator, ...others] = members as [MlsMember, ...MlsMember[]];
     await formGroup(creator, others, randomBytes(16));
 
-    const commits = await Promise.all(members.map((m) => m.mls.commit()));
-    const statuses = await Promise.all(members.map((m, i) => m.send(T.message, { message: commits[i]?.message, request_id: `race-${i}` })));
+    // Each racer adds a newcomer of its own: a Welcome released for any loser would show up.
+    const newcomers: MlsMember[] = [];
+    for (let i = 0; i < 12; i++) {
+      const registered = await TestClient.register(a, `newcomer${i}`);
+      newcomers.push(await MlsMember.of(i % 2 === 0 ? new TestClient(b, registered.userId, registered.deviceId, registered.token) : registered));
+    }
+    await Promise.all(newcomers.map((nc) => nc.uploadKeyPackages(1)));
+    const packages = await Promise.all(members.map(async (m, i) => Object.values(await m.claim(newcomers[i]?.client.userId ?? ''))[0]?.key_package ?? ''));
+    const commits = await Promise.all(members.map((m, i) => m.mls.commit([packages[i] ?? ''])));
+    const statuses = await Promise.all(
+      members.map((m, i) =>
+        m.send(T.message, { message: commits[i]?.message, commit_info: { welcome: commits[i]?.welcome, added: [newcomers[i]?.ref] }, request_id: `race-${i}` }),
+      ),
+    );
     expect(statuses.every((s) => s === 200)).toBe(true);
 
     const inboxes = await Promise.all(members.map((m) => m.inbox.take()));
@@ -57,6 +69,9 @@ describe.skipIf(!usingPostgres())('MLS commits raced through two server processe
     for (const l of losers) expect(l?.content).toMatchObject({ reason: 'wrong_epoch', epoch: 2 });
     const winner = own.findIndex((e) => e?.type === T.accepted);
     inboxes.forEach((events, i) => expect(events.filter((e) => e.type === T.commit)).toHaveLength(i === winner ? 0 : 1));
+    const welcomes = await Promise.all(newcomers.map((nc) => nc.inbox.take()));
+    welcomes.forEach((events, i) => expect(events.map((e) => e.type)).toEqual(i === winner ? [T.welcome] : []));
+    await newcomers[winner]?.mls.join(String(welcomes[winner]?.[0]?.content.welcome));
 
     // Everyone can move on together: the losers apply the winner's commit and agree on the epoch.
     const winningCommit = commits[winner];
@@ -66,6 +81,6 @@ describe.skipIf(!usingPostgres())('MLS commits raced through two server processe
       if (i === winner) continue;
       await m.mls.receive(String(inboxes[i]?.find((e) => e.type === T.commit)?.content.message));
     }
-    expect(new Set(members.map((m) => m.mls.epoch))).toEqual(new Set([2]));
+    expect(new Set([...members, newcomers[winner]].map((m) => m?.mls.epoch))).toEqual(new Set([2]));
   }, 120_000);
 });
