@@ -35,7 +35,7 @@ describe('defaults', () => {
     expect(c.database).toEqual({ kind: 'pglite', dataDir: './data/pglite' });
     expect(c.registrationEnabled).toBe(true);
     expect(c.limits.syncToDeviceLimit).toBe(100);
-    expect(c.handlers).toEqual([{ module: 'ping' }]);
+    expect(c.handlers).toEqual([{ module: 'ping' }, { module: 'mls' }, { module: 'franking' }]);
     expect(parseConfig({})).toEqual(c);
   });
 
@@ -247,7 +247,7 @@ describe('validation', () => {
     }).toThrow(TypeError);
     expect(c.serverName).toBe('localhost:8008');
     expect(c.limits.syncToDeviceLimit).toBe(100);
-    expect(c.handlers).toEqual([{ module: 'ping' }]);
+    expect(c.handlers).toEqual([{ module: 'ping' }, { module: 'mls' }, { module: 'franking' }]);
   });
 });
 

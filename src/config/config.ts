@@ -55,7 +55,8 @@ export const ConfigFileSchema = v.strictObject({
     }),
     {},
   ),
-  // Handler modules to load, in order; absent means the built-in ping module only.
+  // Handler modules to load, in order. Absent means the three that ship, so that `npm start`
+  // serves every example; franking without moderators until the operator names some.
   handlers: v.optional(
     v.array(
       v.strictObject({
@@ -63,7 +64,7 @@ export const ConfigFileSchema = v.strictObject({
         config: v.optional(v.unknown()),
       }),
     ),
-    [{ module: 'ping' }],
+    [{ module: 'ping' }, { module: 'mls' }, { module: 'franking' }],
   ),
   federation: v.optional(
     v.strictObject({

@@ -78,7 +78,6 @@ export class ServerProcess {
     });
   }
 
-  /** Stops the process: SIGTERM (graceful) or SIGKILL (a crash). */
   /** Stops the process: SIGTERM (graceful) or SIGKILL (a crash). Resolves with its exit code. */
   async stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<number | null> {
     const child = this.child;
