@@ -28,7 +28,7 @@ async function main(): Promise<void> {
   installPostgresJsGuard(log);
   const database = await openDatabase(
     config.database.kind === 'postgres'
-      ? { kind: 'postgres', url: config.database.url, poolSize: config.database.poolSize }
+      ? { kind: 'postgres', url: config.database.url, poolSize: config.database.poolSize, preparedStatements: config.database.preparedStatements }
       : { kind: 'pglite', dataDir: config.database.dataDir },
   );
   let built;

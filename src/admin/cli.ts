@@ -25,7 +25,7 @@ async function main(): Promise<number> {
   }
   const database = await openDatabase(
     config.database.kind === 'postgres'
-      ? { kind: 'postgres', url: config.database.url, poolSize: 2 }
+      ? { kind: 'postgres', url: config.database.url, poolSize: 2, preparedStatements: config.database.preparedStatements }
       : { kind: 'pglite', dataDir: config.database.dataDir },
   );
   try {

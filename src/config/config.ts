@@ -31,6 +31,8 @@ export const ConfigFileSchema = v.strictObject({
       url: v.optional(v.pipe(v.string(), v.regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'))),
       data_dir: v.optional(v.pipe(v.string(), v.minLength(1)), './data/pglite'),
       pool_size: v.optional(intInRange(1, 1000), 10),
+      // Off for poolers that cannot keep a session's prepared statements (PgBouncer before 1.21 in transaction mode).
+      prepared_statements: v.optional(v.boolean('must be true or false'), true),
     }),
     {},
   ),
@@ -137,7 +139,7 @@ export interface Config {
   readonly serverName: string;
   readonly listen: { readonly host: string; readonly port: number };
   readonly database:
-    | { readonly kind: 'postgres'; readonly url: string; readonly poolSize: number }
+    | { readonly kind: 'postgres'; readonly url: string; readonly poolSize: number; readonly preparedStatements: boolean }
     | { readonly kind: 'pglite'; readonly dataDir: string | null };
   readonly registrationEnabled: boolean;
   readonly limits: {
@@ -189,6 +191,7 @@ export const ENV_VARS = {
   DATABASE_URL: { path: ['database', 'url'], kind: 'string' },
   DATA_DIR: { path: ['database', 'data_dir'], kind: 'string' },
   DATABASE_POOL_SIZE: { path: ['database', 'pool_size'], kind: 'number' },
+  DATABASE_PREPARED_STATEMENTS: { path: ['database', 'prepared_statements'], kind: 'boolean' },
   ENABLE_REGISTRATION: { path: ['registration', 'enabled'], kind: 'boolean' },
   SYNC_TO_DEVICE_LIMIT: { path: ['limits', 'sync_to_device_limit'], kind: 'number' },
   MAX_REQUEST_BYTES: { path: ['limits', 'max_request_bytes'], kind: 'number' },
@@ -271,7 +274,7 @@ export function parseConfig(raw: unknown): Config {
     listen: { host: c.listen.host, port: c.listen.port },
     database:
       c.database.url !== undefined
-        ? { kind: 'postgres', url: c.database.url, poolSize: c.database.pool_size }
+        ? { kind: 'postgres', url: c.database.url, poolSize: c.database.pool_size, preparedStatements: c.database.prepared_statements }
         : { kind: 'pglite', dataDir: c.database.data_dir },
     registrationEnabled: c.registration.enabled ?? isLoopback(c.listen.host),
     limits: {

@@ -7,6 +7,7 @@ import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
+import { withPreparedStatements } from './prepared-statements.ts';
 import * as schema from './schema.ts';
 
 /** The drizzle database, whichever driver is underneath; stores and handlers use only this. */
@@ -21,7 +22,7 @@ export interface Database {
 }
 
 export type DatabaseOptions =
-  | { kind: 'postgres'; url: string; poolSize?: number }
+  | { kind: 'postgres'; url: string; poolSize?: number; /** Default true, see prepared-statements.ts. */ preparedStatements?: boolean }
   | { kind: 'pglite'; dataDir: string | null };
 
 const MIGRATIONS = fileURLToPath(new URL('../../drizzle', import.meta.url));
@@ -42,30 +43,34 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
       close: () => client.close(),
     };
   }
+  await migrate(opts.url);
   const client = postgres(opts.url, {
     max: opts.poolSize ?? 10,
     onnotice: () => {},
     // A dead server must fail requests quickly, not hang them.
     connect_timeout: 10,
   });
-  try {
-    const lock = await client.reserve();
-    try {
-      await lock`select pg_advisory_lock(${MIGRATION_LOCK})`;
-      await migratePostgres(drizzlePostgres(client, { schema }), { migrationsFolder: MIGRATIONS });
-      await lock`select pg_advisory_unlock(${MIGRATION_LOCK})`;
-    } finally {
-      lock.release();
-    }
-  } catch (e) {
-    await client.end({ timeout: 1 });
-    throw e;
-  }
-  const db = drizzlePostgres(client, { schema });
+  const db = drizzlePostgres(opts.preparedStatements === false ? client : withPreparedStatements(client), { schema });
   return {
     db: db as unknown as Db,
     kind: 'postgres',
     pg: client,
     close: () => client.end({ timeout: 5 }),
   };
+}
+
+/**
+ * Migrates on a connection of its own, holding an advisory lock so that processes starting
+ * together take turns. Own connection: the lock is per session, and borrowing one from the pool
+ * would leave a pool of one nothing to migrate with.
+ */
+async function migrate(url: string): Promise<void> {
+  const conn = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 10 });
+  try {
+    await conn`select pg_advisory_lock(${MIGRATION_LOCK})`;
+    await migratePostgres(drizzlePostgres(conn, { schema }), { migrationsFolder: MIGRATIONS });
+    await conn`select pg_advisory_unlock(${MIGRATION_LOCK})`;
+  } finally {
+    await conn.end({ timeout: 1 });
+  }
 }
