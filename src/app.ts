@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
-import { cors } from 'hono/cors';
 import type { Config } from './config/config.ts';
 import { createLogger, type Logger } from './logger.ts';
+import { cors } from './rest/cors.ts';
 import { installErrorHandling } from './rest/errors.ts';
 import type { AppEnv } from './rest/env.ts';
 import { clientSupportRoutes } from './rest/routes/client-support.ts';
@@ -154,14 +154,7 @@ export function createApp(deps: AppDeps): App {
   const app = new Hono<AppEnv>();
   app.use(requestLog({ log, counters, quietPaths: ['/health', '/health/ready'] }));
   // Web clients (Element, matrix-js-sdk in a browser) need CORS on every client endpoint.
-  app.use(
-    '/_matrix/*',
-    cors({
-      origin: '*',
-      allowMethods: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS'],
-      allowHeaders: ['X-Requested-With', 'Content-Type', 'Authorization'],
-    }),
-  );
+  app.use('/_matrix/*', cors());
   installErrorHandling(app, log);
 
   const client = new Hono<AppEnv>();

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERRCODE_STATUS } from '../src/errors/errcodes.ts';
+import { CORS_HEADERS } from '../src/rest/cors.ts';
 import { TestClient } from './support/client.ts';
 import { startTestApp, type TestApp } from './support/test-app.ts';
 
@@ -31,8 +32,26 @@ describe('HTTP surface', () => {
       method: 'OPTIONS',
       headers: { origin: 'https://app.example', 'access-control-request-method': 'GET' },
     });
-    expect(res.status).toBeLessThan(300);
-    expect(res.headers.get('access-control-allow-origin')).toBe('*');
+    expect(res.status).toBe(204);
+    for (const [name, value] of Object.entries(CORS_HEADERS)) expect(res.headers.get(name)).toBe(value);
+  });
+
+  it('puts the CORS headers and a request id on answers, errors and unknown routes alike', async () => {
+    const u = await TestClient.register(t.app, 'cors');
+    const answers = [
+      await u.request('GET', '/v3/sync'),
+      await t.app.request('/_matrix/client/v3/sync'),
+      await t.app.request('/_matrix/client/v3/nonsense'),
+      await u.request('PUT', '/v3/sendToDevice/m.x/1', { messages: 'not an object' }),
+    ];
+    expect(answers.map((r) => r.status)).toEqual([200, 401, 404, 400]);
+    const ids = new Set<string>();
+    for (const res of answers) {
+      for (const [name, value] of Object.entries(CORS_HEADERS)) expect(res.headers.get(name)).toBe(value);
+      ids.add(res.headers.get('x-request-id') ?? '');
+    }
+    expect(ids.size).toBe(answers.length);
+    expect([...ids].every((id) => /^[\w-]{8,}$/.test(id))).toBe(true);
   });
 
   it('answers an unexpected failure with 500 M_UNKNOWN and no internals', async () => {

@@ -3,8 +3,8 @@ import type { MiddlewareHandler } from 'hono';
 import { matchedRoutes } from 'hono/route';
 import type { Logger } from '../logger.ts';
 import { HTTP_REQUEST_SECONDS, type Counters } from '../services/counters.ts';
-import { newOpaqueId } from '../services/tokens.ts';
 import type { AppEnv } from './env.ts';
+import { requestIdSource } from './request-id.ts';
 
 export interface RequestLogOptions {
   log: Logger;
@@ -22,14 +22,16 @@ export interface RequestLogOptions {
  */
 export function requestLog(opts: RequestLogOptions): MiddlewareHandler<AppEnv> {
   const quiet = new Set(opts.quietPaths ?? []);
+  const nextId = requestIdSource();
   return async (c, next) => {
     const started = performance.now();
-    const requestId = newOpaqueId(9);
+    const requestId = nextId();
     c.set('requestId', requestId);
+    // Before the route answers, so it is built into the response rather than copied onto it.
+    c.header('X-Request-Id', requestId);
     await next();
     const seconds = (performance.now() - started) / 1000;
     const status = c.res.status;
-    c.header('X-Request-Id', requestId);
     opts.counters.observe(HTTP_REQUEST_SECONDS, { method: c.req.method, route: routeOf(c), status: String(status) }, seconds);
     const session = c.get('session') as AppEnv['Variables']['session'] | undefined;
     const fields: Record<string, unknown> = {
