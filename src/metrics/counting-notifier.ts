@@ -3,16 +3,18 @@ import { Notifier } from '../services/notifier.ts';
 
 export const WAKEUPS_COUNTER = 'to_device_sync_wakeups_total';
 
-/** The Notifier, counting each waiting /sync it wakes (`to_device_sync_wakeups_total`). */
+/**
+ * The Notifier, counting each waiting /sync it wakes (`to_device_sync_wakeups_total`). It counts
+ * at the moment of waking rather than wrapping each subscription, which would cost every parked
+ * long-poll a closure for as long as it waits.
+ */
 export class CountingNotifier extends Notifier {
   constructor(private readonly counters: Counters) {
     super();
   }
 
-  override subscribe(userId: string, deviceId: string, onWake: () => void): () => void {
-    return super.subscribe(userId, deviceId, () => {
-      this.counters.inc(WAKEUPS_COUNTER);
-      onWake();
-    });
+  protected override wake(onWake: () => void): void {
+    this.counters.inc(WAKEUPS_COUNTER);
+    onWake();
   }
 }

@@ -1,3 +1,4 @@
+import type { Context } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { MatrixError } from '../errors/matrix-error.ts';
 import type { Appservice, AppserviceRegistry } from '../appservice/registration.ts';
@@ -19,14 +20,30 @@ export function accessTokenOf(authorization: string | undefined, queryToken: str
  * acts as its sender user, or masquerades as `?user_id=` in its namespace, optionally as one of
  * that user's devices (`device_id`, MSC3202's `org.matrix.msc3202.device_id`).
  */
-export function requireAuth({ accounts, appservices }: { accounts: AccountsService; appservices: AppserviceRegistry }) {
+export function requireAuth(deps: AuthDeps) {
   return createMiddleware<AppEnv>(async (c, next) => {
-    const token = accessTokenOf(c.req.header('authorization'), c.req.query('access_token'));
-    if (token === null) throw new MatrixError('M_MISSING_TOKEN', 'Missing access token');
-    const as = appservices.byAsToken(token);
-    c.set('session', as === null ? await accounts.authenticate(token) : await appserviceSession(c.req.query(), as, accounts, appservices));
+    await authenticate(c, deps);
     await next();
   });
+}
+
+export interface AuthDeps {
+  accounts: AccountsService;
+  appservices: AppserviceRegistry;
+}
+
+/**
+ * What `requireAuth` does, called from inside a handler: the session, also put on the context.
+ * Long-poll routes use this instead of the middleware, because a middleware stays suspended in
+ * `await next()` (with the router's dispatch frame above it) for as long as the poll is parked.
+ */
+export async function authenticate(c: Context<AppEnv>, { accounts, appservices }: AuthDeps): Promise<Session> {
+  const token = accessTokenOf(c.req.header('authorization'), c.req.query('access_token'));
+  if (token === null) throw new MatrixError('M_MISSING_TOKEN', 'Missing access token');
+  const as = appservices.byAsToken(token);
+  const session = as === null ? await accounts.authenticate(token) : await appserviceSession(c.req.query(), as, accounts, appservices);
+  c.set('session', session);
+  return session;
 }
 
 async function appserviceSession(query: Record<string, string>, as: Appservice, accounts: AccountsService, registry: AppserviceRegistry): Promise<Session> {

@@ -1,5 +1,6 @@
 import type { Db } from '../storage/database.ts';
 import { DeviceInboxStore } from '../storage/device-inbox-store.ts';
+import { LongPoll, type ClientConnection } from './long-poll.ts';
 import type { Notifier } from './notifier.ts';
 
 export interface ToDeviceEvent {
@@ -28,7 +29,8 @@ export interface ToDeviceSyncInput {
   limit: number;
   /** 0 answers at once; otherwise wait this long for a first message. */
   timeoutMs: number;
-  signal?: AbortSignal;
+  /** The client's connection: when it closes, the wait ends and nothing more is fetched. */
+  connection?: ClientConnection;
 }
 
 /**
@@ -36,17 +38,20 @@ export interface ToDeviceSyncInput {
  * the oldest pending messages, waiting for one when there are none.
  */
 export class ToDeviceSyncService {
+  private readonly store: DeviceInboxStore;
+
   constructor(
-    private readonly db: Db,
+    db: Db,
     private readonly notifier: Notifier,
-  ) {}
+  ) {
+    this.store = new DeviceInboxStore(db);
+  }
 
   async sync(input: ToDeviceSyncInput): Promise<ToDeviceBatch> {
-    const store = new DeviceInboxStore(this.db);
+    const store = this.store;
     // Subscribe before reading, so a message stored between the read and the wait still wakes us.
-    let wake: () => void = () => {};
-    const woken = new Promise<void>((resolve) => (wake = resolve));
-    const unsubscribe = this.notifier.subscribe(input.userId, input.deviceId, wake);
+    const poll = new LongPoll();
+    this.notifier.subscribe(input.userId, input.deviceId, poll.wake);
     try {
       // A token beyond any id ever drawn (a restored database, a forged token) must not
       // acknowledge messages the client never saw: it counts as no token (after = 0).
@@ -56,30 +61,26 @@ export class ToDeviceSyncService {
           : await store.ackAndFetch(input.userId, input.deviceId, input.since, input.limit);
       const after = first.after;
       let rows = first.rows;
-      if (rows.length === 0 && input.timeoutMs > 0 && !input.signal?.aborted) {
-        await waitFor(woken, input.timeoutMs, input.signal);
-        if (!input.signal?.aborted) rows = await store.fetch(input.userId, input.deviceId, after, input.limit);
+      if (rows.length === 0 && input.timeoutMs > 0 && !isClosed(input.connection)) {
+        await poll.wait(input.timeoutMs, input.connection);
+        if (!isClosed(input.connection)) rows = await store.fetch(input.userId, input.deviceId, after, input.limit);
       }
       const last = rows[rows.length - 1];
+      this.delivered(rows.length);
       return {
         events: rows.map((r) => ({ sender: r.sender, type: r.type, contentJson: r.content })),
         nextPosition: last === undefined ? after : last.streamId,
       };
     } finally {
-      unsubscribe();
+      this.notifier.unsubscribe(input.userId, input.deviceId, poll.wake);
     }
   }
+
+  /** Called with the number of events each response carries; a subclass counts them. */
+  protected delivered(_count: number): void {}
 }
 
-function waitFor(woken: Promise<void>, timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, timeoutMs);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-    void woken.then(done);
-  });
+/** A function, not an inline test, so the check after the wait is not narrowed away by the one before it. */
+function isClosed(connection: ClientConnection | undefined): boolean {
+  return connection?.destroyed === true;
 }

@@ -2,7 +2,8 @@ import { Hono } from 'hono';
 import * as v from 'valibot';
 import type { Services } from '../../services/services.ts';
 import { toDeviceEventsJson } from '../../services/sync.ts';
-import { deviceOf, requireAuth } from '../auth.ts';
+import { authenticate, deviceOf } from '../auth.ts';
+import { clientConnectionOf } from '../client-connection.ts';
 import type { AppEnv } from '../env.ts';
 import { readJsonBody } from '../json-body.ts';
 import { intParam } from '../query.ts';
@@ -32,8 +33,9 @@ const EVENTS = '\u0000events\u0000';
 export function slidingSyncRoutes(s: Services): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
 
-  r.post('/unstable/org.matrix.simplified_msc3575/sync', requireAuth(s), async (c) => {
-    const session = c.get('session');
+  r.post('/unstable/org.matrix.simplified_msc3575/sync', async (c) => {
+    // Authenticated here, not by middleware: see authenticate.
+    const session = await authenticate(c, s);
     const body = await readJsonBody(c, SlidingSyncBody, s.config.limits.maxRequestBytes);
     const pos = c.req.query('pos');
     const timeout = Math.min(intParam(c.req.query('timeout'), 'timeout', 0), s.config.limits.maxSyncTimeoutMs);
@@ -50,7 +52,7 @@ export function slidingSyncRoutes(s: Services): Hono<AppEnv> {
       since,
       limit: Math.min(ext.limit ?? s.config.limits.syncToDeviceLimit, s.config.limits.syncToDeviceLimit),
       timeoutMs: pos === undefined ? 0 : timeout,
-      signal: c.req.raw.signal,
+      connection: clientConnectionOf(c),
     });
     const nextBatch = encodeSyncToken(batch.nextPosition);
     response.pos = nextBatch;

@@ -2,7 +2,8 @@ import { Hono } from 'hono';
 import { MatrixError } from '../../errors/matrix-error.ts';
 import type { Services } from '../../services/services.ts';
 import { toDeviceEventsJson } from '../../services/sync.ts';
-import { deviceOf, requireAuth } from '../auth.ts';
+import { authenticate, deviceOf } from '../auth.ts';
+import { clientConnectionOf } from '../client-connection.ts';
 import type { AppEnv } from '../env.ts';
 import { boolParam, intParam } from '../query.ts';
 import { encodeSyncToken, parseSyncToken } from '../sync-token.ts';
@@ -14,8 +15,9 @@ const EVENTS = '\u0000events\u0000';
 export function syncRoutes(s: Services): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
 
-  r.get('/v3/sync', requireAuth(s), async (c) => {
-    const session = c.get('session');
+  r.get('/v3/sync', async (c) => {
+    // Authenticated here, not by middleware: see authenticate.
+    const session = await authenticate(c, s);
     const sinceRaw = c.req.query('since');
     const since = sinceRaw === undefined || sinceRaw === '' ? null : parseSyncToken(sinceRaw);
     const timeout = Math.min(intParam(c.req.query('timeout'), 'timeout', 0), s.config.limits.maxSyncTimeoutMs);
@@ -34,7 +36,7 @@ export function syncRoutes(s: Services): Hono<AppEnv> {
       since,
       limit: s.config.limits.syncToDeviceLimit,
       timeoutMs: since === null || fullState ? 0 : timeout,
-      signal: c.req.raw.signal,
+      connection: clientConnectionOf(c),
     });
     const shell = JSON.stringify({
       next_batch: encodeSyncToken(batch.nextPosition),
