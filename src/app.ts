@@ -152,9 +152,15 @@ export function createApp(deps: AppDeps): App {
   let stopping = false;
   const health = healthRoutes({ checkDatabase: () => new OperationsStore(database.db).ping(), stopping: () => stopping });
   const app = new Hono<AppEnv>();
-  app.use(requestLog({ log, counters, quietPaths: ['/health', '/health/ready'] }));
-  // Web clients (Element, matrix-js-sdk in a browser) need CORS on every client endpoint.
-  app.use('/_matrix/*', cors());
+  app.use(
+    requestLog({
+      log,
+      counters,
+      quietPaths: ['/health', '/health/ready'],
+      // Web clients (Element, matrix-js-sdk in a browser) need CORS on every client endpoint.
+      beforeRoute: (c) => (c.req.path.startsWith('/_matrix/') ? cors(c) : undefined),
+    }),
+  );
   installErrorHandling(app, log);
 
   const client = new Hono<AppEnv>();

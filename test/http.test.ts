@@ -34,6 +34,15 @@ describe('HTTP surface', () => {
     });
     expect(res.status).toBe(204);
     for (const [name, value] of Object.entries(CORS_HEADERS)) expect(res.headers.get(name)).toBe(value);
+    // Answered before any route, yet by the request log's middleware: it has an id like any answer.
+    expect(res.headers.get('x-request-id')).toMatch(/^[\w-]{8,}$/);
+  });
+
+  it('keeps CORS to the Matrix endpoints', async () => {
+    const res = await t.app.request('/health');
+    expect(res.status).toBe(200);
+    expect(res.headers.get('access-control-allow-origin')).toBeNull();
+    expect(res.headers.get('x-request-id')).toMatch(/^[\w-]{8,}$/);
   });
 
   it('puts the CORS headers and a request id on answers, errors and unknown routes alike', async () => {

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { matchedRoutes } from 'hono/route';
 import type { Logger } from '../logger.ts';
 import { HTTP_REQUEST_SECONDS, type Counters } from '../services/counters.ts';
@@ -11,6 +11,13 @@ export interface RequestLogOptions {
   counters: Counters;
   /** Paths logged at debug rather than info (probes that would drown the log). */
   quietPaths?: readonly string[];
+  /**
+   * Run before the route (after the request id is set); a response it returns answers the
+   * request instead of the route, and is logged like any other. This is how CORS runs: in this
+   * middleware's frame rather than one of its own, since each middleware stays suspended for as
+   * long as the route takes, and parked long-polls are many and long.
+   */
+  beforeRoute?: (c: Context<AppEnv>) => Response | undefined;
 }
 
 /**
@@ -29,7 +36,9 @@ export function requestLog(opts: RequestLogOptions): MiddlewareHandler<AppEnv> {
     c.set('requestId', requestId);
     // Before the route answers, so it is built into the response rather than copied onto it.
     c.header('X-Request-Id', requestId);
-    await next();
+    const early = opts.beforeRoute?.(c);
+    if (early !== undefined) c.res = early;
+    else await next();
     const seconds = (performance.now() - started) / 1000;
     const status = c.res.status;
     opts.counters.observe(HTTP_REQUEST_SECONDS, { method: c.req.method, route: routeOf(c), status: String(status) }, seconds);
@@ -51,7 +60,7 @@ export function requestLog(opts: RequestLogOptions): MiddlewareHandler<AppEnv> {
 }
 
 /** The pattern of the route that answered (`/_matrix/client/v3/sync`), or `unmatched`. */
-function routeOf(c: Parameters<MiddlewareHandler<AppEnv>>[0]): string {
+function routeOf(c: Context<AppEnv>): string {
   const routes = matchedRoutes(c);
   for (let i = routes.length - 1; i >= 0; i--) {
     const r = routes[i];
