@@ -1,5 +1,7 @@
 import * as v from 'valibot';
-import { ciphersuites, type CiphersuiteName } from 'ts-mls';
+// The names only, from the one ts-mls file that defines them: the package's index would load
+// all of ts-mls and its crypto at startup (see lazy.ts).
+import { ciphersuites, type CiphersuiteName } from 'ts-mls/crypto/ciphersuite.js';
 
 const suiteName = v.picklist(Object.keys(ciphersuites) as CiphersuiteName[]);
 

@@ -5,7 +5,8 @@ import type { MlsConfig } from './config.ts';
 import type { claimContent, countContent, uploadContent } from './content-schemas.ts';
 import { KEY_PACKAGES_CLAIMED, KEY_PACKAGES_COUNTED, KEY_PACKAGES_ERROR, KEY_PACKAGES_UPLOADED } from './event-types.ts';
 import { KeyPackageStore, type StoredKeyPackage } from './key-package-store.ts';
-import { validateKeyPackage, type KeyPackageProblem } from './validate-key-package.ts';
+import { keyPackageValidation } from './lazy.ts';
+import type { KeyPackageProblem } from './validate-key-package.ts';
 
 type Ctx = HandlerContext<MlsConfig>;
 const withRequestId = (requestId: string | undefined) => (requestId === undefined ? {} : { request_id: requestId });
@@ -28,6 +29,7 @@ export async function handleUpload(event: ServerUserEvent<v.InferOutput<typeof u
   const deviceId = await requireDevice(event, ctx);
   if (deviceId === null) return;
   const uploader = { userId: event.sender, deviceId };
+  const { validateKeyPackage } = await keyPackageValidation();
   const store = new KeyPackageStore(ctx.db);
   const rejected: { index: number; reason: KeyPackageProblem | 'too_many' }[] = [];
   const valid: StoredKeyPackage[] = [];

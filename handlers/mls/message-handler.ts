@@ -7,7 +7,7 @@ import type { MlsConfig } from './config.ts';
 import type { MlsMessageContent } from './content-schemas.ts';
 import { MLS_ACCEPTED, MLS_COMMIT, MLS_REJECTED, MLS_RELAY, MLS_WELCOME } from './event-types.ts';
 import { GroupStore, type DeviceRef } from './group-store.ts';
-import { decodeMlsMessageBase64, framedMessageInfo } from './mls-wire.ts';
+import { mlsWire } from './lazy.ts';
 
 type Ctx = HandlerContext<MlsConfig>;
 
@@ -59,6 +59,7 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
     await ctx.send(event.sender, to, MLS_REJECTED, { ...requestId, group_id: groupId, epoch, reason, error: ERRORS[reason] });
   };
 
+  const { decodeMlsMessageBase64, framedMessageInfo } = await mlsWire();
   const decoded = decodeMlsMessageBase64(content.message);
   const info = decoded === null ? null : framedMessageInfo(decoded.message);
   if (decoded === null || info === null) return reject('invalid_message', null, null);
