@@ -13,7 +13,8 @@
  * throughput run, 10), BENCH_S5_CONNECTIONS (10000), BENCH_S5_DEVICES (distinct devices behind
  * them, 2000), BENCH_S4_BACKLOG (100000), BENCH_CPU_PROF (a directory: run the PostgreSQL product server,
  * S6's two servers and S7's server under --cpu-prof), BENCH_S6_ROUNDS (1000), BENCH_S6_MESSAGES (20000),
- * BENCH_S7_MESSAGES (20000), BENCH_KEEP_LOGS (1: keep the servers' logs, in a directory named at the end). S6 (federation-scenario.ts) and S7 (appservice-scenario.ts) are in files of
+ * BENCH_S7_MESSAGES (20000), BENCH_SERVER_NODE_ARGS (node flags for the product servers instead of those
+ * of `npm start`), BENCH_KEEP_LOGS (1: keep the servers' logs, in a directory named at the end). S6 (federation-scenario.ts) and S7 (appservice-scenario.ts) are in files of
  * their own and get what they need from here as a BenchContext.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -154,6 +155,29 @@ async function startFloor(mode: 'f1' | 'f2', dbUrl?: string): Promise<Server> {
   return { name: mode, proc, port, pid: proc.pid!, logFile };
 }
 
+/**
+ * The node flags `npm start` runs the server with: package.json's `start` script is
+ * `node <flags> --import tsx src/main.ts`, and the bench must measure the server as `npm start`
+ * runs it (S5's RSS depends on V8's heap flags), so the flags are read from there rather than
+ * repeated here. BENCH_SERVER_NODE_ARGS (space-separated) replaces them, to compare flags.
+ */
+function startScriptNodeArgs(): string[] {
+  const override = process.env.BENCH_SERVER_NODE_ARGS;
+  if (override !== undefined) return override.split(/\s+/).filter(Boolean);
+  const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts?: Record<string, string> };
+  const start = pkg.scripts?.start ?? '';
+  const words = start.trim().split(/\s+/);
+  if (words[0] !== 'node' || words.slice(-3).join(' ') !== '--import tsx src/main.ts') {
+    throw new Error(`package.json scripts.start is not "node <flags> --import tsx src/main.ts" (the bench reads the server's node flags from it): ${start}`);
+  }
+  return words.slice(1, -3);
+}
+
+/** Node arguments for a product server: `npm start`'s flags, plus --cpu-prof when profiling is asked for. */
+function productNodeArgs(profile: boolean): string[] {
+  return [...startScriptNodeArgs(), ...(profile && CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF)}`] : [])];
+}
+
 async function startProduct(name: string, db: { url: string } | { dataDir: string }, profile: boolean): Promise<Server> {
   const port = await freePort();
   const env: Record<string, string> = {
@@ -168,8 +192,7 @@ async function startProduct(name: string, db: { url: string } | { dataDir: strin
     DEVICE_QUEUE_MAX: String(10 * S4_BACKLOG),
     ...('url' in db ? { DATABASE_URL: db.url } : { DATA_DIR: db.dataDir }),
   };
-  const nodeArgs = profile && CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF)}`] : [];
-  const { proc, logFile } = spawnNode(name, nodeArgs, path.join(ROOT, 'src/main.ts'), [], env);
+  const { proc, logFile } = spawnNode(name, productNodeArgs(profile), path.join(ROOT, 'src/main.ts'), [], env);
   await waitReady(name, proc, port, '/_matrix/client/versions', logFile);
   return { name, proc, port, pid: proc.pid!, logFile };
 }
@@ -804,7 +827,7 @@ function benchContext(): BenchContext {
     spawnNode,
     waitReady,
     stopServer,
-    cpuProfArgs: () => (CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF)}`] : []),
+    productNodeArgs,
     scratchDir: logDir,
     notes,
   };
@@ -875,7 +898,8 @@ async function main(): Promise<void> {
     ...table(),
     '',
     ...(notes.length > 0 ? ['Notes:', '', ...notes.map((n) => `- ${n}`), ''] : []),
-    'Method: each server runs in its own process (`node --import tsx`), the load generator (autocannon) in another, ' +
+    `Method: each server runs in its own process (\`node --import tsx\`; the product with the node flags of \`npm start\`: ${startScriptNodeArgs().join(' ') || 'none'}), ` +
+      'the load generator (autocannon) in another, ' +
       'this orchestrator is the client for S2–S7. S1 sends to one device with a fresh txnId per request; S2 parks a ' +
       '`/sync` long-poll, then sends `org.example.ping` to the server user and times until that long-poll returns the ' +
       'pong; S3 drains every device between requests; S4 fills the queue with S1 and further requests, then drains ' +

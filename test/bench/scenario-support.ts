@@ -43,8 +43,8 @@ export interface BenchContext {
   spawnNode(name: string, nodeArgs: string[], script: string, args: string[], env: Record<string, string>): { proc: ChildProcess; logFile: string };
   waitReady(name: string, proc: ChildProcess, port: number, readyPath: string, logFile: string): Promise<void>;
   stopServer(s: BenchServer): Promise<void>;
-  /** `--cpu-prof` arguments when BENCH_CPU_PROF is set, else []. */
-  cpuProfArgs(): string[];
+  /** Node arguments for a product server: those `npm start` uses, plus `--cpu-prof` when `profile` and BENCH_CPU_PROF is set. */
+  productNodeArgs(profile: boolean): string[];
   /** A scratch directory removed at cleanup. */
   scratchDir: string;
   /** Notes for under the table. */
@@ -87,8 +87,7 @@ export async function startConfiguredServer(
       ...opts.config,
     }),
   );
-  const nodeArgs = opts.profile === true ? ctx.cpuProfArgs() : [];
-  const { proc, logFile } = ctx.spawnNode(name, nodeArgs, path.join(ROOT, 'src/main.ts'), [], { CONFIG_FILE: configFile });
+  const { proc, logFile } = ctx.spawnNode(name, ctx.productNodeArgs(opts.profile === true), path.join(ROOT, 'src/main.ts'), [], { CONFIG_FILE: configFile });
   await ctx.waitReady(name, proc, port, '/_matrix/client/versions', logFile);
   return { name, proc, port, pid: proc.pid!, logFile };
 }
