@@ -32,7 +32,7 @@ import { HttpClient, pool, summarize } from './http-client.ts';
 import { appserviceScenario } from './appservice-scenario.ts';
 import { federationScenario } from './federation-scenario.ts';
 import type { LoadResult, LoadSpec } from './load.ts';
-import type { BenchContext } from './scenario-support.ts';
+import type { BenchContext, BenchRow } from './scenario-support.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BENCH_DIR = fileURLToPath(new URL('.', import.meta.url));
@@ -297,14 +297,7 @@ function sendPath(type: string): string {
 // ---------------------------------------------------------------------------------------------
 // Results
 
-interface Row {
-  id: string;
-  scenario: string;
-  figure: string;
-  floor: string;
-  ratio: string;
-  verdict: 'PASS' | 'MISS' | 'floor' | 'info' | 'n/a' | 'error';
-}
+type Row = BenchRow;
 
 const rows: Row[] = [];
 const notes: string[] = [];

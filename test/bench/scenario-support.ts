@@ -15,7 +15,7 @@ export const BENCH_DIR = fileURLToPath(new URL('.', import.meta.url));
 export const CLIENT = '/_matrix/client/v3';
 export const PASSWORD = 'bench password';
 
-/** One row of run.ts's table (same shape). */
+/** One row of the results table (run.ts prints and writes them). */
 export interface BenchRow {
   id: string;
   scenario: string;
