@@ -40,7 +40,7 @@ export async function loadHandlerModules(entries: readonly HandlerConfigEntry[])
   for (const entry of entries) {
     const file = locate(entry.module);
     if (file === null) {
-      problems.push(`handler module "${entry.module}" not found (looked for handlers/${entry.module}/index.ts or that path)`);
+      problems.push(`handler module "${entry.module}" not found (looked for handlers/${entry.module}/index.ts or index.js, or that path)`);
       continue;
     }
     let imported: { default?: unknown };

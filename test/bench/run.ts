@@ -14,10 +14,10 @@
  * them, 2000), BENCH_S4_BACKLOG (100000), BENCH_CPU_PROF (a directory: run the PostgreSQL product server,
  * S6's two servers and S7's server under --cpu-prof), BENCH_S6_ROUNDS (1000), BENCH_S6_MESSAGES (20000),
  * BENCH_S7_MESSAGES (20000), BENCH_SERVER_NODE_ARGS (node flags for the product servers instead of those
- * of `npm start`), BENCH_KEEP_LOGS (1: keep the servers' logs, in a directory named at the end). S6 (federation-scenario.ts) and S7 (appservice-scenario.ts) are in files of
+ * of `npm run start:prod`; the product runs built, see PRODUCT_SCRIPT), BENCH_KEEP_LOGS (1: keep the servers' logs, in a directory named at the end). S6 (federation-scenario.ts) and S7 (appservice-scenario.ts) are in files of
  * their own and get what they need from here as a BenchContext.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -99,7 +99,9 @@ interface Server {
 function spawnNode(name: string, nodeArgs: string[], script: string, args: string[], env: Record<string, string>): { proc: ChildProcess; logFile: string } {
   const logFile = path.join(logDir, `${name}.log`);
   const out = createWriteStream(logFile);
-  const proc = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', script, ...args], {
+  // TypeScript (floors, load generator, appservice bot) through tsx; the built product as it is.
+  const loader = script.endsWith('.ts') ? ['--import', 'tsx'] : [];
+  const proc = spawn(process.execPath, [...nodeArgs, ...loader, script, ...args], {
     cwd: ROOT,
     env: cleanEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -156,24 +158,32 @@ async function startFloor(mode: 'f1' | 'f2', dbUrl?: string): Promise<Server> {
 }
 
 /**
- * The node flags `npm start` runs the server with: package.json's `start` script is
- * `node <flags> --import tsx src/main.ts`, and the bench must measure the server as `npm start`
- * runs it (S5's RSS depends on V8's heap flags), so the flags are read from there rather than
- * repeated here. BENCH_SERVER_NODE_ARGS (space-separated) replaces them, to compare flags.
+ * The product is measured as it runs in production: `npm run build`'s JavaScript, started the
+ * way `npm run start:prod` starts it (`node <flags> dist/src/main.js`). Its node flags are read
+ * from that script rather than repeated here (S5's RSS depends on V8's heap flags);
+ * BENCH_SERVER_NODE_ARGS (space-separated) replaces them, to compare flags.
  */
+const PRODUCT_SCRIPT = path.join(ROOT, 'dist/src/main.js');
+
 function startScriptNodeArgs(): string[] {
   const override = process.env.BENCH_SERVER_NODE_ARGS;
   if (override !== undefined) return override.split(/\s+/).filter(Boolean);
   const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts?: Record<string, string> };
-  const start = pkg.scripts?.start ?? '';
+  const start = pkg.scripts?.['start:prod'] ?? '';
   const words = start.trim().split(/\s+/);
-  if (words[0] !== 'node' || words.slice(-3).join(' ') !== '--import tsx src/main.ts') {
-    throw new Error(`package.json scripts.start is not "node <flags> --import tsx src/main.ts" (the bench reads the server's node flags from it): ${start}`);
+  if (words[0] !== 'node' || words[words.length - 1] !== 'dist/src/main.js') {
+    throw new Error(`package.json scripts.start:prod is not "node <flags> dist/src/main.js" (the bench reads the server's node flags from it): ${start}`);
   }
-  return words.slice(1, -3);
+  return words.slice(1, -1);
 }
 
-/** Node arguments for a product server: `npm start`'s flags, plus --cpu-prof when profiling is asked for. */
+/** Builds the product (`npm run build`) so the bench never measures a stale dist/. */
+function buildProduct(): void {
+  log('building the product (npm run build)');
+  execFileSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
+/** Node arguments for a product server: `npm run start:prod`'s flags, plus --cpu-prof when profiling is asked for. */
 function productNodeArgs(profile: boolean): string[] {
   return [...startScriptNodeArgs(), ...(profile && CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF)}`] : [])];
 }
@@ -192,7 +202,7 @@ async function startProduct(name: string, db: { url: string } | { dataDir: strin
     DEVICE_QUEUE_MAX: String(10 * S4_BACKLOG),
     ...('url' in db ? { DATABASE_URL: db.url } : { DATA_DIR: db.dataDir }),
   };
-  const { proc, logFile } = spawnNode(name, productNodeArgs(profile), path.join(ROOT, 'src/main.ts'), [], env);
+  const { proc, logFile } = spawnNode(name, productNodeArgs(profile), PRODUCT_SCRIPT, [], env);
   await waitReady(name, proc, port, '/_matrix/client/versions', logFile);
   return { name, proc, port, pid: proc.pid!, logFile };
 }
@@ -820,6 +830,7 @@ function benchContext(): BenchContext {
     spawnNode,
     waitReady,
     stopServer,
+    productScript: PRODUCT_SCRIPT,
     productNodeArgs,
     scratchDir: logDir,
     notes,
@@ -861,6 +872,7 @@ async function main(): Promise<void> {
   watchdog.unref();
 
   const header = await machine();
+  if (['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'PGLITE'].some(want)) buildProduct();
   const fl = await floors();
   if (want('S1') || want('S2') || want('S3') || want('S4') || want('S5')) {
     try {
@@ -891,7 +903,7 @@ async function main(): Promise<void> {
     ...table(),
     '',
     ...(notes.length > 0 ? ['Notes:', '', ...notes.map((n) => `- ${n}`), ''] : []),
-    `Method: each server runs in its own process (\`node --import tsx\`; the product with the node flags of \`npm start\`: ${startScriptNodeArgs().join(' ') || 'none'}), ` +
+    `Method: each server runs in its own process: the floors under \`node --import tsx\`, the product as built by \`npm run build\` and started as \`npm run start:prod\` does (\`node dist/src/main.js\`, node flags: ${startScriptNodeArgs().join(' ') || 'none'}); ` +
       'the load generator (autocannon) in another, ' +
       'this orchestrator is the client for S2–S7. S1 sends to one device with a fresh txnId per request; S2 parks a ' +
       '`/sync` long-poll, then sends `org.example.ping` to the server user and times until that long-poll returns the ' +

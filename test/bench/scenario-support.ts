@@ -39,11 +39,13 @@ export interface BenchContext {
   /** A fresh PostgreSQL database (dropped at cleanup if still there); returns its URL. */
   createDatabase(name: string): Promise<string>;
   dropDatabase(name: string): Promise<void>;
-  /** A `node --import tsx script` child with a clean environment plus `env`; output to logFile. */
+  /** A `node script` child (`--import tsx` for a .ts script) with a clean environment plus `env`; output to logFile. */
   spawnNode(name: string, nodeArgs: string[], script: string, args: string[], env: Record<string, string>): { proc: ChildProcess; logFile: string };
   waitReady(name: string, proc: ChildProcess, port: number, readyPath: string, logFile: string): Promise<void>;
   stopServer(s: BenchServer): Promise<void>;
-  /** Node arguments for a product server: those `npm start` uses, plus `--cpu-prof` when `profile` and BENCH_CPU_PROF is set. */
+  /** The built product's entry point (dist/src/main.js, built before any scenario runs). */
+  productScript: string;
+  /** Node arguments for a product server: those `npm run start:prod` uses, plus `--cpu-prof` when `profile` and BENCH_CPU_PROF is set. */
   productNodeArgs(profile: boolean): string[];
   /** A scratch directory removed at cleanup. */
   scratchDir: string;
@@ -87,7 +89,7 @@ export async function startConfiguredServer(
       ...opts.config,
     }),
   );
-  const { proc, logFile } = ctx.spawnNode(name, ctx.productNodeArgs(opts.profile === true), path.join(ROOT, 'src/main.ts'), [], { CONFIG_FILE: configFile });
+  const { proc, logFile } = ctx.spawnNode(name, ctx.productNodeArgs(opts.profile === true), ctx.productScript, [], { CONFIG_FILE: configFile });
   await ctx.waitReady(name, proc, port, '/_matrix/client/versions', logFile);
   return { name, proc, port, pid: proc.pid!, logFile };
 }

@@ -38,6 +38,9 @@ export class ServerProcess {
     this.baseUrl = `http://127.0.0.1:${port}`;
   }
 
+  /** The node arguments that run the server: from source by default, or e.g. `['dist/src/main.js']` for the build. */
+  entry: string[] = ['--import', 'tsx', 'src/main.ts'];
+
   static async create(serverName: string, port: number, config: Record<string, unknown> = {}): Promise<ServerProcess> {
     const p = new ServerProcess(serverName, port, config);
     p.pg = await createPostgresDatabaseUrl();
@@ -55,7 +58,7 @@ export class ServerProcess {
         ...this.config,
       }),
     );
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    const child = spawn(process.execPath, this.entry, {
       cwd: ROOT,
       env: { ...process.env, CONFIG_FILE: configFile, LOG_LEVEL: 'info', DATABASE_URL: '' },
       stdio: ['ignore', 'ignore', 'pipe'],
