@@ -8,17 +8,24 @@
 import type * as MlsWire from './mls-wire.ts';
 import type * as KeyPackageValidation from './validate-key-package.ts';
 
-let wire: Promise<typeof MlsWire> | undefined;
-let keyPackages: Promise<typeof KeyPackageValidation> | undefined;
-
-/** mls-wire.ts (MLSMessage decoding), loaded once. */
-export function mlsWire(): Promise<typeof MlsWire> {
-  wire ??= import('./mls-wire.ts');
-  return wire;
+/**
+ * `load` run once and its promise shared — unless it fails: a failed import (a file replaced
+ * under a running server by a rebuild, say) is tried again at the next message rather than
+ * failing every MLS message until a restart.
+ */
+export function loadOnce<T>(load: () => Promise<T>): () => Promise<T> {
+  let loading: Promise<T> | undefined;
+  return () => {
+    loading ??= load().catch((e: unknown) => {
+      loading = undefined;
+      throw e;
+    });
+    return loading;
+  };
 }
 
-/** validate-key-package.ts (signatures, identities, lifetimes of KeyPackages), loaded once. */
-export function keyPackageValidation(): Promise<typeof KeyPackageValidation> {
-  keyPackages ??= import('./validate-key-package.ts');
-  return keyPackages;
-}
+/** mls-wire.ts (MLSMessage decoding). */
+export const mlsWire = loadOnce<typeof MlsWire>(() => import('./mls-wire.ts'));
+
+/** validate-key-package.ts (signatures, identities, lifetimes of KeyPackages). */
+export const keyPackageValidation = loadOnce<typeof KeyPackageValidation>(() => import('./validate-key-package.ts'));
