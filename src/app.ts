@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import type { Config } from './config/config.ts';
 import { createLogger, type Logger } from './logger.ts';
-import { cors } from './rest/cors.ts';
+import { corsHeaders, corsPreflight } from './rest/cors.ts';
 import { installErrorHandling } from './rest/errors.ts';
 import type { AppEnv } from './rest/env.ts';
 import { clientSupportRoutes } from './rest/routes/client-support.ts';
@@ -41,7 +41,7 @@ import { CountingToDeviceSync } from './metrics/counting-sync.ts';
 import { ServerMetrics } from './metrics/server-metrics.ts';
 import { TimedAppserviceClient } from './metrics/timed-appservice-client.ts';
 import { TimedFederationClient } from './metrics/timed-federation-client.ts';
-import { requestLog } from './rest/request-log.ts';
+import { installRequestLog } from './rest/request-log.ts';
 import { healthRoutes } from './rest/routes/health.ts';
 import { metricsRoutes } from './rest/routes/metrics.ts';
 import { OperationsStore } from './storage/operations-store.ts';
@@ -152,15 +152,13 @@ export function createApp(deps: AppDeps): App {
   let stopping = false;
   const health = healthRoutes({ checkDatabase: () => new OperationsStore(database.db).ping(), stopping: () => stopping });
   const app = new Hono<AppEnv>();
-  app.use(
-    requestLog({
-      log,
-      counters,
-      quietPaths: ['/health', '/health/ready'],
-      // Web clients (Element, matrix-js-sdk in a browser) need CORS on every client endpoint.
-      beforeRoute: (c) => (c.req.path.startsWith('/_matrix/') ? cors(c) : undefined),
-    }),
-  );
+  installRequestLog(app, {
+    log,
+    counters,
+    quietPaths: ['/health', '/health/ready'],
+    beforeRoute: corsPreflight,
+    beforeSend: corsHeaders,
+  });
   installErrorHandling(app, log);
 
   const client = new Hono<AppEnv>();

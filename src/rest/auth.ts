@@ -22,7 +22,7 @@ export function accessTokenOf(authorization: string | undefined, queryToken: str
  */
 export function requireAuth(deps: AuthDeps) {
   return createMiddleware<AppEnv>(async (c, next) => {
-    await authenticate(c, deps);
+    c.set('session', await authenticate(c, deps));
     await next();
   });
 }
@@ -33,16 +33,18 @@ export interface AuthDeps {
 }
 
 /**
- * What `requireAuth` does, called from inside a handler: the session, also put on the context.
- * Long-poll routes use this instead of the middleware, because a middleware stays suspended in
- * `await next()` (with the router's dispatch frame above it) for as long as the poll is parked.
+ * The session of the request's access token, also given to the request log. Long-poll routes
+ * call this from their handler instead of using `requireAuth` (which also puts the session on
+ * the context): a middleware stays suspended in `await next()`, with the router's dispatch frames
+ * above it, for as long as the poll is parked.
  */
 export async function authenticate(c: Context<AppEnv>, { accounts, appservices }: AuthDeps): Promise<Session> {
   const token = accessTokenOf(c.req.header('authorization'), c.req.query('access_token'));
   if (token === null) throw new MatrixError('M_MISSING_TOKEN', 'Missing access token');
   const as = appservices.byAsToken(token);
   const session = as === null ? await accounts.authenticate(token) : await appserviceSession(c.req.query(), as, accounts, appservices);
-  c.set('session', session);
+  const scope = c.env?.scope;
+  if (scope !== undefined) scope.session = session;
   return session;
 }
 

@@ -1,6 +1,3 @@
-import type { Context } from 'hono';
-import type { AppEnv } from './env.ts';
-
 /** The headers the Matrix spec (client-server API, "Web Browser Clients") asks for on every response. */
 export const CORS_HEADERS: Readonly<Record<string, string>> = {
   'Access-Control-Allow-Origin': '*',
@@ -8,20 +5,26 @@ export const CORS_HEADERS: Readonly<Record<string, string>> = {
   'Access-Control-Allow-Headers': 'X-Requested-With, Content-Type, Authorization',
 };
 
+/** Web clients (Element, matrix-js-sdk in a browser) need CORS on every Matrix endpoint. */
+function isMatrixPath(path: string): boolean {
+  return path === '/_matrix' || path.startsWith('/_matrix/');
+}
+
 /**
- * CORS for web clients, before the route runs: the three headers on every answer, and the
- * answer to a preflight (204), which the route is then not asked for; undefined otherwise.
+ * The answer to a CORS preflight (204; its headers come from corsHeaders), which no route is
+ * then asked for; undefined for any other request.
  *
  * Why not hono/cors: it sets headers on `c.res` before the route has answered, so the route's
  * response is then copied into a new one, which turns @hono/node-server's lightweight response
- * into a web-stream-backed one and costs every request a ReadableStream. Headers set with
- * `c.header()` before the route are merged into its response as it is built.
- *
- * Why not a middleware of its own: it runs inside the request log's (see requestLog's
- * `beforeRoute`), because every middleware stays suspended in `await next()` for as long as the
- * route takes, and a parked /sync long-poll takes minutes: one frame fewer per parked request.
+ * into a web-stream-backed one and costs every request a ReadableStream; and it is a middleware,
+ * which keeps frames suspended for as long as a long-poll is parked (see installRequestLog).
  */
-export function cors(c: Context<AppEnv>): Response | undefined {
-  for (const [name, value] of Object.entries(CORS_HEADERS)) c.header(name, value);
-  return c.req.method === 'OPTIONS' ? c.body(null, 204) : undefined;
+export function corsPreflight(request: Request, path: string): Response | undefined {
+  return request.method === 'OPTIONS' && isMatrixPath(path) ? new Response(null, { status: 204 }) : undefined;
+}
+
+/** The three CORS headers, on every answer under `/_matrix`. */
+export function corsHeaders(path: string, headers: Headers): void {
+  if (!isMatrixPath(path)) return;
+  for (const name in CORS_HEADERS) headers.set(name, CORS_HEADERS[name]!);
 }

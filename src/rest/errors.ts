@@ -16,7 +16,7 @@ export function errorResponse(c: Context, err: MatrixError): Response {
 export function installErrorHandling(app: Hono<AppEnv>, log: Logger): void {
   app.onError((err, c) => {
     if (err instanceof MatrixError) return errorResponse(c, err);
-    log.error('unhandled error', { requestId: c.get('requestId'), method: c.req.method, path: c.req.path, err: String(err), stack: (err as Error).stack });
+    log.error('unhandled error', { requestId: c.env?.scope?.requestId, method: c.req.method, path: c.req.path, err: String(err), stack: (err as Error).stack });
     return errorResponse(c, new MatrixError('M_UNKNOWN', 'Internal server error'));
   });
 

@@ -22,14 +22,16 @@ export function abortSignalConnection(signal: AbortSignal): ClientConnection {
 }
 
 /**
- * One parked long-poll: `wait` resolves at the first of `wake` (a message arrived), the timeout,
- * or the client's connection closing. A server holds tens of thousands of these at once, so a
- * wait is one object, one bound function (`wake`, which the notifier, the timer and the close
- * event all call) and one promise, and it removes its timer and listener as soon as it ends.
+ * One parked long-poll: `wait` calls its `onEnd` once, at the first of `wake` (a message
+ * arrived), the timeout, or the client's connection closing. A server holds tens of thousands of
+ * these at once, so a wait is one object and one bound function (`wake`, which the notifier, the
+ * timer and the close event all call), with a callback rather than a promise (a promise and the
+ * reactions chained on it cost more than the whole wait), and it removes its timer and listener
+ * as soon as it ends.
  */
 export class LongPoll {
   private woken = false;
-  private resolve: (() => void) | null = null;
+  private onEnd: (() => void) | null = null;
   private timer: NodeJS.Timeout | null = null;
   private connection: ClientConnection | null = null;
 
@@ -41,26 +43,28 @@ export class LongPoll {
     // the function at run time, which gives every instance's closure a property array of its own.
     this.wake = () => {
       this.woken = true;
-      const resolve = this.resolve;
-      if (resolve === null) return;
-      this.resolve = null;
+      const onEnd = this.onEnd;
+      if (onEnd === null) return;
+      this.onEnd = null;
       if (this.timer !== null) clearTimeout(this.timer);
       this.timer = null;
       this.connection?.off('close', this.wake);
       this.connection = null;
-      resolve();
+      onEnd();
     };
   }
 
-  wait(timeoutMs: number, connection: ClientConnection | undefined): Promise<void> {
-    if (this.woken || connection?.destroyed === true) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      this.resolve = resolve;
-      this.timer = setTimeout(this.wake, timeoutMs);
-      if (connection !== undefined) {
-        this.connection = connection;
-        connection.on('close', this.wake);
-      }
-    });
+  /** Calls `onEnd` once the wait is over: at once if `wake` was already called or the connection is closed. */
+  wait(timeoutMs: number, connection: ClientConnection | undefined, onEnd: () => void): void {
+    if (this.woken || connection?.destroyed === true) {
+      onEnd();
+      return;
+    }
+    this.onEnd = onEnd;
+    this.timer = setTimeout(this.wake, timeoutMs);
+    if (connection !== undefined) {
+      this.connection = connection;
+      connection.on('close', this.wake);
+    }
   }
 }

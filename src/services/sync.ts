@@ -1,5 +1,5 @@
 import type { Db } from '../storage/database.ts';
-import { DeviceInboxStore } from '../storage/device-inbox-store.ts';
+import { DeviceInboxStore, type DeliveredMessage } from '../storage/device-inbox-store.ts';
 import { LongPoll, type ClientConnection } from './long-poll.ts';
 import type { Notifier } from './notifier.ts';
 
@@ -47,33 +47,56 @@ export class ToDeviceSyncService {
     this.store = new DeviceInboxStore(db);
   }
 
-  async sync(input: ToDeviceSyncInput): Promise<ToDeviceBatch> {
-    const store = this.store;
-    // Subscribe before reading, so a message stored between the read and the wait still wakes us.
-    const poll = new LongPoll();
-    this.notifier.subscribe(input.userId, input.deviceId, poll.wake);
-    try {
+  /**
+   * Acknowledges, reads, and if there is nothing, waits and reads again; the answer is
+   * `respond(batch)`. Written with callbacks around one promise rather than as an async function
+   * with a `.then` for the caller: a parked long-poll holds whatever is suspended for minutes, and
+   * a server holds tens of thousands of them. This way a parked poll holds one promise, the
+   * LongPoll and a few closures, not suspended frames and a chain of promises.
+   */
+  sync<T>(input: ToDeviceSyncInput, respond: (batch: ToDeviceBatch) => T): Promise<T> {
+    const { store, notifier } = this;
+    const { userId, deviceId, limit, connection } = input;
+    return new Promise<T>((resolve, reject) => {
+      // Subscribe before reading, so a message stored between the read and the wait still wakes us.
+      const poll = new LongPoll();
+      notifier.subscribe(userId, deviceId, poll.wake);
+      const fail = (e: unknown): void => {
+        notifier.unsubscribe(userId, deviceId, poll.wake);
+        reject(e);
+      };
+      const finish = (after: number, rows: readonly DeliveredMessage[]): void => {
+        notifier.unsubscribe(userId, deviceId, poll.wake);
+        try {
+          resolve(respond(this.batch(after, rows)));
+        } catch (e) {
+          reject(e);
+        }
+      };
       // A token beyond any id ever drawn (a restored database, a forged token) must not
       // acknowledge messages the client never saw: it counts as no token (after = 0).
       const first =
         input.since === null || input.since === 0
-          ? { after: 0, rows: await store.fetch(input.userId, input.deviceId, 0, input.limit) }
-          : await store.ackAndFetch(input.userId, input.deviceId, input.since, input.limit);
-      const after = first.after;
-      let rows = first.rows;
-      if (rows.length === 0 && input.timeoutMs > 0 && !isClosed(input.connection)) {
-        await poll.wait(input.timeoutMs, input.connection);
-        if (!isClosed(input.connection)) rows = await store.fetch(input.userId, input.deviceId, after, input.limit);
-      }
-      const last = rows[rows.length - 1];
-      this.delivered(rows.length);
-      return {
-        events: rows.map((r) => ({ sender: r.sender, type: r.type, contentJson: r.content })),
-        nextPosition: last === undefined ? after : last.streamId,
-      };
-    } finally {
-      this.notifier.unsubscribe(input.userId, input.deviceId, poll.wake);
-    }
+          ? store.fetch(userId, deviceId, 0, limit).then((rows) => ({ after: 0, rows }))
+          : store.ackAndFetch(userId, deviceId, input.since, limit);
+      first.then(({ after, rows }) => {
+        if (rows.length > 0 || input.timeoutMs <= 0 || isClosed(connection)) return finish(after, rows);
+        poll.wait(input.timeoutMs, connection, () => {
+          // A client that has gone gets nothing more fetched, so nothing is acknowledged for it.
+          if (isClosed(connection)) finish(after, []);
+          else store.fetch(userId, deviceId, after, limit).then((more) => finish(after, more), fail);
+        });
+      }, fail);
+    });
+  }
+
+  private batch(after: number, rows: readonly DeliveredMessage[]): ToDeviceBatch {
+    const last = rows[rows.length - 1];
+    this.delivered(rows.length);
+    return {
+      events: rows.map((r) => ({ sender: r.sender, type: r.type, contentJson: r.content })),
+      nextPosition: last === undefined ? after : last.streamId,
+    };
   }
 
   /** Called with the number of events each response carries; a subclass counts them. */

@@ -46,20 +46,25 @@ export function slidingSyncRoutes(s: Services): Hono<AppEnv> {
       return c.json(response);
     }
     const since = ext.since === undefined ? null : parseSyncToken(ext.since, 'extensions.to_device.since');
-    const batch = await s.toDeviceSync.sync({
-      userId: session.userId,
-      deviceId: deviceOf(session),
-      since,
-      limit: Math.min(ext.limit ?? s.config.limits.syncToDeviceLimit, s.config.limits.syncToDeviceLimit),
-      timeoutMs: pos === undefined ? 0 : timeout,
-      connection: clientConnectionOf(c),
-    });
-    const nextBatch = encodeSyncToken(batch.nextPosition);
-    response.pos = nextBatch;
-    response.extensions = { to_device: { next_batch: nextBatch, events: EVENTS } };
-    return c.body(JSON.stringify(response).replace(JSON.stringify(EVENTS), toDeviceEventsJson(batch.events)), 200, {
-      'content-type': 'application/json',
-    });
+    // Returned, not awaited: this handler's frame ends while the poll is parked (see ToDeviceSyncService.sync).
+    return s.toDeviceSync.sync(
+      {
+        userId: session.userId,
+        deviceId: deviceOf(session),
+        since,
+        limit: Math.min(ext.limit ?? s.config.limits.syncToDeviceLimit, s.config.limits.syncToDeviceLimit),
+        timeoutMs: pos === undefined ? 0 : timeout,
+        connection: clientConnectionOf(c),
+      },
+      (batch) => {
+        const nextBatch = encodeSyncToken(batch.nextPosition);
+        response.pos = nextBatch;
+        response.extensions = { to_device: { next_batch: nextBatch, events: EVENTS } };
+        return c.body(JSON.stringify(response).replace(JSON.stringify(EVENTS), toDeviceEventsJson(batch.events)), 200, {
+          'content-type': 'application/json',
+        });
+      },
+    );
   });
 
   return r;

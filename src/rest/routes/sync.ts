@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import { MatrixError } from '../../errors/matrix-error.ts';
 import type { Services } from '../../services/services.ts';
-import { toDeviceEventsJson } from '../../services/sync.ts';
+import { toDeviceEventsJson, type ToDeviceBatch } from '../../services/sync.ts';
 import { authenticate, deviceOf } from '../auth.ts';
 import { clientConnectionOf } from '../client-connection.ts';
 import type { AppEnv } from '../env.ts';
@@ -29,27 +29,35 @@ export function syncRoutes(s: Services): Hono<AppEnv> {
     const filter = c.req.query('filter');
     if (filter !== undefined && filter !== '') await s.filters.checkSyncParam(session.userId, filter);
 
-    // As in Synapse, an initial or full-state sync answers at once.
-    const batch = await s.toDeviceSync.sync({
-      userId: session.userId,
-      deviceId: deviceOf(session),
-      since,
-      limit: s.config.limits.syncToDeviceLimit,
-      timeoutMs: since === null || fullState ? 0 : timeout,
-      connection: clientConnectionOf(c),
-    });
-    const shell = JSON.stringify({
-      next_batch: encodeSyncToken(batch.nextPosition),
-      rooms: { join: {}, invite: {}, leave: {}, knock: {} },
-      account_data: { events: [] },
-      presence: { events: [] },
-      to_device: { events: EVENTS },
-      device_lists: { changed: [], left: [] },
-      device_one_time_keys_count: {},
-      device_unused_fallback_key_types: [],
-    });
-    return c.body(shell.replace(JSON.stringify(EVENTS), toDeviceEventsJson(batch.events)), 200, { 'content-type': 'application/json' });
+    // As in Synapse, an initial or full-state sync answers at once. Returned, not awaited: this
+    // handler's frame ends while the poll is parked (see ToDeviceSyncService.sync).
+    return s.toDeviceSync.sync(
+      {
+        userId: session.userId,
+        deviceId: deviceOf(session),
+        since,
+        limit: s.config.limits.syncToDeviceLimit,
+        timeoutMs: since === null || fullState ? 0 : timeout,
+        connection: clientConnectionOf(c),
+      },
+      (batch) => c.body(syncResponseJson(batch), 200, { 'content-type': 'application/json' }),
+    );
   });
 
   return r;
+}
+
+/** The /sync response: no rooms, presence or account data here, the to-device batch spliced in as stored JSON. */
+function syncResponseJson(batch: ToDeviceBatch): string {
+  const shell = JSON.stringify({
+    next_batch: encodeSyncToken(batch.nextPosition),
+    rooms: { join: {}, invite: {}, leave: {}, knock: {} },
+    account_data: { events: [] },
+    presence: { events: [] },
+    to_device: { events: EVENTS },
+    device_lists: { changed: [], left: [] },
+    device_one_time_keys_count: {},
+    device_unused_fallback_key_types: [],
+  });
+  return shell.replace(JSON.stringify(EVENTS), toDeviceEventsJson(batch.events));
 }
