@@ -22,20 +22,20 @@ export function abortSignalConnection(signal: AbortSignal): ClientConnection {
 }
 
 /**
- * One parked long-poll: `wait` calls its `onEnd` once, at the first of `wake` (a message
- * arrived), the timeout, or the client's connection closing. A server holds tens of thousands of
- * these at once, so a wait is one object and one bound function (`wake`, which the notifier, the
- * timer and the close event all call), with a callback rather than a promise (a promise and the
- * reactions chained on it cost more than the whole wait), and it removes its timer and listener
- * as soon as it ends.
+ * One parked long-poll: once `park` is called, `ended` runs once, at the first of `wake` (a
+ * message arrived), the timeout, or the client's connection closing. A server holds tens of
+ * thousands of these at once, so the request's own state lives in the subclass, in this one
+ * object, with one bound function (`wake`, which the notifier, the timer and the close event all
+ * call): a callback or promise per stage would each cost more than the whole wait. The timer and
+ * the listener are removed as soon as the wait ends.
  */
-export class LongPoll {
+export abstract class LongPoll {
   private woken = false;
-  private onEnd: (() => void) | null = null;
+  private parked = false;
   private timer: NodeJS.Timeout | null = null;
-  private connection: ClientConnection | null = null;
+  private watched: ClientConnection | null = null;
 
-  /** Ends the wait (or, before `wait`, makes it end at once); safe to call more than once. */
+  /** Ends the wait (or, before `park`, makes it end at once); safe to call more than once. */
   readonly wake: () => void;
 
   constructor() {
@@ -43,28 +43,30 @@ export class LongPoll {
     // the function at run time, which gives every instance's closure a property array of its own.
     this.wake = () => {
       this.woken = true;
-      const onEnd = this.onEnd;
-      if (onEnd === null) return;
-      this.onEnd = null;
+      if (!this.parked) return;
+      this.parked = false;
       if (this.timer !== null) clearTimeout(this.timer);
       this.timer = null;
-      this.connection?.off('close', this.wake);
-      this.connection = null;
-      onEnd();
+      this.watched?.off('close', this.wake);
+      this.watched = null;
+      this.ended();
     };
   }
 
-  /** Calls `onEnd` once the wait is over: at once if `wake` was already called or the connection is closed. */
-  wait(timeoutMs: number, connection: ClientConnection | undefined, onEnd: () => void): void {
+  /** Waits; `ended` runs at once if `wake` was already called or the connection is closed. */
+  protected park(timeoutMs: number, connection: ClientConnection | undefined): void {
     if (this.woken || connection?.destroyed === true) {
-      onEnd();
+      this.ended();
       return;
     }
-    this.onEnd = onEnd;
+    this.parked = true;
     this.timer = setTimeout(this.wake, timeoutMs);
     if (connection !== undefined) {
-      this.connection = connection;
+      this.watched = connection;
       connection.on('close', this.wake);
     }
   }
+
+  /** The wait is over (woken, timed out, or the client gone). */
+  protected abstract ended(): void;
 }

@@ -49,48 +49,16 @@ export class ToDeviceSyncService {
 
   /**
    * Acknowledges, reads, and if there is nothing, waits and reads again; the answer is
-   * `respond(batch)`. Written with callbacks around one promise rather than as an async function
-   * with a `.then` for the caller: a parked long-poll holds whatever is suspended for minutes, and
-   * a server holds tens of thousands of them. This way a parked poll holds one promise, the
-   * LongPoll and a few closures, not suspended frames and a chain of promises.
+   * `respond(batch)`. Not an async function with a `.then` for the caller: a parked long-poll
+   * holds whatever is suspended for minutes, and a server holds tens of thousands of them. A
+   * PendingSync holds all of a parked poll's state in one object, around one promise.
    */
   sync<T>(input: ToDeviceSyncInput, respond: (batch: ToDeviceBatch) => T): Promise<T> {
-    const { store, notifier } = this;
-    const { userId, deviceId, limit, connection } = input;
-    return new Promise<T>((resolve, reject) => {
-      // Subscribe before reading, so a message stored between the read and the wait still wakes us.
-      const poll = new LongPoll();
-      notifier.subscribe(userId, deviceId, poll.wake);
-      const fail = (e: unknown): void => {
-        notifier.unsubscribe(userId, deviceId, poll.wake);
-        reject(e);
-      };
-      const finish = (after: number, rows: readonly DeliveredMessage[]): void => {
-        notifier.unsubscribe(userId, deviceId, poll.wake);
-        try {
-          resolve(respond(this.batch(after, rows)));
-        } catch (e) {
-          reject(e);
-        }
-      };
-      // A token beyond any id ever drawn (a restored database, a forged token) must not
-      // acknowledge messages the client never saw: it counts as no token (after = 0).
-      const first =
-        input.since === null || input.since === 0
-          ? store.fetch(userId, deviceId, 0, limit).then((rows) => ({ after: 0, rows }))
-          : store.ackAndFetch(userId, deviceId, input.since, limit);
-      first.then(({ after, rows }) => {
-        if (rows.length > 0 || input.timeoutMs <= 0 || isClosed(connection)) return finish(after, rows);
-        poll.wait(input.timeoutMs, connection, () => {
-          // A client that has gone gets nothing more fetched, so nothing is acknowledged for it.
-          if (isClosed(connection)) finish(after, []);
-          else store.fetch(userId, deviceId, after, limit).then((more) => finish(after, more), fail);
-        });
-      }, fail);
-    });
+    return new PendingSync(this, this.store, this.notifier, input, respond).start();
   }
 
-  private batch(after: number, rows: readonly DeliveredMessage[]): ToDeviceBatch {
+  /** The batch answering a sync, counted (see `delivered`). */
+  batchOf(after: number, rows: readonly DeliveredMessage[]): ToDeviceBatch {
     const last = rows[rows.length - 1];
     this.delivered(rows.length);
     return {
@@ -102,6 +70,86 @@ export class ToDeviceSyncService {
   /** Called with the number of events each response carries; a subclass counts them. */
   protected delivered(_count: number): void {}
 }
+
+/** One /sync request, from its first read to its answer. */
+class PendingSync<T> extends LongPoll {
+  // Copied out of the input, so that a parked poll does not keep the whole input object.
+  private readonly userId: string;
+  private readonly deviceId: string;
+  private readonly since: number | null;
+  private readonly limit: number;
+  private readonly timeoutMs: number;
+  private readonly connection: ClientConnection | undefined;
+  private after = 0;
+  private resolve: (answer: T) => void = noop;
+  private reject: (e: unknown) => void = noop;
+
+  constructor(
+    private readonly service: ToDeviceSyncService,
+    private readonly store: DeviceInboxStore,
+    private readonly notifier: Notifier,
+    input: ToDeviceSyncInput,
+    private readonly respond: (batch: ToDeviceBatch) => T,
+  ) {
+    super();
+    this.userId = input.userId;
+    this.deviceId = input.deviceId;
+    this.since = input.since;
+    this.limit = input.limit;
+    this.timeoutMs = input.timeoutMs;
+    this.connection = input.connection;
+  }
+
+  start(): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+      // Subscribe before reading, so a message stored between the read and the wait still wakes us.
+      this.notifier.subscribe(this.userId, this.deviceId, this.wake);
+      // A token beyond any id ever drawn (a restored database, a forged token) must not
+      // acknowledge messages the client never saw: it counts as no token (after = 0).
+      const first =
+        this.since === null || this.since === 0
+          ? this.store.fetch(this.userId, this.deviceId, 0, this.limit).then((rows) => ({ after: 0, rows }))
+          : this.store.ackAndFetch(this.userId, this.deviceId, this.since, this.limit);
+      first.then(
+        ({ after, rows }) => {
+          this.after = after;
+          if (rows.length > 0 || this.timeoutMs <= 0 || isClosed(this.connection)) this.finish(rows);
+          else this.park(this.timeoutMs, this.connection);
+        },
+        (e: unknown) => this.fail(e),
+      );
+    });
+  }
+
+  protected ended(): void {
+    // A client that has gone gets nothing more fetched, so nothing is acknowledged for it.
+    if (isClosed(this.connection)) this.finish([]);
+    else {
+      this.store.fetch(this.userId, this.deviceId, this.after, this.limit).then(
+        (rows) => this.finish(rows),
+        (e: unknown) => this.fail(e),
+      );
+    }
+  }
+
+  private finish(rows: readonly DeliveredMessage[]): void {
+    this.notifier.unsubscribe(this.userId, this.deviceId, this.wake);
+    try {
+      this.resolve(this.respond(this.service.batchOf(this.after, rows)));
+    } catch (e) {
+      this.reject(e);
+    }
+  }
+
+  private fail(e: unknown): void {
+    this.notifier.unsubscribe(this.userId, this.deviceId, this.wake);
+    this.reject(e);
+  }
+}
+
+function noop(): void {}
 
 /** A function, not an inline test, so the check after the wait is not narrowed away by the one before it. */
 function isClosed(connection: ClientConnection | undefined): boolean {
