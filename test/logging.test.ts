@@ -7,6 +7,7 @@ import { createLogger } from '../src/logger.ts';
 import type { HandlerModule } from '../src/server-user/define-handler.ts';
 import type { Database } from '../src/storage/database.ts';
 import { TestClient } from './support/client.ts';
+import { serveOverHttp } from './support/http-server.ts';
 import { SERVER_NAME } from './support/test-app.ts';
 import { createTestDatabase } from './support/test-database.ts';
 
@@ -76,6 +77,26 @@ describe('logs', () => {
 
     const all = lines.join('\n');
     for (const secret of [alice.token, bob.token, bob2.token, PASSWORD, CONTENT_MARKER, NONCE_MARKER]) expect(all).not.toContain(secret);
+  });
+
+  it('logs the user of a long-poll served over real HTTP, and leaves a caller\'s bindings unchanged', async () => {
+    const carol = await TestClient.register(built.app, 'carol', { password: PASSWORD });
+    const initial = await carol.sync();
+    const http = await serveOverHttp(built);
+    try {
+      const res = await fetch(`${http.baseUrl}/_matrix/client/v3/sync?since=${initial.next_batch}&timeout=50`, { headers: { authorization: `Bearer ${carol.token}` } });
+      expect(res.status).toBe(200);
+      const id = res.headers.get('x-request-id');
+      const line = lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'request' && l.requestId === id);
+      expect(line).toMatchObject({ path: '/_matrix/client/v3/sync', status: 200, userId: carol.userId, deviceId: carol.deviceId });
+    } finally {
+      await http.close();
+    }
+    // A bindings object passed to app.request is the caller's: copied, not written to.
+    const env = { shared: true };
+    const res = await built.app.request('/_matrix/client/versions', {}, env);
+    expect(res.status).toBe(200);
+    expect(env).toEqual({ shared: true });
   });
 
   it('redacts secret-looking fields whoever logs them', () => {

@@ -1,3 +1,4 @@
+import { ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Hono } from 'hono';
 import type { Logger } from '../logger.ts';
@@ -57,10 +58,7 @@ export function installRequestLog(app: Hono<AppEnv>, opts: RequestLogOptions): v
     const path = app.getPath(request);
     const early = opts.beforeRoute?.(request, path);
     if (early !== undefined) return finish(request, path, scope, started, early);
-    // Onto @hono/node-server's own bindings object ({incoming, outgoing}, one per request) rather than a copy of it.
-    const bindings: { scope?: RequestScope } = env ?? {};
-    bindings.scope = scope;
-    const answer = dispatch(request, bindings, executionCtx);
+    const answer = dispatch(request, withScope(env, scope), executionCtx);
     return answer instanceof Promise
       ? answer.then(
           (res) => finish(request, path, scope, started, res),
@@ -72,6 +70,21 @@ export function installRequestLog(app: Hono<AppEnv>, opts: RequestLogOptions): v
         )
       : finish(request, path, scope, started, answer);
   };
+}
+
+/**
+ * The bindings the app sees, with the scope. @hono/node-server makes a bindings object per request
+ * ({incoming, outgoing}): the scope goes onto it rather than onto a copy, whose shape V8 would
+ * make anew for every request. Anything else a caller passes in is copied, never changed.
+ */
+function withScope(env: object | undefined, scope: RequestScope): { scope: RequestScope } {
+  if (env === undefined) return { scope };
+  if ('outgoing' in env && env.outgoing instanceof ServerResponse) {
+    const bindings: { outgoing: unknown; scope?: RequestScope } = env;
+    bindings.scope = scope;
+    return bindings as { scope: RequestScope };
+  }
+  return { ...env, scope };
 }
 
 /** The response with the request id and `beforeSend`'s headers; copied first if its headers are immutable (`Response.error()`, a fetched response). */

@@ -115,8 +115,13 @@ class PendingSync<T> extends LongPoll {
       first.then(
         ({ after, rows }) => {
           this.after = after;
-          if (rows.length > 0 || this.timeoutMs <= 0 || isClosed(this.connection)) this.finish(rows);
-          else this.park(this.timeoutMs, this.connection);
+          try {
+            if (rows.length > 0 || this.timeoutMs <= 0 || isClosed(this.connection)) this.finish(rows);
+            else this.park(this.timeoutMs, this.connection);
+          } catch (e) {
+            // Nothing awaits this callback's promise: a throw here must answer the request, not go unhandled.
+            this.fail(e);
+          }
         },
         (e: unknown) => this.fail(e),
       );

@@ -3,7 +3,7 @@ import { serve } from '@hono/node-server';
 import type { TestApp } from './test-app.ts';
 
 /** Serves a test app over real HTTP on a free loopback port. */
-export async function serveOverHttp(t: TestApp, port = 0): Promise<{ baseUrl: string; close(): Promise<void> }> {
+export async function serveOverHttp(t: Pick<TestApp, 'app'>, port = 0): Promise<{ baseUrl: string; close(): Promise<void> }> {
   return new Promise((resolve) => {
     const server = serve({ fetch: t.app.fetch, hostname: '127.0.0.1', port }, (info: AddressInfo) => {
       resolve({
