@@ -10,7 +10,10 @@ import { abortSignalConnection, type ClientConnection } from '../services/long-p
  * socket (`app.request()` in tests) the request's own AbortSignal stands in.
  */
 export function clientConnectionOf(c: Context): ClientConnection {
-  const env: unknown = c.env;
-  if (typeof env === 'object' && env !== null && 'outgoing' in env && env.outgoing instanceof ServerResponse) return env.outgoing;
-  return abortSignalConnection(c.req.raw.signal);
+  return nodeResponseOf(c.env) ?? abortSignalConnection(c.req.raw.signal);
+}
+
+/** Node's response in @hono/node-server's bindings (`{incoming, outgoing}`, one object per request); undefined for any other bindings. */
+export function nodeResponseOf(env: unknown): ServerResponse | undefined {
+  return typeof env === 'object' && env !== null && 'outgoing' in env && env.outgoing instanceof ServerResponse ? env.outgoing : undefined;
 }

@@ -1,8 +1,8 @@
-import { ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Hono } from 'hono';
 import type { Logger } from '../logger.ts';
 import { HTTP_REQUEST_SECONDS, type Counters } from '../services/counters.ts';
+import { nodeResponseOf } from './client-connection.ts';
 import type { AppEnv, RequestScope } from './env.ts';
 import { requestIdSource } from './request-id.ts';
 
@@ -79,8 +79,8 @@ export function installRequestLog(app: Hono<AppEnv>, opts: RequestLogOptions): v
  */
 function withScope(env: object | undefined, scope: RequestScope): { scope: RequestScope } {
   if (env === undefined) return { scope };
-  if ('outgoing' in env && env.outgoing instanceof ServerResponse) {
-    const bindings: { outgoing: unknown; scope?: RequestScope } = env;
+  if (nodeResponseOf(env) !== undefined) {
+    const bindings: { scope?: RequestScope } = env;
     bindings.scope = scope;
     return bindings as { scope: RequestScope };
   }
