@@ -1,5 +1,6 @@
 import type { Counters } from '../services/counters.ts';
-import { Notifier } from '../services/notifier.ts';
+import { Notifier, type WakeUp } from '../services/notifier.ts';
+import type { NewMessages } from '../storage/new-messages.ts';
 
 export const WAKEUPS_COUNTER = 'to_device_sync_wakeups_total';
 
@@ -13,8 +14,8 @@ export class CountingNotifier extends Notifier {
     super();
   }
 
-  protected override wake(onWake: () => void): void {
+  protected override wake(onWake: WakeUp, news: NewMessages | undefined): void {
     this.counters.inc(WAKEUPS_COUNTER);
-    onWake();
+    onWake(news);
   }
 }

@@ -35,13 +35,17 @@ export abstract class LongPoll {
   private timer: NodeJS.Timeout | null = null;
   private watched: ClientConnection | null = null;
 
-  /** Ends the wait (or, before `park`, makes it end at once); safe to call more than once. */
-  readonly wake: () => void;
+  /**
+   * Ends the wait (or, before `park`, makes it end at once); safe to call more than once. What it
+   * is called with (the notifier's news, or nothing, or an abort event) goes to `heard`.
+   */
+  readonly wake: (news?: unknown) => void;
 
   constructor() {
     // Assigned here rather than as a class field (`wake = () => …`): a field initializer names
     // the function at run time, which gives every instance's closure a property array of its own.
-    this.wake = () => {
+    this.wake = (news?: unknown) => {
+      if (!this.woken) this.heard(news);
       this.woken = true;
       if (!this.parked) return;
       this.parked = false;
@@ -69,4 +73,7 @@ export abstract class LongPoll {
 
   /** The wait is over (woken, timed out, or the client gone). */
   protected abstract ended(): void;
+
+  /** What the first wake-up was called with, before `ended` runs; a subclass may keep it. */
+  protected heard(_news: unknown): void {}
 }

@@ -1,3 +1,5 @@
+import type { NewMessages } from '../storage/new-messages.ts';
+
 /**
  * Wakes long-polling `/sync` requests of one device when a message for that device is stored.
  * In-process only; several processes are joined through PostgreSQL LISTEN/NOTIFY on top of this.
@@ -6,8 +8,10 @@
  * of its own: the caller's wake-up function is stored as it is (alone, or in a Set once a device
  * has several polls) and removed by identity, rather than wrapped or paired with a cancel closure.
  */
+export type WakeUp = (news?: NewMessages) => void;
+
 export class Notifier {
-  private readonly listeners = new Map<string, (() => void) | Set<() => void>>();
+  private readonly listeners = new Map<string, WakeUp | Set<WakeUp>>();
   private closed = false;
 
   private static key(userId: string, deviceId: string): string {
@@ -15,9 +19,9 @@ export class Notifier {
   }
 
   /** Registers a one-shot wake-up, until it is called or `unsubscribe` is called with it. */
-  subscribe(userId: string, deviceId: string, onWake: () => void): void {
+  subscribe(userId: string, deviceId: string, onWake: WakeUp): void {
     if (this.closed) {
-      queueMicrotask(() => this.wake(onWake));
+      queueMicrotask(() => this.wake(onWake, undefined));
       return;
     }
     const key = Notifier.key(userId, deviceId);
@@ -28,7 +32,7 @@ export class Notifier {
   }
 
   /** Cancels a wake-up registered with `subscribe`; harmless once it has been called. */
-  unsubscribe(userId: string, deviceId: string, onWake: () => void): void {
+  unsubscribe(userId: string, deviceId: string, onWake: WakeUp): void {
     const key = Notifier.key(userId, deviceId);
     const current = this.listeners.get(key);
     if (current === onWake) this.listeners.delete(key);
@@ -38,12 +42,16 @@ export class Notifier {
     }
   }
 
-  notify(userId: string, deviceId: string): void {
+  /**
+   * Wakes the device's waiting polls. `news`, when the caller stored the messages itself, is
+   * what it stored: a poll may answer from it instead of reading (see {@link NewMessages}).
+   */
+  notify(userId: string, deviceId: string, news?: NewMessages): void {
     const key = Notifier.key(userId, deviceId);
     const current = this.listeners.get(key);
     if (current === undefined) return;
     this.listeners.delete(key);
-    this.wakeEach(current);
+    this.wakeEach(current, news);
   }
 
   /** Ends every long-poll now and any later one at once (graceful shutdown: they answer instead of holding the server). */
@@ -62,12 +70,12 @@ export class Notifier {
   }
 
   /** Calls one waiting poll's wake-up; the one place a subclass needs to see each wake-up. */
-  protected wake(onWake: () => void): void {
-    onWake();
+  protected wake(onWake: WakeUp, news: NewMessages | undefined): void {
+    onWake(news);
   }
 
-  private wakeEach(current: (() => void) | Set<() => void>): void {
-    if (current instanceof Set) for (const onWake of current) this.wake(onWake);
-    else this.wake(current);
+  private wakeEach(current: WakeUp | Set<WakeUp>, news?: NewMessages): void {
+    if (current instanceof Set) for (const onWake of current) this.wake(onWake, news);
+    else this.wake(current, news);
   }
 }

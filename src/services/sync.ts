@@ -1,5 +1,6 @@
 import type { Db } from '../storage/database.ts';
 import { DeviceInboxStore, type DeliveredMessage } from '../storage/device-inbox-store.ts';
+import { NewMessages } from '../storage/new-messages.ts';
 import { LongPoll, type ClientConnection } from './long-poll.ts';
 import type { Notifier } from './notifier.ts';
 
@@ -81,6 +82,9 @@ class PendingSync<T> extends LongPoll {
   private readonly timeoutMs: number;
   private readonly connection: ClientConnection | undefined;
   private after = 0;
+  /** The device's last stream id as the first read saw it. */
+  private lastStreamId = -1;
+  private news: NewMessages | null = null;
   private resolve: (answer: T) => void = noop;
   private reject: (e: unknown) => void = noop;
 
@@ -110,11 +114,12 @@ class PendingSync<T> extends LongPoll {
       // acknowledge messages the client never saw: it counts as no token (after = 0).
       const first =
         this.since === null || this.since === 0
-          ? this.store.fetch(this.userId, this.deviceId, 0, this.limit).then((rows) => ({ after: 0, rows }))
+          ? this.store.fetchFirst(this.userId, this.deviceId, this.limit)
           : this.store.ackAndFetch(this.userId, this.deviceId, this.since, this.limit);
       first.then(
-        ({ after, rows }) => {
+        ({ after, lastStreamId, rows }) => {
           this.after = after;
+          this.lastStreamId = lastStreamId;
           try {
             if (rows.length > 0 || this.timeoutMs <= 0 || isClosed(this.connection)) this.finish(rows);
             else this.park(this.timeoutMs, this.connection);
@@ -128,10 +133,19 @@ class PendingSync<T> extends LongPoll {
     });
   }
 
+  protected override heard(news: unknown): void {
+    if (news instanceof NewMessages) this.news = news;
+  }
+
   protected ended(): void {
     // A client that has gone gets nothing more fetched, so nothing is acknowledged for it.
     if (isClosed(this.connection)) this.finish([]);
-    else {
+    else if (this.news !== null && this.news.previousId === this.lastStreamId) {
+      // The enqueue that woke us was the device's first since our read, so its messages are
+      // everything pending: answering from them saves the read, one database round trip.
+      const after = this.after;
+      this.finish(this.news.messages.filter((m) => m.streamId > after).slice(0, this.limit));
+    } else {
       this.store.fetch(this.userId, this.deviceId, this.after, this.limit).then(
         (rows) => this.finish(rows),
         (e: unknown) => this.fail(e),

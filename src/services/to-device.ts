@@ -6,13 +6,16 @@ import {
   DeviceInboxStore,
   type DeviceSelector,
   type EnqueueRequest,
+  type DeliveredMessage,
   type EnqueueResult,
   type InboxMessage,
+  type LockedDevice,
 } from '../storage/device-inbox-store.ts';
 import type { AppserviceRegistry } from '../appservice/registration.ts';
 import { AppserviceQueueStore, type AppserviceMessage } from '../storage/appservice-queue-store.ts';
 import { FederationInboundStore } from '../storage/federation-inbound-store.ts';
 import { FederationOutboxStore, type OutboxMessage } from '../storage/federation-outbox-store.ts';
+import { NewMessages } from '../storage/new-messages.ts';
 import { TxnStore, type TxnKey } from '../storage/txn-store.ts';
 import { STORED_COUNTER, type Counters } from './counters.ts';
 import { GroupCommit } from './group-commit.ts';
@@ -178,7 +181,7 @@ export class ToDeviceService {
       if (previous !== null) return JSON.parse(previous) as Record<string, unknown>;
     }
 
-    let woken: { userId: string; deviceId: string }[];
+    let woken: { userId: string; deviceId: string; news: NewMessages }[];
     let appservicesQueued: string[] = [];
     let stored = 0;
     try {
@@ -218,7 +221,7 @@ export class ToDeviceService {
         const owed = appserviceCopiesOf(this.deps.appservices, rows, streamIds);
         await new AppserviceQueueStore(tx).insert(owed);
         appservicesQueued = [...new Set(owed.map((m) => m.appserviceId))];
-        return existing;
+        return newMessagesOf(existing, rows, streamIds);
       });
     } catch (e) {
       if (e instanceof DuplicateTxn && input.txn === undefined) {
@@ -229,7 +232,7 @@ export class ToDeviceService {
       throw e;
     }
     counters.inc(STORED_COUNTER, {}, stored);
-    for (const d of woken) this.deps.notifier.notify(d.userId, d.deviceId);
+    for (const d of woken) this.deps.notifier.notify(d.userId, d.deviceId, d.news);
     if (woken.length > 0) this.deps.publishWake?.(woken);
     if (remote.length > 0) this.deps.onRemoteQueued?.([...new Set(remote.map((r) => r.destination))]);
     if (appservicesQueued.length > 0) this.deps.onAppserviceQueued?.(appservicesQueued);
@@ -260,7 +263,7 @@ export class ToDeviceService {
       }
     }
     const woken = [...new Map(result.stored.map((d) => [`${d.userId}\u0000${d.deviceId}`, d])).values()];
-    for (const d of woken) this.deps.notifier.notify(d.userId, d.deviceId);
+    for (const d of woken) this.deps.notifier.notify(d.userId, d.deviceId, d.news);
     if (woken.length > 0) this.deps.publishWake?.(woken);
     return 'stored';
   }
@@ -278,6 +281,27 @@ export class ToDeviceService {
       await this.deps.dispatchToServerUser(serverUser);
     }
   }
+}
+
+/** Per locked device that got messages: its last stream id before them, and them, for its long-polls. */
+function newMessagesOf(
+  locked: readonly LockedDevice[],
+  rows: readonly InboxMessage[],
+  streamIds: readonly number[],
+): { userId: string; deviceId: string; news: NewMessages }[] {
+  const messagesOf = new Map<string, DeliveredMessage[]>();
+  rows.forEach((row, i) => {
+    const key = `${row.userId}\u0000${row.deviceId}`;
+    let list = messagesOf.get(key);
+    if (list === undefined) messagesOf.set(key, (list = []));
+    list.push({ streamId: streamIds[i] as number, sender: row.sender, type: row.type, content: row.content });
+  });
+  const out: { userId: string; deviceId: string; news: NewMessages }[] = [];
+  for (const d of locked) {
+    const messages = messagesOf.get(`${d.userId}\u0000${d.deviceId}`);
+    if (messages !== undefined) out.push({ userId: d.userId, deviceId: d.deviceId, news: new NewMessages(d.lastStreamId, messages) });
+  }
+  return out;
 }
 
 /** Which stored messages an appservice is owed too. */

@@ -1,6 +1,7 @@
 import { and, asc, eq, gt, inArray, lt, lte, or, sql, type SQL } from 'drizzle-orm';
 import type { Db } from './database.ts';
 import { queryRows } from './rows.ts';
+import { NewMessages } from './new-messages.ts';
 import type { TxnKey } from './txn-store.ts';
 import { deviceInbox, devices } from './schema.ts';
 
@@ -32,8 +33,28 @@ export interface EnqueueRequest {
 export interface EnqueueResult {
   /** False when the txn id was already used: nothing was stored. */
   claimed: boolean;
-  stored: { userId: string; deviceId: string }[];
+  /**
+   * Each device that got a message, with what the whole batch stored for that device: requests
+   * of one batch that reach the same device share one NewMessages, so whichever wakes the device
+   * first hands over all of it.
+   */
+  stored: { userId: string; deviceId: string; news: NewMessages | undefined }[];
   knownUsers: Set<string>;
+}
+
+/** A targeted device, locked, with the last stream id drawn for it so far. */
+export interface LockedDevice {
+  userId: string;
+  deviceId: string;
+  lastStreamId: number;
+}
+
+/** A device's first read of a sync: where it started, the device's last stream id then, the messages. */
+export interface FirstRead {
+  after: number;
+  /** `devices.last_stream_id` as the same statement saw it; -1 when the device is gone. */
+  lastStreamId: number;
+  rows: DeliveredMessage[];
 }
 
 /** Which devices of a user a request targets: all of them (`*`) or the listed ones. */
@@ -49,9 +70,10 @@ export class DeviceInboxStore {
   /**
    * Locks the targeted devices that exist, in (user, device) order, and returns them. Must run
    * inside the transaction that then inserts: holding these locks while stream ids are drawn is
-   * what keeps per-device ids in commit order.
+   * what keeps per-device ids in commit order. A row lock taken after a wait returns the row as
+   * the holder committed it, so `lastStreamId` is current.
    */
-  async lockTargetDevices(selectors: readonly DeviceSelector[]): Promise<{ userId: string; deviceId: string }[]> {
+  async lockTargetDevices(selectors: readonly DeviceSelector[]): Promise<LockedDevice[]> {
     if (selectors.length === 0) return [];
     const conditions: SQL[] = [];
     const allUsers = selectors.filter((s) => s.all).map((s) => s.userId);
@@ -63,22 +85,43 @@ export class DeviceInboxStore {
     }
     if (conditions.length === 0) return [];
     return this.db
-      .select({ userId: devices.userId, deviceId: devices.deviceId })
+      .select({ userId: devices.userId, deviceId: devices.deviceId, lastStreamId: devices.lastStreamId })
       .from(devices)
       .where(conditions.length === 1 ? conditions[0] : or(...conditions))
       .orderBy(asc(devices.userId), asc(devices.deviceId))
       .for('update');
   }
 
-  /** Inserts in order and returns each message's stream id, in the same order. */
+  /**
+   * Inserts in order, moves each device's `last_stream_id` to its newest message, and returns
+   * each message's stream id, in the same order. Must run in the transaction that locked the
+   * devices with {@link lockTargetDevices}.
+   */
   async insert(messages: readonly InboxMessage[]): Promise<number[]> {
     const now = Date.now();
     const ids: number[] = [];
     for (let i = 0; i < messages.length; i += INSERT_CHUNK) {
-      const chunk = messages.slice(i, i + INSERT_CHUNK).map((m) => ({ ...m, receivedTs: now }));
-      const rows = await this.db.insert(deviceInbox).values(chunk).returning({ streamId: deviceInbox.streamId });
-      // Ids come from the sequence in row order; sort rather than trust RETURNING's order.
-      ids.push(...rows.map((r) => r.streamId).sort((a, b) => a - b));
+      const chunk = JSON.stringify(messages.slice(i, i + INSERT_CHUNK).map((m, o) => ({ o, u: m.userId, d: m.deviceId, s: m.sender, t: m.type, c: m.content })));
+      const rows = await queryRows<{ stream_id: string | number }>(
+        this.db,
+        sql`
+          with ins as (
+            insert into device_inbox (user_id, device_id, sender, type, content, received_ts)
+            select m.u, m.d, m.s, m.t, m.c, ${now}
+            from jsonb_to_recordset(${chunk}::jsonb) as m(o int, u text, d text, s text, t text, c text)
+            order by m.o
+            returning stream_id, user_id, device_id
+          ),
+          bump as (
+            update devices dv set last_stream_id = top.id
+            from (select user_id, device_id, max(stream_id) as id from ins group by user_id, device_id) top
+            where dv.user_id = top.user_id and dv.device_id = top.device_id
+          )
+          select stream_id from ins
+        `,
+      );
+      // Ids are drawn in the select's order; sort rather than trust RETURNING's order.
+      ids.push(...rows.map((r) => Number(r.stream_id)).sort((a, b) => a - b));
     }
     return ids;
   }
@@ -88,8 +131,8 @@ export class DeviceInboxStore {
    * device row locks for a whole batch: claims each request's txn id (if any) and, for the
    * requests whose claim succeeded, locks the target devices in (user, device) order and inserts
    * one message per existing target, `*` expanded, in request order. Txn ids within one call must
-   * be distinct. Answers, per request, whether its txn id was new, which devices got a message,
-   * and which of its target users exist.
+   * be distinct. Answers, per request, whether its txn id was new, which devices got a message
+   * (with what the batch stored for each), and which of its target users exist.
    */
   async claimAndEnqueueMany(requests: readonly EnqueueRequest[]): Promise<EnqueueResult[]> {
     const now = Date.now();
@@ -97,7 +140,7 @@ export class DeviceInboxStore {
       requests.map((q, r) => ({ r, tu: q.txn?.userId ?? null, td: q.txn?.deviceId, te: q.txn?.endpoint, tt: q.txn?.txnId, s: q.sender, t: q.type })),
     );
     const targets = JSON.stringify(requests.flatMap((q, r) => q.targets.map((t, o) => ({ r, u: t.userId, d: t.deviceId, c: t.content, o }))));
-    const rows = await queryRows<{ k: string; r: number | null; u: string | null; d: string | null }>(
+    const rows = await queryRows<{ k: string; r: number | null; o: number | null; u: string | null; d: string | null; n: string | number | null }>(
       this.db,
       sql`
         with req as (
@@ -125,7 +168,7 @@ export class DeviceInboxStore {
           join devices dv on dv.user_id = x.u where x.d = '*'
         ),
         locked as (
-          select dv.user_id, dv.device_id from devices dv
+          select dv.user_id, dv.device_id, dv.last_stream_id from devices dv
           where (dv.user_id, dv.device_id) in (select u, d from expanded)
           order by dv.user_id, dv.device_id
           for update
@@ -135,25 +178,61 @@ export class DeviceInboxStore {
           select e.u, e.d, ok.s, ok.t, e.c, ${now}
           from expanded e join ok on ok.r = e.r join locked l on l.user_id = e.u and l.device_id = e.d
           order by e.r, e.o, e.u, e.d
-          returning 1
+          returning stream_id, user_id, device_id
+        ),
+        bump as (
+          update devices dv set last_stream_id = top.id
+          from (select user_id, device_id, max(stream_id) as id from ins group by user_id, device_id) top
+          where dv.user_id = top.user_id and dv.device_id = top.device_id
         )
-        select 'claimed' as k, ok.r, null::text as u, null::text as d from ok
+        select 'claimed' as k, ok.r, null::int as o, null::text as u, null::text as d, null::bigint as n from ok
         union all
-        select 'stored', e.r, e.u, e.d from expanded e join locked l on l.user_id = e.u and l.device_id = e.d
+        select 'stored', e.r, e.o, e.u, e.d, l.last_stream_id from expanded e join locked l on l.user_id = e.u and l.device_id = e.d
         union all
-        select distinct 'known', null::int, dv.user_id, null::text from devices dv where dv.user_id in (select u from tgt)
+        select 'id', null, null, i.user_id, i.device_id, i.stream_id from ins i
+        union all
+        select distinct 'known', null::int, null::int, dv.user_id, null::text, null::bigint from devices dv where dv.user_id in (select u from tgt)
       `,
     );
     const results: EnqueueResult[] = requests.map(() => ({ claimed: false, stored: [], knownUsers: new Set<string>() }));
     const known = new Set<string>();
+    // Per device: its last stream id before this batch, its messages' (request, target) positions, their ids.
+    const perDevice = new Map<string, { previousId: number; at: [number, number][]; ids: number[] }>();
+    const deviceOf = (u: string | null, d: string | null) => {
+      const key = `${u ?? ''}\u0000${d ?? ''}`;
+      let entry = perDevice.get(key);
+      if (entry === undefined) perDevice.set(key, (entry = { previousId: 0, at: [], ids: [] }));
+      return entry;
+    };
+    const storedRows: { r: number; u: string; d: string }[] = [];
     for (const row of rows) {
       if (row.k === 'known') known.add(row.u ?? '');
-      else {
+      else if (row.k === 'id') deviceOf(row.u, row.d).ids.push(Number(row.n));
+      else if (row.k === 'claimed') {
         const result = results[Number(row.r)];
-        if (result === undefined) continue;
-        if (row.k === 'claimed') result.claimed = true;
-        else result.stored.push({ userId: row.u ?? '', deviceId: row.d ?? '' });
+        if (result !== undefined) result.claimed = true;
+      } else {
+        const entry = deviceOf(row.u, row.d);
+        entry.previousId = Number(row.n);
+        entry.at.push([Number(row.r), Number(row.o)]);
+        storedRows.push({ r: Number(row.r), u: row.u ?? '', d: row.d ?? '' });
       }
+    }
+    const news = new Map<string, NewMessages>();
+    for (const [key, { previousId, at, ids }] of perDevice) {
+      // The same rows, counted twice; were they ever to differ, the device's polls read instead.
+      if (at.length !== ids.length) continue;
+      // Ids were drawn in (request, target) order: both sorted, they pair up.
+      at.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+      ids.sort((a, b) => a - b);
+      const messages = at.map(([r, o], i) => {
+        const q = requests[r] as EnqueueRequest;
+        return { streamId: ids[i] as number, sender: q.sender, type: q.type, content: q.targets[o]?.content ?? '' };
+      });
+      news.set(key, new NewMessages(previousId, messages));
+    }
+    for (const { r, u, d } of storedRows) {
+      results[r]?.stored.push({ userId: u, deviceId: d, news: news.get(`${u}\u0000${d}`) });
     }
     requests.forEach((q, i) => {
       const result = results[i] as EnqueueResult;
@@ -187,12 +266,36 @@ export class DeviceInboxStore {
   }
 
   /**
+   * The first read of a sync with no position: the oldest `limit` messages, and the device's
+   * last stream id as the same statement saw it.
+   */
+  async fetchFirst(userId: string, deviceId: string, limit: number): Promise<FirstRead> {
+    const rows = await queryRows<FirstReadRow>(
+      this.db,
+      sql`
+        select 0 as after, dv.last_stream_id as last_id, m.stream_id, m.sender, m.type, m.content
+        from devices dv
+        left join lateral (
+          select stream_id, sender, type, content from device_inbox
+          where user_id = dv.user_id and device_id = dv.device_id
+          order by stream_id
+          limit ${limit}
+        ) m on true
+        where dv.user_id = ${userId} and dv.device_id = ${deviceId}
+        order by m.stream_id
+      `,
+    );
+    return firstReadOf(rows);
+  }
+
+  /**
    * One round trip for the start of a sync: acknowledges up to `since` (unless `since` is beyond
    * any id ever drawn — a restored database, a forged token — which acknowledges nothing) and
-   * reads the oldest `limit` messages after it. `after` is the position the read started from.
+   * reads the oldest `limit` messages after it, and the device's last stream id as the same
+   * statement saw it. `after` is the position the read started from.
    */
-  async ackAndFetch(userId: string, deviceId: string, since: number, limit: number): Promise<{ after: number; rows: DeliveredMessage[] }> {
-    const rows = await queryRows<{ after: string | number; stream_id: string | number | null; sender: string; type: string; content: string }>(
+  async ackAndFetch(userId: string, deviceId: string, since: number, limit: number): Promise<FirstRead> {
+    const rows = await queryRows<FirstReadRow>(
       this.db,
       sql`
         with horizon as (
@@ -205,7 +308,9 @@ export class DeviceInboxStore {
           delete from device_inbox
           where user_id = ${userId} and device_id = ${deviceId} and stream_id <= (select after from start)
         )
-        select s.after, m.stream_id, m.sender, m.type, m.content
+        select s.after,
+          (select last_stream_id from devices where user_id = ${userId} and device_id = ${deviceId}) as last_id,
+          m.stream_id, m.sender, m.type, m.content
         from start s
         left join lateral (
           select stream_id, sender, type, content from device_inbox
@@ -216,13 +321,7 @@ export class DeviceInboxStore {
         order by m.stream_id
       `,
     );
-    const after = Number(rows[0]?.after ?? 0);
-    return {
-      after,
-      rows: rows
-        .filter((r) => r.stream_id !== null)
-        .map((r) => ({ streamId: Number(r.stream_id), sender: r.sender, type: r.type, content: r.content })),
-    };
+    return firstReadOf(rows);
   }
 
   /**
@@ -257,4 +356,24 @@ export class DeviceInboxStore {
     const rows = await this.db.delete(deviceInbox).where(lt(deviceInbox.receivedTs, ts)).returning({ streamId: deviceInbox.streamId });
     return rows.length;
   }
+}
+
+interface FirstReadRow {
+  after: string | number;
+  last_id: string | number | null;
+  stream_id: string | number | null;
+  sender: string;
+  type: string;
+  content: string;
+}
+
+function firstReadOf(rows: readonly FirstReadRow[]): FirstRead {
+  const first = rows[0];
+  return {
+    after: Number(first?.after ?? 0),
+    lastStreamId: first?.last_id == null ? -1 : Number(first.last_id),
+    rows: rows
+      .filter((r) => r.stream_id !== null)
+      .map((r) => ({ streamId: Number(r.stream_id), sender: r.sender, type: r.type, content: r.content })),
+  };
 }

@@ -1,0 +1,174 @@
+import { and, eq, sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Counters } from '../src/services/counters.ts';
+import { Notifier } from '../src/services/notifier.ts';
+import { ToDeviceSyncService, type ToDeviceBatch } from '../src/services/sync.ts';
+import { ToDeviceService } from '../src/services/to-device.ts';
+import type { Database } from '../src/storage/database.ts';
+import { DeviceInboxStore, type EnqueueResult } from '../src/storage/device-inbox-store.ts';
+import { NewMessages } from '../src/storage/new-messages.ts';
+import { queryRows } from '../src/storage/rows.ts';
+import { devices } from '../src/storage/schema.ts';
+import { createTestDatabase, usingPostgres } from './support/test-database.ts';
+
+/**
+ * A long-poll woken by an enqueue in its own process may answer from the messages that enqueue
+ * stored, without reading the queue again — but only when nothing else reached the device since
+ * the poll's own read. These tests are about that "only": a message committed elsewhere in
+ * between must still be delivered, never skipped and then acknowledged unseen.
+ */
+let database: Database;
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+afterAll(async () => {
+  await database?.close();
+});
+
+let seq = 0;
+async function newDevice(): Promise<{ userId: string; deviceId: string }> {
+  const d = { userId: `@u${++seq}:test`, deviceId: 'PHONE' };
+  await database.db.insert(devices).values({ ...d, createdTs: Date.now() });
+  return d;
+}
+
+async function lastStreamId(d: { userId: string; deviceId: string }): Promise<number> {
+  const rows = await database.db
+    .select({ id: devices.lastStreamId })
+    .from(devices)
+    .where(and(eq(devices.userId, d.userId), eq(devices.deviceId, d.deviceId)));
+  return rows[0]?.id ?? NaN;
+}
+
+/** One server process's view: its own notifier (no NOTIFY between them, as if it were lost or late). */
+function process_(notifier = new Notifier()) {
+  return {
+    notifier,
+    sync: new ToDeviceSyncService(database.db, notifier),
+    toDevice: new ToDeviceService({ db: database.db, serverName: 'test', notifier, counters: new Counters() }),
+  };
+}
+
+async function parked(notifier: Notifier, n = 1): Promise<void> {
+  for (let i = 0; i < 200 && notifier.waiting < n; i++) await new Promise((r) => setTimeout(r, 5));
+  expect(notifier.waiting).toBe(n);
+}
+
+const contents = (batch: ToDeviceBatch) => batch.events.map((e) => JSON.parse(e.contentJson) as unknown);
+const send = (p: ReturnType<typeof process_>, to: { userId: string; deviceId: string }, n: number) =>
+  p.toDevice.send({ sender: '@a:test', senderDevice: 'A', type: 'm.test', origin: 'client', messages: { [to.userId]: { [to.deviceId]: { n } } } });
+
+describe('a long-poll woken with the messages that woke it', () => {
+  it('delivers a message another process committed after its read, before the one that woke it', async () => {
+    const d = await newDevice();
+    const here = process_();
+    const elsewhere = process_();
+    const poll = here.sync.sync({ ...d, since: null, limit: 100, timeoutMs: 60_000 }, (b) => b);
+    await parked(here.notifier);
+    await send(elsewhere, d, 1); // its wake-up never reaches `here`
+    await send(here, d, 2);
+    const batch = await poll;
+    expect(contents(batch)).toEqual([{ n: 1 }, { n: 2 }]);
+  });
+
+  it('answers with everything one enqueue stored for the device, in order, and its position', async () => {
+    const d = await newDevice();
+    const here = process_();
+    const poll = here.sync.sync({ ...d, since: null, limit: 100, timeoutMs: 60_000 }, (b) => b);
+    await parked(here.notifier);
+    await here.toDevice.send({
+      sender: '@a:test',
+      senderDevice: 'A',
+      type: 'm.test',
+      origin: 'client',
+      messages: { [d.userId]: { '*': { n: 1 } } },
+    });
+    const batch = await poll;
+    expect(contents(batch)).toEqual([{ n: 1 }]);
+    expect(batch.nextPosition).toBe(await lastStreamId(d));
+    // The position acknowledges exactly that: nothing is pending after it, nothing before it is redelivered.
+    const next = await here.sync.sync({ ...d, since: batch.nextPosition, limit: 100, timeoutMs: 0 }, (b) => b);
+    expect(next.events).toEqual([]);
+  });
+
+  it('answers from the news when its read saw the position the news follows, and reads when it did not', async () => {
+    const d = await newDevice();
+    await send(process_(), d, 1);
+    const before = await lastStreamId(d);
+    const notifier = new Notifier();
+    const sync = new ToDeviceSyncService(database.db, notifier);
+    const invented = { streamId: before + 1_000_000, sender: '@:test', type: 'm.invented', content: '{"invented":true}' };
+
+    // Its read sees message 1 at once: to wait, it starts after it.
+    const trusting = sync.sync({ ...d, since: before, limit: 100, timeoutMs: 60_000 }, (b) => b);
+    await parked(notifier);
+    notifier.notify(d.userId, d.deviceId, new NewMessages(before, [invented]));
+    expect(contents(await trusting)).toEqual([{ invented: true }]);
+
+    // News following another position than the one its read saw is not all it is owed: it reads.
+    const doubting = sync.sync({ ...d, since: before, limit: 100, timeoutMs: 60_000 }, (b) => b);
+    await parked(notifier);
+    notifier.notify(d.userId, d.deviceId, new NewMessages(before + 1, [invented]));
+    expect((await doubting).events).toEqual([]);
+  });
+
+  it('keeps to its limit when the news holds more', async () => {
+    const d = await newDevice();
+    const here = process_();
+    const poll = here.sync.sync({ ...d, since: null, limit: 2, timeoutMs: 60_000 }, (b) => b);
+    await parked(here.notifier);
+    const inbox = new DeviceInboxStore(database.db);
+    const [result] = await inbox.claimAndEnqueueMany([
+      { txn: null, sender: '@a:test', type: 'm.test', targets: [{ ...d, content: '{}' }] },
+      { txn: null, sender: '@a:test', type: 'm.test', targets: [{ ...d, content: '{"n":2}' }] },
+      { txn: null, sender: '@a:test', type: 'm.test', targets: [{ ...d, content: '{"n":3}' }] },
+    ]);
+    const news = (result as EnqueueResult).stored[0]?.news;
+    expect(news?.messages.map((m) => m.content)).toEqual(['{}', '{"n":2}', '{"n":3}']);
+    here.notifier.notify(d.userId, d.deviceId, news);
+    const batch = await poll;
+    expect(contents(batch)).toEqual([{}, { n: 2 }]);
+    const rest = await here.sync.sync({ ...d, since: batch.nextPosition, limit: 100, timeoutMs: 0 }, (b) => b);
+    expect(contents(rest)).toEqual([{ n: 3 }]);
+  });
+});
+
+// Only PostgreSQL has a second connection to hold a device's row lock while an enqueue waits for it.
+describe.skipIf(!usingPostgres())('the position an enqueue reports after waiting for a device lock', () => {
+  async function waitForLockWaiter(): Promise<void> {
+    for (let i = 0; i < 400; i++) {
+      const [row] = await queryRows<{ n: number }>(database.db, sql`select count(*)::int as n from pg_locks where not granted`);
+      if ((row?.n ?? 0) > 0) return;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    throw new Error('the enqueue never waited for the lock');
+  }
+
+  it('is the one the lock holder committed, in the batched statement and in the transaction path', async () => {
+    const d = await newDevice();
+    const inbox = new DeviceInboxStore(database.db);
+    for (const path of ['batched', 'transaction'] as const) {
+      let waiting: Promise<number | undefined> = Promise.resolve(undefined);
+      let holderIds: number[] = [];
+      await database.db.transaction(async (tx) => {
+        const holder = new DeviceInboxStore(tx);
+        await holder.lockTargetDevices([{ userId: d.userId, all: false, deviceIds: [d.deviceId] }]);
+        waiting =
+          path === 'batched'
+            ? inbox
+                .claimAndEnqueueMany([{ txn: null, sender: '@a:test', type: 'm.test', targets: [{ ...d, content: '{"n":"waiter"}' }] }])
+                .then(([r]) => r?.stored[0]?.news?.previousId)
+            : database.db.transaction(async (tx2) => {
+                const [locked] = await new DeviceInboxStore(tx2).lockTargetDevices([{ userId: d.userId, all: false, deviceIds: [d.deviceId] }]);
+                await new DeviceInboxStore(tx2).insert([{ ...d, sender: '@a:test', type: 'm.test', content: '{"n":"waiter"}' }]);
+                return locked?.lastStreamId;
+              });
+        await waitForLockWaiter();
+        holderIds = await holder.insert([{ ...d, sender: '@a:test', type: 'm.test', content: '{"n":"holder"}' }]);
+      });
+      // The waiter's statement started before the holder committed; its position must not.
+      expect(await waiting, path).toBe(holderIds[0]);
+      expect(await lastStreamId(d), path).toBeGreaterThan(holderIds[0] as number);
+    }
+  });
+});
