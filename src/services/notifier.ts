@@ -11,12 +11,9 @@ import type { NewMessages } from '../storage/new-messages.ts';
 export type WakeUp = (news?: NewMessages) => void;
 
 export class Notifier {
-  private readonly listeners = new Map<string, WakeUp | Set<WakeUp>>();
+  /** user ID → device ID → wake-ups; by user, so that a `*` send can ask which of a user's devices wait. */
+  private readonly listeners = new Map<string, Map<string, WakeUp | Set<WakeUp>>>();
   private closed = false;
-
-  private static key(userId: string, deviceId: string): string {
-    return `${userId}\u0000${deviceId}`;
-  }
 
   /** Registers a one-shot wake-up, until it is called or `unsubscribe` is called with it. */
   subscribe(userId: string, deviceId: string, onWake: WakeUp): void {
@@ -24,22 +21,25 @@ export class Notifier {
       queueMicrotask(() => this.wake(onWake, undefined));
       return;
     }
-    const key = Notifier.key(userId, deviceId);
-    const current = this.listeners.get(key);
-    if (current === undefined) this.listeners.set(key, onWake);
+    let devices = this.listeners.get(userId);
+    if (devices === undefined) this.listeners.set(userId, (devices = new Map()));
+    const current = devices.get(deviceId);
+    if (current === undefined) devices.set(deviceId, onWake);
     else if (current instanceof Set) current.add(onWake);
-    else this.listeners.set(key, new Set([current, onWake]));
+    else devices.set(deviceId, new Set([current, onWake]));
   }
 
   /** Cancels a wake-up registered with `subscribe`; harmless once it has been called. */
   unsubscribe(userId: string, deviceId: string, onWake: WakeUp): void {
-    const key = Notifier.key(userId, deviceId);
-    const current = this.listeners.get(key);
-    if (current === onWake) this.listeners.delete(key);
+    const devices = this.listeners.get(userId);
+    if (devices === undefined) return;
+    const current = devices.get(deviceId);
+    if (current === onWake) devices.delete(deviceId);
     else if (current instanceof Set) {
       current.delete(onWake);
-      if (current.size === 0) this.listeners.delete(key);
+      if (current.size === 0) devices.delete(deviceId);
     }
+    if (devices.size === 0) this.listeners.delete(userId);
   }
 
   /**
@@ -47,17 +47,28 @@ export class Notifier {
    * what it stored: a poll may answer from it instead of reading (see {@link NewMessages}).
    */
   notify(userId: string, deviceId: string, news?: NewMessages): void {
-    const key = Notifier.key(userId, deviceId);
-    const current = this.listeners.get(key);
-    if (current === undefined) return;
-    this.listeners.delete(key);
+    const devices = this.listeners.get(userId);
+    const current = devices?.get(deviceId);
+    if (devices === undefined || current === undefined) return;
+    devices.delete(deviceId);
+    if (devices.size === 0) this.listeners.delete(userId);
     this.wakeEach(current, news);
+  }
+
+  /** Whether a long-poll of this device is waiting here. */
+  isWaiting(userId: string, deviceId: string): boolean {
+    return this.listeners.get(userId)?.has(deviceId) === true;
+  }
+
+  /** The user's devices with a long-poll waiting here. */
+  waitingDevices(userId: string): Iterable<string> {
+    return this.listeners.get(userId)?.keys() ?? [];
   }
 
   /** Ends every long-poll now and any later one at once (graceful shutdown: they answer instead of holding the server). */
   wakeAll(): void {
     this.closed = true;
-    const all = [...this.listeners.values()];
+    const all = [...this.listeners.values()].flatMap((devices) => [...devices.values()]);
     this.listeners.clear();
     for (const current of all) this.wakeEach(current);
   }
@@ -65,7 +76,9 @@ export class Notifier {
   /** Long-polls in flight, for metrics and tests. */
   get waiting(): number {
     let n = 0;
-    for (const current of this.listeners.values()) n += current instanceof Set ? current.size : 1;
+    for (const devices of this.listeners.values()) {
+      for (const current of devices.values()) n += current instanceof Set ? current.size : 1;
+    }
     return n;
   }
 

@@ -82,8 +82,6 @@ class PendingSync<T> extends LongPoll {
   private readonly timeoutMs: number;
   private readonly connection: ClientConnection | undefined;
   private after = 0;
-  /** The device's last stream id as the first read saw it. */
-  private lastStreamId = -1;
   private news: NewMessages | null = null;
   private resolve: (answer: T) => void = noop;
   private reject: (e: unknown) => void = noop;
@@ -114,12 +112,11 @@ class PendingSync<T> extends LongPoll {
       // acknowledge messages the client never saw: it counts as no token (after = 0).
       const first =
         this.since === null || this.since === 0
-          ? this.store.fetchFirst(this.userId, this.deviceId, this.limit)
+          ? this.store.fetch(this.userId, this.deviceId, 0, this.limit).then((rows) => ({ after: 0, rows }))
           : this.store.ackAndFetch(this.userId, this.deviceId, this.since, this.limit);
       first.then(
-        ({ after, lastStreamId, rows }) => {
+        ({ after, rows }) => {
           this.after = after;
-          this.lastStreamId = lastStreamId;
           try {
             if (rows.length > 0 || this.timeoutMs <= 0 || isClosed(this.connection)) this.finish(rows);
             else this.park(this.timeoutMs, this.connection);
@@ -140,9 +137,10 @@ class PendingSync<T> extends LongPoll {
   protected ended(): void {
     // A client that has gone gets nothing more fetched, so nothing is acknowledged for it.
     if (isClosed(this.connection)) this.finish([]);
-    else if (this.news !== null && this.news.previousId === this.lastStreamId) {
-      // The enqueue that woke us was the device's first since our read, so its messages are
-      // everything pending: answering from them saves the read, one database round trip.
+    else if (this.news !== null && this.news.previousId <= this.after) {
+      // Nothing the device had queued before the enqueue that woke us is past our position, so
+      // that enqueue's messages are everything pending: answering from them saves the read, one
+      // database round trip.
       const after = this.after;
       this.finish(this.news.messages.filter((m) => m.streamId > after).slice(0, this.limit));
     } else {

@@ -10,6 +10,7 @@ import {
   type EnqueueResult,
   type InboxMessage,
   type LockedDevice,
+  type Watched,
 } from '../storage/device-inbox-store.ts';
 import type { AppserviceRegistry } from '../appservice/registration.ts';
 import { AppserviceQueueStore, type AppserviceMessage } from '../storage/appservice-queue-store.ts';
@@ -181,7 +182,7 @@ export class ToDeviceService {
       if (previous !== null) return JSON.parse(previous) as Record<string, unknown>;
     }
 
-    let woken: { userId: string; deviceId: string; news: NewMessages }[];
+    let woken: { userId: string; deviceId: string; news: NewMessages | undefined }[];
     let appservicesQueued: string[] = [];
     let stored = 0;
     try {
@@ -194,7 +195,10 @@ export class ToDeviceService {
           throw new DuplicateTxn();
         }
         const inbox = new DeviceInboxStore(tx);
-        const existing = await inbox.lockTargetDevices(selectors);
+        const existing = await inbox.lockTargetDevices(
+          selectors,
+          this.watched([...requested].flatMap(([userId, byDevice]) => Object.keys(byDevice).map((deviceId) => ({ userId, deviceId })))),
+        );
         const devicesOf = new Map<string, Set<string>>();
         for (const d of existing) {
           let set = devicesOf.get(d.userId);
@@ -253,7 +257,7 @@ export class ToDeviceService {
     for (const [userId, byDevice] of requested) {
       for (const [deviceId, content] of Object.entries(byDevice)) targets.push({ userId, deviceId, content: JSON.stringify(content) });
     }
-    const result = await this.enqueue.run({ txn: input.txn ?? null, sender: input.sender, type: input.type, targets });
+    const result = await this.enqueue.run({ txn: input.txn ?? null, sender: input.sender, type: input.type, targets, watch: this.watched(targets) });
     if (!result.claimed) return 'duplicate';
     this.deps.counters.inc(STORED_COUNTER, {}, result.stored.length);
     const storedPair = new Set(result.stored.map((d) => `${d.userId}\u0000${d.deviceId}`));
@@ -266,6 +270,17 @@ export class ToDeviceService {
     for (const d of woken) this.deps.notifier.notify(d.userId, d.deviceId, d.news);
     if (woken.length > 0) this.deps.publishWake?.(woken);
     return 'stored';
+  }
+
+  /** The targeted devices with a long-poll waiting in this process, whose wake-ups carry the messages (NewMessages). */
+  private watched(targets: readonly { userId: string; deviceId: string }[]): Watched[] {
+    const { notifier } = this.deps;
+    const out: Watched[] = [];
+    for (const { userId, deviceId } of targets) {
+      if (deviceId === '*') for (const d of notifier.waitingDevices(userId)) out.push({ userId, deviceId: d });
+      else if (notifier.isWaiting(userId, deviceId)) out.push({ userId, deviceId });
+    }
+    return out;
   }
 
   private async previousResponse(txn: TxnKey | undefined): Promise<Record<string, unknown>> {
@@ -283,12 +298,12 @@ export class ToDeviceService {
   }
 }
 
-/** Per locked device that got messages: its last stream id before them, and them, for its long-polls. */
+/** Per locked device that got messages: its newest queued message before them, and them, for its long-polls. */
 function newMessagesOf(
   locked: readonly LockedDevice[],
   rows: readonly InboxMessage[],
   streamIds: readonly number[],
-): { userId: string; deviceId: string; news: NewMessages }[] {
+): { userId: string; deviceId: string; news: NewMessages | undefined }[] {
   const messagesOf = new Map<string, DeliveredMessage[]>();
   rows.forEach((row, i) => {
     const key = `${row.userId}\u0000${row.deviceId}`;
@@ -296,10 +311,12 @@ function newMessagesOf(
     if (list === undefined) messagesOf.set(key, (list = []));
     list.push({ streamId: streamIds[i] as number, sender: row.sender, type: row.type, content: row.content });
   });
-  const out: { userId: string; deviceId: string; news: NewMessages }[] = [];
+  const out: { userId: string; deviceId: string; news: NewMessages | undefined }[] = [];
   for (const d of locked) {
     const messages = messagesOf.get(`${d.userId}\u0000${d.deviceId}`);
-    if (messages !== undefined) out.push({ userId: d.userId, deviceId: d.deviceId, news: new NewMessages(d.lastStreamId, messages) });
+    if (messages === undefined) continue;
+    const news = d.newestStreamId === null ? undefined : new NewMessages(d.newestStreamId, messages);
+    out.push({ userId: d.userId, deviceId: d.deviceId, news });
   }
   return out;
 }

@@ -1,9 +1,9 @@
-import { and, asc, eq, gt, inArray, lt, lte, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, eq, gt, lt, lte, sql, type SQL } from 'drizzle-orm';
 import type { Db } from './database.ts';
 import { queryRows } from './rows.ts';
 import { NewMessages } from './new-messages.ts';
 import type { TxnKey } from './txn-store.ts';
-import { deviceInbox, devices } from './schema.ts';
+import { deviceInbox } from './schema.ts';
 
 export interface InboxMessage {
   userId: string;
@@ -28,6 +28,14 @@ export interface EnqueueRequest {
   type: string;
   /** Device ID may be `*`; content is JSON text. */
   targets: readonly { userId: string; deviceId: string; content: string }[];
+  /** Targeted devices with a long-poll waiting in this process: the ones to report NewMessages for. */
+  watch?: readonly Watched[];
+}
+
+/** A device whose NewMessages are wanted (see `lock_inbox_devices`, migration 0006). */
+export interface Watched {
+  userId: string;
+  deviceId: string;
 }
 
 export interface EnqueueResult {
@@ -42,20 +50,13 @@ export interface EnqueueResult {
   knownUsers: Set<string>;
 }
 
-/** A targeted device, locked, with the last stream id drawn for it so far. */
+/** A targeted device, locked; if watched, with the newest message it had queued once the lock was taken (0: none). */
 export interface LockedDevice {
   userId: string;
   deviceId: string;
-  lastStreamId: number;
+  newestStreamId: number | null;
 }
 
-/** A device's first read of a sync: where it started, the device's last stream id then, the messages. */
-export interface FirstRead {
-  after: number;
-  /** `devices.last_stream_id` as the same statement saw it; -1 when the device is gone. */
-  lastStreamId: number;
-  rows: DeliveredMessage[];
-}
 
 /** Which devices of a user a request targets: all of them (`*`) or the listed ones. */
 export type DeviceSelector = { userId: string; all: true } | { userId: string; all: false; deviceIds: string[] };
@@ -70,58 +71,45 @@ export class DeviceInboxStore {
   /**
    * Locks the targeted devices that exist, in (user, device) order, and returns them. Must run
    * inside the transaction that then inserts: holding these locks while stream ids are drawn is
-   * what keeps per-device ids in commit order. A row lock taken after a wait returns the row as
-   * the holder committed it, so `lastStreamId` is current.
+   * what keeps per-device ids in commit order. Watched devices come with the newest message they
+   * had queued once locked (see `inbox_newest_after_lock`, migration 0006).
    */
-  async lockTargetDevices(selectors: readonly DeviceSelector[]): Promise<LockedDevice[]> {
+  async lockTargetDevices(selectors: readonly DeviceSelector[], watch: readonly Watched[] = []): Promise<LockedDevice[]> {
     if (selectors.length === 0) return [];
     const conditions: SQL[] = [];
     const allUsers = selectors.filter((s) => s.all).map((s) => s.userId);
-    if (allUsers.length > 0) conditions.push(inArray(devices.userId, allUsers));
-    for (const s of selectors) {
-      if (!s.all && s.deviceIds.length > 0) {
-        conditions.push(and(eq(devices.userId, s.userId), inArray(devices.deviceId, s.deviceIds)) as SQL);
-      }
+    if (allUsers.length > 0) conditions.push(sql`dv.user_id in (select jsonb_array_elements_text(${JSON.stringify(allUsers)}::jsonb))`);
+    const pairs = selectors.flatMap((s) => (s.all ? [] : s.deviceIds.map((d) => ({ u: s.userId, d }))));
+    if (pairs.length > 0) {
+      conditions.push(sql`(dv.user_id, dv.device_id) in (select t.u, t.d from jsonb_to_recordset(${JSON.stringify(pairs)}::jsonb) as t(u text, d text))`);
     }
     if (conditions.length === 0) return [];
-    return this.db
-      .select({ userId: devices.userId, deviceId: devices.deviceId, lastStreamId: devices.lastStreamId })
-      .from(devices)
-      .where(conditions.length === 1 ? conditions[0] : or(...conditions))
-      .orderBy(asc(devices.userId), asc(devices.deviceId))
-      .for('update');
+    const rows = await queryRows<{ user_id: string; device_id: string; newest_stream_id: string | number | null }>(
+      this.db,
+      sql`
+        with locked as (
+          select dv.user_id, dv.device_id from devices dv
+          where ${sql.join(conditions, sql` or `)}
+          order by dv.user_id, dv.device_id
+          for update
+        ),
+        ${newestAfterLock(watch)}
+        select l.user_id, l.device_id, n.newest_stream_id
+        from locked l left join newest n on n.user_id = l.user_id and n.device_id = l.device_id
+      `,
+    );
+    return rows.map((r) => ({ userId: r.user_id, deviceId: r.device_id, newestStreamId: r.newest_stream_id === null ? null : Number(r.newest_stream_id) }));
   }
 
-  /**
-   * Inserts in order, moves each device's `last_stream_id` to its newest message, and returns
-   * each message's stream id, in the same order. Must run in the transaction that locked the
-   * devices with {@link lockTargetDevices}.
-   */
+  /** Inserts in order and returns each message's stream id, in the same order. */
   async insert(messages: readonly InboxMessage[]): Promise<number[]> {
     const now = Date.now();
     const ids: number[] = [];
     for (let i = 0; i < messages.length; i += INSERT_CHUNK) {
-      const chunk = JSON.stringify(messages.slice(i, i + INSERT_CHUNK).map((m, o) => ({ o, u: m.userId, d: m.deviceId, s: m.sender, t: m.type, c: m.content })));
-      const rows = await queryRows<{ stream_id: string | number }>(
-        this.db,
-        sql`
-          with ins as (
-            insert into device_inbox (user_id, device_id, sender, type, content, received_ts)
-            select m.u, m.d, m.s, m.t, m.c, ${now}
-            from jsonb_to_recordset(${chunk}::jsonb) as m(o int, u text, d text, s text, t text, c text)
-            order by m.o
-            returning stream_id, user_id, device_id
-          ),
-          bump as (
-            update devices dv set last_stream_id = top.id
-            from (select user_id, device_id, max(stream_id) as id from ins group by user_id, device_id) top
-            where dv.user_id = top.user_id and dv.device_id = top.device_id
-          )
-          select stream_id from ins
-        `,
-      );
-      // Ids are drawn in the select's order; sort rather than trust RETURNING's order.
-      ids.push(...rows.map((r) => Number(r.stream_id)).sort((a, b) => a - b));
+      const chunk = messages.slice(i, i + INSERT_CHUNK).map((m) => ({ ...m, receivedTs: now }));
+      const rows = await this.db.insert(deviceInbox).values(chunk).returning({ streamId: deviceInbox.streamId });
+      // Ids come from the sequence in row order; sort rather than trust RETURNING's order.
+      ids.push(...rows.map((r) => r.streamId).sort((a, b) => a - b));
     }
     return ids;
   }
@@ -168,26 +156,23 @@ export class DeviceInboxStore {
           join devices dv on dv.user_id = x.u where x.d = '*'
         ),
         locked as (
-          select dv.user_id, dv.device_id, dv.last_stream_id from devices dv
+          select dv.user_id, dv.device_id from devices dv
           where (dv.user_id, dv.device_id) in (select u, d from expanded)
           order by dv.user_id, dv.device_id
           for update
         ),
+        ${newestAfterLock(requests.flatMap((q) => q.watch ?? []))},
         ins as (
           insert into device_inbox (user_id, device_id, sender, type, content, received_ts)
           select e.u, e.d, ok.s, ok.t, e.c, ${now}
           from expanded e join ok on ok.r = e.r join locked l on l.user_id = e.u and l.device_id = e.d
           order by e.r, e.o, e.u, e.d
           returning stream_id, user_id, device_id
-        ),
-        bump as (
-          update devices dv set last_stream_id = top.id
-          from (select user_id, device_id, max(stream_id) as id from ins group by user_id, device_id) top
-          where dv.user_id = top.user_id and dv.device_id = top.device_id
         )
         select 'claimed' as k, ok.r, null::int as o, null::text as u, null::text as d, null::bigint as n from ok
         union all
-        select 'stored', e.r, e.o, e.u, e.d, l.last_stream_id from expanded e join locked l on l.user_id = e.u and l.device_id = e.d
+        select 'stored', e.r, e.o, e.u, e.d, n.newest_stream_id from expanded e join locked l on l.user_id = e.u and l.device_id = e.d
+        left join newest n on n.user_id = e.u and n.device_id = e.d
         union all
         select 'id', null, null, i.user_id, i.device_id, i.stream_id from ins i
         union all
@@ -196,8 +181,8 @@ export class DeviceInboxStore {
     );
     const results: EnqueueResult[] = requests.map(() => ({ claimed: false, stored: [], knownUsers: new Set<string>() }));
     const known = new Set<string>();
-    // Per device: its last stream id before this batch, its messages' (request, target) positions, their ids.
-    const perDevice = new Map<string, { previousId: number; at: [number, number][]; ids: number[] }>();
+    // Per device: its newest queued message before this batch, its messages' (request, target) positions, their ids.
+    const perDevice = new Map<string, { previousId: number | null; at: [number, number][]; ids: number[] }>();
     const deviceOf = (u: string | null, d: string | null) => {
       const key = `${u ?? ''}\u0000${d ?? ''}`;
       let entry = perDevice.get(key);
@@ -213,15 +198,15 @@ export class DeviceInboxStore {
         if (result !== undefined) result.claimed = true;
       } else {
         const entry = deviceOf(row.u, row.d);
-        entry.previousId = Number(row.n);
+        entry.previousId = row.n === null ? null : Number(row.n);
         entry.at.push([Number(row.r), Number(row.o)]);
         storedRows.push({ r: Number(row.r), u: row.u ?? '', d: row.d ?? '' });
       }
     }
     const news = new Map<string, NewMessages>();
     for (const [key, { previousId, at, ids }] of perDevice) {
-      // The same rows, counted twice; were they ever to differ, the device's polls read instead.
-      if (at.length !== ids.length) continue;
+      // Not watched, or (never expected) the same rows counted differently: the device's polls read.
+      if (previousId === null || at.length !== ids.length) continue;
       // Ids were drawn in (request, target) order: both sorted, they pair up.
       at.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
       ids.sort((a, b) => a - b);
@@ -266,36 +251,12 @@ export class DeviceInboxStore {
   }
 
   /**
-   * The first read of a sync with no position: the oldest `limit` messages, and the device's
-   * last stream id as the same statement saw it.
-   */
-  async fetchFirst(userId: string, deviceId: string, limit: number): Promise<FirstRead> {
-    const rows = await queryRows<FirstReadRow>(
-      this.db,
-      sql`
-        select 0 as after, dv.last_stream_id as last_id, m.stream_id, m.sender, m.type, m.content
-        from devices dv
-        left join lateral (
-          select stream_id, sender, type, content from device_inbox
-          where user_id = dv.user_id and device_id = dv.device_id
-          order by stream_id
-          limit ${limit}
-        ) m on true
-        where dv.user_id = ${userId} and dv.device_id = ${deviceId}
-        order by m.stream_id
-      `,
-    );
-    return firstReadOf(rows);
-  }
-
-  /**
    * One round trip for the start of a sync: acknowledges up to `since` (unless `since` is beyond
    * any id ever drawn — a restored database, a forged token — which acknowledges nothing) and
-   * reads the oldest `limit` messages after it, and the device's last stream id as the same
-   * statement saw it. `after` is the position the read started from.
+   * reads the oldest `limit` messages after it. `after` is the position the read started from.
    */
-  async ackAndFetch(userId: string, deviceId: string, since: number, limit: number): Promise<FirstRead> {
-    const rows = await queryRows<FirstReadRow>(
+  async ackAndFetch(userId: string, deviceId: string, since: number, limit: number): Promise<{ after: number; rows: DeliveredMessage[] }> {
+    const rows = await queryRows<{ after: string | number; stream_id: string | number | null; sender: string; type: string; content: string }>(
       this.db,
       sql`
         with horizon as (
@@ -308,9 +269,7 @@ export class DeviceInboxStore {
           delete from device_inbox
           where user_id = ${userId} and device_id = ${deviceId} and stream_id <= (select after from start)
         )
-        select s.after,
-          (select last_stream_id from devices where user_id = ${userId} and device_id = ${deviceId}) as last_id,
-          m.stream_id, m.sender, m.type, m.content
+        select s.after, m.stream_id, m.sender, m.type, m.content
         from start s
         left join lateral (
           select stream_id, sender, type, content from device_inbox
@@ -321,7 +280,13 @@ export class DeviceInboxStore {
         order by m.stream_id
       `,
     );
-    return firstReadOf(rows);
+    const after = Number(rows[0]?.after ?? 0);
+    return {
+      after,
+      rows: rows
+        .filter((r) => r.stream_id !== null)
+        .map((r) => ({ streamId: Number(r.stream_id), sender: r.sender, type: r.type, content: r.content })),
+    };
   }
 
   /**
@@ -358,22 +323,21 @@ export class DeviceInboxStore {
   }
 }
 
-interface FirstReadRow {
-  after: string | number;
-  last_id: string | number | null;
-  stream_id: string | number | null;
-  sender: string;
-  type: string;
-  content: string;
-}
-
-function firstReadOf(rows: readonly FirstReadRow[]): FirstRead {
-  const first = rows[0];
-  return {
-    after: Number(first?.after ?? 0),
-    lastStreamId: first?.last_id == null ? -1 : Number(first.last_id),
-    rows: rows
-      .filter((r) => r.stream_id !== null)
-      .map((r) => ({ streamId: Number(r.stream_id), sender: r.sender, type: r.type, content: r.content })),
-  };
+/**
+ * The CTE `newest (user_id, device_id, newest_stream_id)`: for the watched devices among those in
+ * the CTE `locked`, the newest message each had queued once locked. Its arguments come from
+ * `locked`, so the function runs after every lock is held; with nothing watched it is not called.
+ */
+function newestAfterLock(watch: readonly Watched[]): SQL {
+  const json = JSON.stringify(watch.map((w) => ({ u: w.userId, d: w.deviceId })));
+  return sql`newest as (
+    select n.user_id, n.device_id, n.newest_stream_id
+    from (
+      select array_agg(l.user_id) as us, array_agg(l.device_id) as ds
+      from locked l
+      where (l.user_id, l.device_id) in (select w.u, w.d from jsonb_to_recordset(${json}::jsonb) as w(u text, d text))
+    ) a
+    cross join lateral inbox_newest_after_lock(a.us, a.ds) n
+    where a.us is not null
+  )`;
 }

@@ -22,10 +22,6 @@ export const devices = pgTable(
     createdTs: ms('created_ts').notNull(),
     lastSeenTs: ms('last_seen_ts'),
     lastSeenIp: text('last_seen_ip'),
-    // The last device_inbox stream id drawn for this device (0: none yet), written under the
-    // device's row lock by every enqueue. A long-poll woken by an enqueue compares it with what its
-    // own read saw, to know whether the enqueue's rows are all it is owed without reading again.
-    lastStreamId: bigint('last_stream_id', { mode: 'number' }).notNull().default(0),
   },
   (t) => [primaryKey({ columns: [t.userId, t.deviceId] }), uniqueIndex('devices_token_hash').on(t.tokenHash)],
 );
