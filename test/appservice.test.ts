@@ -40,12 +40,22 @@ const registration = (id: string, url: string, regex: string, opts: { exclusive?
 let t: TestApp;
 let http: Awaited<ReturnType<typeof serveOverHttp>>;
 let proxy: Awaited<ReturnType<typeof startRecordingProxy>>;
-let bridgePort: number;
+// The bridges' ports are taken just before each starts (a port found free long before may be
+// taken by then); the server reaches them through proxies, whose addresses never change.
+let bridgePort = 0;
 let bridge: Appservice;
 const received: ToDeviceItem[] = [];
 let alice: TestClient;
 
-function startBridge(reg: IAppserviceRegistration, port = bridgePort, sink: ToDeviceItem[] = received): Promise<Appservice> {
+async function startBridge(
+  reg: IAppserviceRegistration,
+  sink: ToDeviceItem[] = received,
+  usePort: (port: number) => void = (port) => {
+    bridgePort = port;
+  },
+): Promise<Appservice> {
+  const port = await freePort();
+  usePort(port);
   const as = new Appservice({
     port,
     bindAddress: '127.0.0.1',
@@ -55,7 +65,8 @@ function startBridge(reg: IAppserviceRegistration, port = bridgePort, sink: ToDe
     storage: new MemoryStorageProvider(),
   });
   as.on('ephemeral.event', (e: ToDeviceItem) => sink.push(e));
-  return as.begin().then(() => as);
+  await as.begin();
+  return as;
 }
 
 async function until(predicate: () => boolean, timeoutMs = 15_000): Promise<void> {
@@ -76,12 +87,13 @@ async function registerAsUser(asToken: string, username: string, deviceId: strin
 }
 
 const bridgeReg = () => registration('bridge', proxy.baseUrl, `@bridge_.*:${SERVER_NAME}`);
-let sharedPort: number;
-const sharedReg = () => registration('shared', `http://127.0.0.1:${sharedPort}`, `@shared_.*:${SERVER_NAME}`, { exclusive: false });
+let sharedPort = 0;
+let sharedProxy: Awaited<ReturnType<typeof startRecordingProxy>>;
+const sharedReg = () => registration('shared', sharedProxy.baseUrl, `@shared_.*:${SERVER_NAME}`, { exclusive: false });
 
 beforeAll(async () => {
-  [bridgePort, sharedPort] = await Promise.all([freePort(), freePort()]);
-  proxy = await startRecordingProxy(`http://127.0.0.1:${bridgePort}`);
+  proxy = await startRecordingProxy(() => `http://127.0.0.1:${bridgePort}`);
+  sharedProxy = await startRecordingProxy(() => `http://127.0.0.1:${sharedPort}`);
   const registry = AppserviceRegistry.fromFiles(
     [
       { source: 'bridge.yaml', content: bridgeReg() },
@@ -100,6 +112,7 @@ beforeAll(async () => {
 afterAll(async () => {
   bridge?.stop();
   await proxy?.close();
+  await sharedProxy?.close();
   await http?.close();
   await t?.close();
 });
@@ -172,7 +185,9 @@ describe('appservices (MSC4203) with matrix-bot-sdk', () => {
 
   it('keeps messages for an inclusive namespace in /sync as well', async () => {
     const sharedReceived: ToDeviceItem[] = [];
-    const sharedAs = await startBridge(sharedReg() as unknown as IAppserviceRegistration, sharedPort, sharedReceived);
+    const sharedAs = await startBridge(sharedReg() as unknown as IAppserviceRegistration, sharedReceived, (port) => {
+      sharedPort = port;
+    });
     try {
       const reg = await registerAsUser('as-shared', 'shared_x', 'SHAREDDEV');
       const shared = new TestClient(t.app, `@shared_x:${SERVER_NAME}`, 'SHAREDDEV', String(reg.body.access_token));

@@ -10,9 +10,10 @@ export interface ProxiedRequest {
 
 /**
  * A loopback HTTP proxy that forwards to `target` and records each request with the status the
- * target answered (502 when the target is down), so tests can look at what a sender sent.
+ * target answered (502 when the target is down), so tests can look at what a sender sent. A
+ * function target is asked at each request: the server behind can move to another port.
  */
-export async function startRecordingProxy(target: string, port = 0): Promise<{ baseUrl: string; requests: ProxiedRequest[]; close(): Promise<void> }> {
+export async function startRecordingProxy(target: string | (() => string), port = 0): Promise<{ baseUrl: string; requests: ProxiedRequest[]; close(): Promise<void> }> {
   const requests: ProxiedRequest[] = [];
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -27,7 +28,8 @@ export async function startRecordingProxy(target: string, port = 0): Promise<{ b
         const v = req.headers[k];
         if (typeof v === 'string') headers[k] = v;
       }
-      fetch(`${target}${req.url}`, { method: req.method ?? 'GET', headers, ...(raw.length > 0 ? { body: raw } : {}) }).then(
+      const base = typeof target === 'function' ? target() : target;
+      fetch(`${base}${req.url}`, { method: req.method ?? 'GET', headers, ...(raw.length > 0 ? { body: raw } : {}) }).then(
         async (r) => {
           record(r.status);
           res.writeHead(r.status, { 'content-type': 'application/json' }).end(Buffer.from(await r.arrayBuffer()));
