@@ -129,6 +129,8 @@ describe('a long-poll woken with the messages that woke it', () => {
     ]);
     const news = (result as EnqueueResult).stored[0]?.news;
     expect(news?.messages.map((m) => m.content)).toEqual(['{}', '{"n":2}', '{"n":3}']);
+    // Read before the insert: a fresh device had nothing queued.
+    expect(news?.previousId).toBe(0);
     here.notifier.notify(d.userId, d.deviceId, news);
     const batch = await poll;
     expect(contents(batch)).toEqual([{}, { n: 2 }]);
@@ -160,7 +162,10 @@ describe('which devices an enqueue reports new messages for', () => {
     for (const device of [phone, laptop]) here.notifier.subscribe(device.userId, device.deviceId, (news) => heard.set(device.deviceId, news));
     await here.toDevice.send({ sender: '@a:test', senderDevice: 'A', type: 'm.test', origin: 'client', messages: { [phone.userId]: { '*': { n: 2 } } } });
     expect([...heard.keys()].sort()).toEqual(['LAPTOP', 'PHONE']);
-    for (const news of heard.values()) expect(news?.messages.map((m) => m.content)).toEqual(['{"n":2}']);
+    for (const news of heard.values()) {
+      expect(news?.messages.map((m) => m.content)).toEqual(['{"n":2}']);
+      expect(news?.previousId).toBe(0);
+    }
   });
 });
 
