@@ -52,10 +52,14 @@ function process_(notifier = new Notifier()) {
   };
 }
 
-/** The poll has subscribed: it may still be reading, and a wake-up then ends it as soon as it would wait. */
-async function subscribed(notifier: Notifier, n = 1): Promise<void> {
+/**
+ * The poll has subscribed and, given a moment, made its first read: what is sent next comes after
+ * that read (a poll whose read saw it would answer at once, and prove nothing).
+ */
+async function parked(notifier: Notifier, n = 1): Promise<void> {
   for (let i = 0; i < 200 && notifier.waiting < n; i++) await new Promise((r) => setTimeout(r, 5));
   expect(notifier.waiting).toBe(n);
+  await new Promise((r) => setTimeout(r, 50));
 }
 
 const contents = (batch: ToDeviceBatch) => batch.events.map((e) => JSON.parse(e.contentJson) as unknown);
@@ -68,7 +72,7 @@ describe('a long-poll woken with the messages that woke it', () => {
     const here = process_();
     const elsewhere = process_();
     const poll = here.sync.sync({ ...d, since: null, limit: 100, timeoutMs: 60_000 }, (b) => b);
-    await subscribed(here.notifier);
+    await parked(here.notifier);
     await send(elsewhere, d, 1); // its wake-up never reaches `here`
     await send(here, d, 2);
     const batch = await poll;
@@ -79,7 +83,7 @@ describe('a long-poll woken with the messages that woke it', () => {
     const d = await newDevice();
     const here = process_();
     const poll = here.sync.sync({ ...d, since: null, limit: 100, timeoutMs: 60_000 }, (b) => b);
-    await subscribed(here.notifier);
+    await parked(here.notifier);
     await here.toDevice.send({
       sender: '@a:test',
       senderDevice: 'A',
@@ -105,13 +109,13 @@ describe('a long-poll woken with the messages that woke it', () => {
 
     // Its read sees message 1 at once: to wait, it starts after it.
     const trusting = sync.sync({ ...d, since: before, limit: 100, timeoutMs: 60_000 }, (b) => b);
-    await subscribed(notifier);
+    await parked(notifier);
     notifier.notify(d.userId, d.deviceId, new NewMessages(before, [invented]));
     expect(contents(await trusting)).toEqual([{ invented: true }]);
 
     // News that follows a message past the poll's position is not all it is owed: it reads.
     const doubting = sync.sync({ ...d, since: before, limit: 100, timeoutMs: 60_000 }, (b) => b);
-    await subscribed(notifier);
+    await parked(notifier);
     notifier.notify(d.userId, d.deviceId, new NewMessages(before + 1, [invented]));
     expect((await doubting).events).toEqual([]);
   });
@@ -120,7 +124,7 @@ describe('a long-poll woken with the messages that woke it', () => {
     const d = await newDevice();
     const here = process_();
     const poll = here.sync.sync({ ...d, since: null, limit: 2, timeoutMs: 60_000 }, (b) => b);
-    await subscribed(here.notifier);
+    await parked(here.notifier);
     const inbox = new DeviceInboxStore(database.db);
     const [result] = await inbox.claimAndEnqueueMany([
       { txn: null, sender: '@a:test', type: 'm.test', targets: [{ ...d, content: '{}' }], watch: [d] },
