@@ -213,8 +213,8 @@ export class DeviceInboxStore {
         const result = results[Number(row.r)];
         if (result !== undefined) result.claimed = true;
       } else {
-        const entry = deviceOf(row.u, row.d);
-        entry.at.push([Number(row.r), Number(row.o)]);
+        // Positions matter only for watched devices' news; S1's batches of 500 watch nothing.
+        if (watch.length > 0) deviceOf(row.u, row.d).at.push([Number(row.r), Number(row.o)]);
         storedRows.push({ r: Number(row.r), u: row.u ?? '', d: row.d ?? '' });
       }
     }
