@@ -204,7 +204,9 @@ describe('drops by maintenance and the remaining dispatch outcomes', () => {
     expect(m.value('server_user_dispatch_total', { type: 'org.example.ping', outcome: 'invalid_content' })).toBe(1);
     expect(m.value('server_user_dispatch_total', { type: 'org.test.slow', outcome: 'timeout' })).toBe(1);
     expect(m.value('server_user_dispatch_duration_seconds_count', { type: 'org.test.slow', outcome: 'timeout' })).toBe(1);
-    expect(m.value('server_user_dispatch_duration_seconds_sum', { type: 'org.test.slow', outcome: 'timeout' })).toBeGreaterThanOrEqual(0.1);
+    // The deadline is 100 ms; libuv runs timers on a millisecond clock read at the start of each
+    // loop turn, so measured with performance.now() one may fire up to 1 ms early (seen: 99.8 ms).
+    expect(m.value('server_user_dispatch_duration_seconds_sum', { type: 'org.test.slow', outcome: 'timeout' })).toBeGreaterThanOrEqual(0.099);
   });
 });
 
