@@ -26,8 +26,9 @@ import type { Database } from './storage/database.ts';
 import { AppserviceSender } from './appservice/appservice-sender.ts';
 import { AppserviceRegistry } from './appservice/registration.ts';
 import type { SigningKey } from './federation/ed25519.ts';
-import type { FederationClient } from './federation/federation-client.ts';
-import { RemoteKeys } from './federation/remote-keys.ts';
+import { FederationClient } from './federation/federation-client.ts';
+import { ReceiverOrder } from './federation/receiver-order.ts';
+import { KEY_FETCH_DEADLINE_MS, RemoteKeys } from './federation/remote-keys.ts';
 import { FederationSender } from './federation/sender.ts';
 import { ServerDiscovery } from './federation/server-discovery.ts';
 import { federationRoutes } from './rest/routes/federation.ts';
@@ -62,7 +63,10 @@ export interface AppDeps {
 
 export interface Federation {
   sender: FederationSender;
+  /** Transactions to other servers. */
   client: FederationClient;
+  /** Keys, version probes and `.well-known`: short requests with a short timeout. */
+  lookups: FederationClient;
   keys: RemoteKeys;
 }
 
@@ -208,6 +212,7 @@ export function createApp(deps: AppDeps): App {
       stopping = true;
       await Promise.all([wakeups?.stop(), appserviceSender.stop(), federation?.sender.stop()]);
       federation?.client.close();
+      federation?.lookups.close();
     },
   };
 }
@@ -215,18 +220,23 @@ export function createApp(deps: AppDeps): App {
 function buildFederation(deps: AppDeps, signingKey: SigningKey, log: Logger, counters: Counters, instanceId: string): Federation {
   const { config, database } = deps;
   const fed = config.federation;
-  let client: FederationClient | null = null;
+  let lookups: FederationClient | null = null;
   const discovery = new ServerDiscovery({
     staticRoutes: fed.staticRoutes,
     allowHttp: fed.allowHttp,
-    fetchWellKnown: (host) => (client as FederationClient).fetchWellKnown(host, fed.allowHttp),
+    fetchWellKnown: (host) => (lookups as FederationClient).fetchWellKnown(host, fed.allowHttp),
   });
-  client = new TimedFederationClient({
+  const clientOptions = {
     serverName: config.serverName,
     signingKey,
     discovery,
     ...(deps.federationCa === undefined ? {} : { extraCa: deps.federationCa }),
-  }, counters);
-  const sender = new FederationSender({ serverName: config.serverName, db: database.db, client, log, counters, instanceId, backoff: fed.backoff });
-  return { sender, client, keys: new RemoteKeys(new FederationKeysStore(database.db), client) };
+  };
+  const client = new TimedFederationClient(clientOptions, counters);
+  // Short requests (keys, version, .well-known) on connections of their own: an inbound request
+  // waiting for its origin's key never queues behind transactions to slow destinations.
+  lookups = new FederationClient({ ...clientOptions, timeoutMs: KEY_FETCH_DEADLINE_MS });
+  const receiverOrder = new ReceiverOrder(lookups);
+  const sender = new FederationSender({ serverName: config.serverName, db: database.db, client, receiverOrder, log, counters, instanceId, backoff: fed.backoff });
+  return { sender, client, lookups, keys: new RemoteKeys(new FederationKeysStore(database.db), lookups) };
 }

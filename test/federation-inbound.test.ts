@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeBase64 } from '../src/federation/base64.ts';
 import { signingKeyFromSeed } from '../src/federation/ed25519.ts';
 import { verifySignature } from '../src/federation/json-signing.ts';
+import { EDUS_IN_ORDER_FIELD } from '../src/federation/receiver-order.ts';
 import { federationOutbox } from '../src/storage/schema.ts';
 import { TestClient } from './support/client.ts';
 import { FakeServer } from './support/fake-server.ts';
@@ -44,14 +45,34 @@ async function bobReceives(): Promise<unknown[]> {
 }
 
 describe('inbound federation transactions', () => {
-  it('serves this server\'s key, self-signed', async () => {
-    const res = await t.app.request('/_matrix/key/v2/server');
-    const body = (await res.json()) as { server_name: string; verify_keys: Record<string, { key: string }>; signatures: Record<string, Record<string, string>>; valid_until_ts: number };
+  type KeyBody = { server_name: string; verify_keys: Record<string, { key: string }>; signatures: Record<string, Record<string, string>>; valid_until_ts: number };
+  const checkKeyBody = (body: KeyBody) => {
     expect(body.server_name).toBe(SERVER_NAME);
     const [keyId, { key }] = Object.entries(body.verify_keys)[0] as [string, { key: string }];
     expect(keyId).toMatch(/^ed25519:/);
     expect(body.valid_until_ts).toBeGreaterThan(Date.now());
     expect(verifySignature(body, body.signatures[SERVER_NAME]?.[keyId] as string, decodeBase64(key) as Buffer)).toBe(true);
+    return keyId;
+  };
+
+  it('serves this server\'s key, self-signed', async () => {
+    const res = await t.app.request('/_matrix/key/v2/server');
+    expect(res.status).toBe(200);
+    checkKeyBody((await res.json()) as KeyBody);
+  });
+
+  it('serves the key by id as Synapse asks for it (GET /_matrix/key/v2/server/ed25519%3A…), signed and verifiable', async () => {
+    const keyId = checkKeyBody((await (await t.app.request('/_matrix/key/v2/server')).json()) as KeyBody);
+    for (const path of [`/_matrix/key/v2/server/${encodeURIComponent(keyId)}`, `/_matrix/key/v2/server/${keyId}`, '/_matrix/key/v2/server/']) {
+      const res = await t.app.request(path);
+      expect(res.status, path).toBe(200);
+      expect(checkKeyBody((await res.json()) as KeyBody)).toBe(keyId);
+    }
+  });
+
+  it('says in /_matrix/federation/v1/version that it applies a transaction\'s EDUs in order', async () => {
+    const res = await t.app.request('/_matrix/federation/v1/version');
+    expect(await res.json()).toEqual({ server: { name: 'matrix-to-device-server', version: expect.any(String) }, [EDUS_IN_ORDER_FIELD]: true });
   });
 
   it('delivers an EDU signed by its origin to the local device, expanding *', async () => {

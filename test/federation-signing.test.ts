@@ -73,21 +73,25 @@ describe('EDU packing', () => {
     content: JSON.stringify({ p: 'x'.repeat(bytes) }),
     ...extra,
   });
+  const inOrder = { receiverAppliesInOrder: true };
+  const anyOrder = { receiverAppliesInOrder: false };
 
   it('packs many small messages into one EDU and splits by size at 64 KiB', () => {
     const rows = Array.from({ length: 300 }, (_, i) => row(i + 1, `D${i}`, 1000));
-    const packed = packEdus(rows);
-    expect(packed.streamIds).toHaveLength(300);
-    expect(packed.edus.length).toBeGreaterThanOrEqual(5);
-    expect(packed.edus.length).toBeLessThanOrEqual(6);
-    for (const edu of packed.edus) expect(Buffer.byteLength(canonicalJson(edu.content))).toBeLessThanOrEqual(MAX_EDU_CONTENT_BYTES);
-    const delivered = packed.edus.flatMap((e) => Object.keys(e.content.messages['@bob:remote.example'] ?? {}));
-    expect(delivered).toEqual(rows.map((r) => r.deviceId));
+    for (const opts of [inOrder, anyOrder]) {
+      const packed = packEdus(rows, opts);
+      expect(packed.streamIds).toHaveLength(300);
+      expect(packed.edus.length).toBeGreaterThanOrEqual(5);
+      expect(packed.edus.length).toBeLessThanOrEqual(6);
+      for (const edu of packed.edus) expect(Buffer.byteLength(canonicalJson(edu.content))).toBeLessThanOrEqual(MAX_EDU_CONTENT_BYTES);
+      const delivered = packed.edus.flatMap((e) => Object.keys(e.content.messages['@bob:remote.example'] ?? {}));
+      expect(delivered).toEqual(rows.map((r) => r.deviceId));
+    }
   });
 
   it('never puts two messages for one device, or two senders/types, in one EDU', () => {
     const rows = [row(1, 'D', 10), row(2, 'D', 10), row(3, 'E', 10, { type: 'm.other' }), row(4, 'F', 10, { sender: '@carol:local.example' })];
-    const packed = packEdus(rows);
+    const packed = packEdus(rows, inOrder);
     expect(packed.edus.map((e) => [e.content.type, e.content.sender, Object.keys(e.content.messages['@bob:remote.example'] ?? {})])).toEqual([
       ['m.test', '@alice:local.example', ['D']],
       ['m.test', '@alice:local.example', ['D']],
@@ -100,23 +104,42 @@ describe('EDU packing', () => {
   });
 
   it('never puts * and another entry for the same user in one EDU (their order would be lost)', () => {
-    const packed = packEdus([row(1, 'D', 10), row(2, '*', 10), row(3, 'E', 10)]);
+    const packed = packEdus([row(1, 'D', 10), row(2, '*', 10), row(3, 'E', 10)], inOrder);
     expect(packed.edus.map((e) => Object.keys(e.content.messages['@bob:remote.example'] ?? {}))).toEqual([['D'], ['*'], ['E']]);
+  });
+
+  it('for a receiver that may reorder EDUs, carries one message per (sender, device) per transaction and leaves the rest in order', () => {
+    const rows = [
+      row(1, 'D', 10),
+      row(2, 'D', 10),
+      row(3, 'E', 10),
+      row(4, 'D', 10, { sender: '@carol:local.example' }),
+      row(5, '*', 10),
+      row(6, 'F', 10, { userId: '@other:remote.example' }),
+      row(7, 'E', 10),
+    ];
+    const packed = packEdus(rows, anyOrder);
+    // 2 (D again) waits; 5 (* for bob) waits, being after 1 and 3 for bob; 7 waits behind 5.
+    expect(packed.streamIds).toEqual([1, 3, 4, 6]);
+    const next = packEdus(rows.filter((r) => !packed.streamIds.includes(r.streamId)), anyOrder);
+    expect(next.streamIds).toEqual([2]);
   });
 
   it('shares EDUs between interleaved senders: 4 senders taking turns over 8 devices fill 4 EDUs, not 32', () => {
     const rows = Array.from({ length: 32 }, (_, i) => row(i + 1, `D${Math.floor(i / 4)}`, 10, { sender: `@s${i % 4}:local.example` }));
-    const packed = packEdus(rows);
-    expect(packed.streamIds).toEqual(rows.map((r) => r.streamId));
-    expect(packed.edus.map((e) => [e.content.sender, Object.keys(e.content.messages['@bob:remote.example'] ?? {}).length])).toEqual([
-      ['@s0:local.example', 8],
-      ['@s1:local.example', 8],
-      ['@s2:local.example', 8],
-      ['@s3:local.example', 8],
-    ]);
+    for (const opts of [inOrder, anyOrder]) {
+      const packed = packEdus(rows, opts);
+      expect(packed.streamIds).toEqual(rows.map((r) => r.streamId));
+      expect(packed.edus.map((e) => [e.content.sender, Object.keys(e.content.messages['@bob:remote.example'] ?? {}).length])).toEqual([
+        ['@s0:local.example', 8],
+        ['@s1:local.example', 8],
+        ['@s2:local.example', 8],
+        ['@s3:local.example', 8],
+      ]);
+    }
   });
 
-  it('keeps every device\'s order (with *), takes a prefix, one slot per device, ≤ 100 EDUs (property)', () => {
+  it('keeps each (sender, device)\'s order (with *), one slot per device, ≤ 100 EDUs, in both modes (property)', () => {
     const arbRow = fc.record({
       user: fc.constantFrom('@u0:remote.example', '@u1:remote.example'),
       device: fc.constantFrom('A', 'B', 'C', '*'),
@@ -125,34 +148,48 @@ describe('EDU packing', () => {
       bytes: fc.constantFrom(10, 10, 10, 20_000),
     });
     fc.assert(
-      fc.property(fc.array(arbRow, { maxLength: 400 }), (specs) => {
-        const rows = specs.map((x, i) =>
+      fc.property(fc.array(arbRow, { maxLength: 400 }), fc.boolean(), (specs, receiverAppliesInOrder) => {
+        let rows = specs.map((x, i) =>
           row(i + 1, x.device, x.bytes, { userId: x.user, sender: x.sender, type: x.type, content: JSON.stringify({ n: i + 1, p: 'x'.repeat(x.bytes) }) }),
         );
-        const packed = packEdus(rows);
-        const taken = rows.slice(0, packed.streamIds.length);
-        expect(packed.streamIds).toEqual(taken.map((r) => r.streamId));
-        expect(packed.edus.length).toBeLessThanOrEqual(100);
-        if (packed.streamIds.length < rows.length) expect(packed.edus).toHaveLength(100);
-        // What the receiver applies, EDU by EDU; n is the row's stream id.
+        // Send transaction after transaction until the queue is empty, as the sender does.
         const applied: { user: string; device: string; n: number; sender: string; type: string }[] = [];
-        for (const edu of packed.edus) {
-          expect(Buffer.byteLength(canonicalJson(edu.content)) <= MAX_EDU_CONTENT_BYTES || Object.values(edu.content.messages).flatMap((m) => Object.keys(m)).length === 1).toBe(true);
-          for (const [user, byDevice] of Object.entries(edu.content.messages)) {
-            const devices = Object.keys(byDevice);
-            if (devices.includes('*')) expect(devices).toEqual(['*']);
-            for (const device of devices) applied.push({ user, device, n: byDevice[device]!.n as number, sender: edu.content.sender, type: edu.content.type });
+        const total = rows.length;
+        for (let txns = 0; rows.length > 0; txns++) {
+          expect(txns).toBeLessThan(total);
+          const packed = packEdus(rows, { receiverAppliesInOrder });
+          expect(packed.streamIds.length).toBeGreaterThan(0);
+          expect(packed.edus.length).toBeLessThanOrEqual(100);
+          const inTxn: typeof applied = [];
+          // A receiver that applies in order sees the EDUs in order; another may see them in any
+          // order, so then each (sender, device) may appear only once.
+          for (const edu of packed.edus) {
+            expect(Buffer.byteLength(canonicalJson(edu.content)) <= MAX_EDU_CONTENT_BYTES || Object.values(edu.content.messages).flatMap((m) => Object.keys(m)).length === 1).toBe(true);
+            for (const [user, byDevice] of Object.entries(edu.content.messages)) {
+              const devices = Object.keys(byDevice);
+              if (devices.includes('*')) expect(devices).toEqual(['*']);
+              for (const device of devices) inTxn.push({ user, device, n: byDevice[device]!.n as number, sender: edu.content.sender, type: edu.content.type });
+            }
           }
+          expect(inTxn.map((x) => x.n).sort((a, b) => a - b)).toEqual([...packed.streamIds].sort((a, b) => a - b));
+          for (const x of inTxn) expect(rows.find((r) => r.streamId === x.n)).toMatchObject({ userId: x.user, deviceId: x.device, sender: x.sender, type: x.type });
+          if (!receiverAppliesInOrder) {
+            for (const x of inTxn) {
+              const clashes = inTxn.filter((y) => y.sender === x.sender && y.user === x.user && (y.device === x.device || y.device === '*' || x.device === '*'));
+              expect(clashes).toHaveLength(1);
+            }
+          }
+          applied.push(...inTxn);
+          rows = rows.filter((r) => !packed.streamIds.includes(r.streamId));
         }
-        expect(applied.map((x) => x.n).sort((a, b) => a - b)).toEqual(packed.streamIds);
-        for (const x of applied) expect(rows[x.n - 1]).toMatchObject({ userId: x.user, deviceId: x.device, sender: x.sender, type: x.type });
-        // For each concrete device: the rows reaching it (its own and its user's *), in order.
-        for (const user of ['@u0:remote.example', '@u1:remote.example']) {
-          for (const device of ['A', 'B', 'C']) {
-            const reaches = (x: { user: string; device: string }) => x.user === user && (x.device === device || x.device === '*');
-            const expected = taken.filter((r) => reaches({ user: r.userId, device: r.deviceId })).map((r) => r.streamId);
-            const got = applied.filter(reaches).map((x) => x.n);
-            expect(got).toEqual(expected);
+        // For each sender and concrete device: the rows reaching it (its own and its user's *), in order.
+        for (const sender of ['@s0:local.example', '@s1:local.example']) {
+          for (const user of ['@u0:remote.example', '@u1:remote.example']) {
+            for (const device of ['A', 'B', 'C']) {
+              const reaches = (x: { sender: string; user: string; device: string }) => x.sender === sender && x.user === user && (x.device === device || x.device === '*');
+              const expected = specs.map((x, i) => ({ ...x, n: i + 1 })).filter(reaches).map((x) => x.n);
+              expect(applied.filter(reaches).map((x) => x.n)).toEqual(expected);
+            }
           }
         }
       }),
@@ -162,9 +199,10 @@ describe('EDU packing', () => {
 
   it('stops at 100 EDUs per transaction, leaving the rest for the next', () => {
     const rows = Array.from({ length: 150 }, (_, i) => row(i + 1, 'SAME', 10));
-    const packed = packEdus(rows);
+    const packed = packEdus(rows, inOrder);
     expect(packed.edus).toHaveLength(100);
     expect(packed.streamIds).toEqual(rows.slice(0, 100).map((r) => r.streamId));
+    expect(packEdus(rows, anyOrder).streamIds).toEqual([1]);
   });
 });
 

@@ -65,6 +65,18 @@ describe('federation between two server processes', () => {
     expect(got).toEqual([{ sender: '@:b.test', type: 'org.example.pong', content: { nonce: 'across', server_ts: expect.any(Number) } }]);
   });
 
+  it('answers a federated ping to the one device it names in device_id (the EDU does not say which device sent it), else to all', async () => {
+    const c1 = await TestClient.register(onA(), 'cleo', { deviceId: 'C1' });
+    const c2 = await TestClient.login(onA(), 'cleo', { deviceId: 'C2' });
+    await c1.sendToDevice('org.example.ping', { '@:b.test': { '': { nonce: 'named', device_id: 'C2' } } });
+    expect((await collectToDevice(c2, 1)).map((e) => e.content.nonce)).toEqual(['named']);
+    await c1.sendToDevice('org.example.ping', { '@:b.test': { '*': { nonce: 'unnamed' } } });
+    expect((await collectToDevice(c2, 1)).map((e) => e.content.nonce)).toEqual(['unnamed']);
+    // C1 got only the unnamed one.
+    expect((await collectToDevice(c1, 1)).map((e) => e.content.nonce)).toEqual(['unnamed']);
+    expect((await c1.sync()).to_device.events).toEqual([]);
+  });
+
   it('packs 300 messages of 1 KiB to one remote user into EDUs of at most 64 KiB', async () => {
     const sender = await TestClient.register(onA(), 'bulk');
     // 100 devices × 3 rounds = 300 messages.

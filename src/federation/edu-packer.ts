@@ -20,6 +20,15 @@ export interface PackedTxn {
   streamIds: number[];
 }
 
+export interface PackOptions {
+  /**
+   * The receiver applies a transaction's EDUs one after another, in order (our own server says
+   * so in `/_matrix/federation/v1/version`). Synapse applies them concurrently, 10 at a time, so
+   * for any other receiver a transaction carries at most one message per (sender, device).
+   */
+  receiverAppliesInOrder: boolean;
+}
+
 function newMessageId(): string {
   // 16 characters, well under the spec's 32-codepoint limit.
   return randomBytes(12).toString('base64url');
@@ -30,53 +39,71 @@ const entryBytes = (userId: string, deviceId: string, content: string) =>
   Buffer.byteLength(JSON.stringify(userId)) + Buffer.byteLength(JSON.stringify(deviceId)) + Buffer.byteLength(content) + 6;
 
 /**
- * Packs outbox rows into m.direct_to_device EDUs of at most 64 KiB of content and at most 100
- * per transaction. One EDU carries one (sender, type) and at most one message per (user,
- * device) — the EDU's map has a single slot for each, and `*` counts as every device. The
- * receiver applies a transaction's EDUs in order, so a row may join any EDU of its (sender, type)
- * that comes after every EDU holding an earlier row for the same device (for `*`: for the same
- * user); it joins the first such EDU with room, else starts a new one. Interleaved senders thus
- * still share EDUs (one EDU per message when consecutive rows alternate between senders would
- * cost the receiver one database transaction per message), and each device's order is kept.
- * Packing stops at the first row that finds no place, so the rows taken are a prefix.
+ * Packs outbox rows (oldest first) into m.direct_to_device EDUs of at most 64 KiB of content and
+ * at most 100 per transaction, keeping the only order promised over federation: per (sender,
+ * recipient device), where `*` stands for every device of its user.
+ *
+ * One EDU carries one (sender, type) and at most one message per (user, device) — its map has a
+ * single slot for each. When the receiver applies EDUs in order, a row may join any EDU of its
+ * (sender, type) after every EDU holding an earlier row of the same sender for the same device;
+ * otherwise the transaction may hold only one such row at all, and the next waits for the next
+ * transaction. A row that finds no place is left for a later transaction, and so is every later
+ * row of its sender for the same device, so what is left keeps its order; rows for other devices
+ * still fill the transaction. Many devices thus share transactions either way; only messages for
+ * one device from one sender are spread over several.
  */
-export function packEdus(rows: readonly OutboxRow[]): PackedTxn {
+export function packEdus(rows: readonly OutboxRow[], opts: PackOptions): PackedTxn {
   const edus: DirectToDeviceEdu[] = [];
   const sizes: number[] = [];
   const streamIds: number[] = [];
-  // Index of the last EDU holding an entry for: a (user, device); a user's "*"; a user at all.
+  // Per (sender, user, device) and per (sender, user) for `*`: the index of the last EDU taken
+  // with such a row, and whether such a row was left behind.
   const lastForDevice = new Map<string, number>();
   const lastForStar = new Map<string, number>();
   const lastForUser = new Map<string, number>();
+  const leftDevice = new Set<string>();
+  const leftUser = new Set<string>();
   // The EDUs of each (sender, type), in order.
   const bySenderType = new Map<string, number[]>();
   for (const row of rows) {
-    const add = entryBytes(row.userId, row.deviceId, row.content);
-    const deviceKey = `${row.userId}\u0000${row.deviceId}`;
-    const earliest =
-      row.deviceId === '*'
-        ? (lastForUser.get(row.userId) ?? -1) + 1
-        : Math.max(lastForDevice.get(deviceKey) ?? -1, lastForStar.get(row.userId) ?? -1) + 1;
-    const senderType = JSON.stringify([row.sender, row.type]);
-    let list = bySenderType.get(senderType);
-    if (list === undefined) bySenderType.set(senderType, (list = []));
-    let target = list.find((i) => i >= earliest && (sizes[i] as number) + add <= MAX_EDU_CONTENT_BYTES);
+    const userKey = `${row.sender}\u0000${row.userId}`;
+    const deviceKey = `${userKey}\u0000${row.deviceId}`;
+    const star = row.deviceId === '*';
+    // A row behind one that was left must be left too, or it would overtake it.
+    const blocked = star ? leftUser.has(userKey) : leftDevice.has(deviceKey) || leftDevice.has(`${userKey}\u0000*`);
+    // The last EDU holding an earlier row this one must come after; -1 for none.
+    const previous = star ? (lastForUser.get(userKey) ?? -1) : Math.max(lastForDevice.get(deviceKey) ?? -1, lastForStar.get(userKey) ?? -1);
+    const target = blocked || (previous >= 0 && !opts.receiverAppliesInOrder) ? undefined : place(row, previous + 1);
     if (target === undefined) {
-      if (edus.length === MAX_EDUS_PER_TXN) break;
-      target = edus.length;
-      edus.push({ edu_type: 'm.direct_to_device', content: { sender: row.sender, type: row.type, message_id: newMessageId(), messages: {} } });
-      // {"message_id":"…","messages":{},"sender":"…","type":"…"}
-      sizes.push(72 + Buffer.byteLength(JSON.stringify(row.sender)) + Buffer.byteLength(JSON.stringify(row.type)));
-      list.push(target);
+      leftDevice.add(deviceKey);
+      leftUser.add(userKey);
+      continue;
     }
     const edu = edus[target] as DirectToDeviceEdu;
     const byDevice = (edu.content.messages[row.userId] ??= {});
     byDevice[row.deviceId] = JSON.parse(row.content) as Record<string, unknown>;
-    sizes[target] = (sizes[target] as number) + add;
+    sizes[target] = (sizes[target] as number) + entryBytes(row.userId, row.deviceId, row.content);
     streamIds.push(row.streamId);
     lastForDevice.set(deviceKey, target);
-    if (row.deviceId === '*') lastForStar.set(row.userId, target);
-    lastForUser.set(row.userId, Math.max(lastForUser.get(row.userId) ?? -1, target));
+    if (star) lastForStar.set(userKey, target);
+    lastForUser.set(userKey, Math.max(lastForUser.get(userKey) ?? -1, target));
   }
   return { edus, streamIds };
+
+  /** The first EDU of the row's (sender, type) at or after `earliest` with room, or a new one; undefined when the transaction is full. */
+  function place(row: OutboxRow, earliest: number): number | undefined {
+    const add = entryBytes(row.userId, row.deviceId, row.content);
+    const senderType = JSON.stringify([row.sender, row.type]);
+    let list = bySenderType.get(senderType);
+    if (list === undefined) bySenderType.set(senderType, (list = []));
+    const found = list.find((i) => i >= earliest && (sizes[i] as number) + add <= MAX_EDU_CONTENT_BYTES);
+    if (found !== undefined) return found;
+    if (edus.length === MAX_EDUS_PER_TXN) return undefined;
+    // {"message_id":"…","messages":{},"sender":"…","type":"…"}
+    const size = 72 + Buffer.byteLength(JSON.stringify(row.sender)) + Buffer.byteLength(JSON.stringify(row.type));
+    edus.push({ edu_type: 'm.direct_to_device', content: { sender: row.sender, type: row.type, message_id: newMessageId(), messages: {} } });
+    sizes.push(size);
+    list.push(edus.length - 1);
+    return edus.length - 1;
+  }
 }

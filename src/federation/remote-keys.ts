@@ -13,12 +13,17 @@ const ServerKeysResponse = v.object({
 
 // Spec: a key whose valid_until_ts is further than 7 days away is treated as valid for 7 days.
 const MAX_VALIDITY_MS = 7 * 24 * 3600_000;
-// Don't hammer a server whose keys we just failed to get.
+// Don't hammer a server whose keys we just failed to get: a request naming it as origin in the
+// next minute is refused at once (a forged origin costs one fetch a minute, not one a request).
 const NEGATIVE_CACHE_MS = 60_000;
+// Longest a request waits for an origin's keys, discovery included (Synapse allows 10 s).
+export const KEY_FETCH_DEADLINE_MS = 5_000;
 
 /**
  * Other servers' verify keys: from memory, then the database, else fetched from the server's
- * own `/_matrix/key/v2/server` and accepted only if self-signed by one of them.
+ * own `/_matrix/key/v2/server` and accepted only if self-signed by one of them. The fetch goes
+ * through a client of its own (not the federation sender's, whose connections may all be busy
+ * with slow destinations) and gives up after `KEY_FETCH_DEADLINE_MS`.
  */
 export class RemoteKeys {
   private readonly memory = new Map<string, { key: Buffer; validUntil: number }>();
@@ -27,7 +32,8 @@ export class RemoteKeys {
 
   constructor(
     private readonly store: FederationKeysStore,
-    private readonly client: FederationClient,
+    private readonly client: Pick<FederationClient, 'request'>,
+    private readonly deadlineMs = KEY_FETCH_DEADLINE_MS,
   ) {}
 
   async getVerifyKey(serverName: string, keyId: string): Promise<Buffer | null> {
@@ -56,7 +62,7 @@ export class RemoteKeys {
 
   private async fetchKeys(serverName: string): Promise<void> {
     try {
-      const res = await this.client.request(serverName, 'GET', '/_matrix/key/v2/server', undefined, false);
+      const res = await withDeadline(this.client.request(serverName, 'GET', '/_matrix/key/v2/server', undefined, false), this.deadlineMs);
       const parsed = v.safeParse(ServerKeysResponse, res.json);
       if (res.status !== 200 || !parsed.success || parsed.output.server_name !== serverName) throw new Error('bad key response');
       const body = parsed.output;
@@ -76,4 +82,12 @@ export class RemoteKeys {
       this.failures.set(serverName, Date.now() + NEGATIVE_CACHE_MS);
     }
   }
+}
+
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }

@@ -7,11 +7,14 @@ import { RetryingRunner } from '../services/retrying-runner.ts';
 import { FederationOutboxStore, type PendingTxn } from '../storage/federation-outbox-store.ts';
 import { packEdus } from './edu-packer.ts';
 import type { FederationClient } from './federation-client.ts';
+import type { ReceiverOrder } from './receiver-order.ts';
 
 export interface SenderOptions {
   serverName: string;
   db: Db;
   client: FederationClient;
+  /** Whether a destination applies EDUs in order, which decides how its transactions are packed. */
+  receiverOrder: Pick<ReceiverOrder, 'appliesEdusInOrder'>;
   log: Logger;
   counters: Counters;
   /** Holder name for this instance's queue leases. */
@@ -19,7 +22,8 @@ export interface SenderOptions {
   backoff: { initialMs: number; maxMs: number };
 }
 
-// Rows read per transaction; at most 100 EDUs of them are sent, the rest wait their turn.
+// Rows read per transaction; what fits into 100 EDUs (and the receiver's order rule) is sent,
+// the rest wait their turn.
 const ROWS_PER_TXN = 2000;
 
 /**
@@ -64,7 +68,7 @@ export class FederationSender {
     let txn: PendingTxn | null = pending;
     if (txn === null) {
       if (rows.length === 0) return false;
-      const packed = packEdus(rows);
+      const packed = packEdus(rows, { receiverAppliesInOrder: await this.opts.receiverOrder.appliesEdusInOrder(destination) });
       const body = { origin: this.opts.serverName, origin_server_ts: Date.now(), pdus: [], edus: packed.edus };
       txn = { destination, txnId: `${Date.now()}${randomBytes(6).toString('hex')}`, body: JSON.stringify(body), streamIds: packed.streamIds };
       await this.store.putPendingTxn(txn);

@@ -27,8 +27,19 @@ export interface ModuleContext<Config> {
 
 /** What an event handler may do: the module's context, and a reply to the event's sender. */
 export interface HandlerContext<Config> extends ModuleContext<Config> {
-  /** Sends to the device that sent the event (all the sender's devices when that is unknown). */
-  reply(type: string, content: Record<string, unknown>): Promise<void>;
+  /**
+   * Sends to the device that sent the event. When that is unknown (over federation the EDU does
+   * not name it), to `options.deviceId` of the sender if given — typically a device ID the
+   * client put in its content — else to all the sender's devices (`*`). A known sending device
+   * always wins: `deviceId` cannot redirect a reply to another device of a local sender.
+   */
+  reply(type: string, content: Record<string, unknown>, options?: ReplyOptions): Promise<void>;
+}
+
+/** Where a reply goes when the event does not say which device sent it. */
+export interface ReplyOptions {
+  /** A device of the sender to answer instead of all of them. */
+  deviceId?: string;
 }
 
 /** Whom a module route's request was authenticated as (access token, or an appservice's as_token). */

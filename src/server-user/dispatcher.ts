@@ -121,7 +121,8 @@ export class ServerUserDispatcher {
         }
         const ctx: HandlerContext<unknown> = {
           ...moduleCtx,
-          reply: (replyType, content) => this.deps.send(message.sender, message.senderDevice ?? '*', replyType, content),
+          reply: (replyType, content, options) =>
+            this.deps.send(message.sender, message.senderDevice ?? options?.deviceId ?? '*', replyType, content),
         };
         let work: Promise<void>;
         try {

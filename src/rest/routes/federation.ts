@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import * as v from 'valibot';
 import { MatrixError } from '../../errors/matrix-error.ts';
+import { EDUS_IN_ORDER_FIELD } from '../../federation/receiver-order.ts';
 import type { RemoteKeys } from '../../federation/remote-keys.ts';
 import type { FederationInbound } from '../../services/federation-inbound.ts';
 import type { Services } from '../../services/services.ts';
@@ -25,7 +26,9 @@ export interface FederationRouteDeps {
 export function federationRoutes({ services: s, keys, inbound }: FederationRouteDeps): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
 
-  r.get('/v1/version', (c) => c.json({ server: { name: 'matrix-to-device-server', version: '0.1.0' } }));
+  // FederationInbound applies a transaction's EDUs one after another, so senders that read
+  // this may pack several messages for one device into one transaction.
+  r.get('/v1/version', (c) => c.json({ server: { name: 'matrix-to-device-server', version: '0.1.0' }, [EDUS_IN_ORDER_FIELD]: true }));
 
   r.put('/v1/send/:txnId', async (c) => {
     const body = await readJsonBody(c, TransactionBody, s.config.limits.maxRequestBytes);
