@@ -237,6 +237,6 @@ function buildFederation(deps: AppDeps, signingKey: SigningKey, log: Logger, cou
   // waiting for its origin's key never queues behind transactions to slow destinations.
   lookups = new FederationClient({ ...clientOptions, timeoutMs: KEY_FETCH_DEADLINE_MS });
   const receiverOrder = new ReceiverOrder(lookups);
-  const sender = new FederationSender({ serverName: config.serverName, db: database.db, client, receiverOrder, log, counters, instanceId, backoff: fed.backoff });
+  const sender = new FederationSender({ serverName: config.serverName, db: database.db, client, receiverOrder, log, counters, instanceId, backoff: fed.backoff, maxConcurrent: fed.maxConcurrentDestinations });
   return { sender, client, lookups, keys: new RemoteKeys(new FederationKeysStore(database.db), lookups) };
 }

@@ -112,6 +112,8 @@ describe('environment variables', () => {
       FEDERATION_BACKOFF_INITIAL_MS: '7',
       FEDERATION_BACKOFF_MAX_MS: '70',
       FEDERATION_INBOUND_DEDUPE_DAYS: '30',
+      FEDERATION_MAX_CONCURRENT_DESTINATIONS: '7',
+      FEDERATION_DESTINATION_QUEUE_MAX: '7',
       METRICS_ENABLED: 'false',
       METRICS_HOST: '0.0.0.0',
       METRICS_PORT: '9999',
@@ -133,6 +135,8 @@ describe('environment variables', () => {
       allowHttp: true,
       backoff: { initialMs: 7, maxMs: 70 },
       inboundDedupeDays: 30,
+      maxConcurrentDestinations: 7,
+      destinationQueueMax: 7,
     });
     expect(c.metrics).toEqual({ enabled: false, host: '0.0.0.0', port: 9999 });
     expect(c.log).toEqual({ level: 'debug', format: 'pretty' });

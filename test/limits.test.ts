@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deviceInbox } from '../src/storage/schema.ts';
+import { deviceInbox, federationOutbox } from '../src/storage/schema.ts';
 import { TestClient } from './support/client.ts';
 import { startTestApp, type TestApp } from './support/test-app.ts';
 
@@ -9,6 +9,8 @@ beforeAll(async () => {
   t = await startTestApp({
     rate_limits: { send_to_device: { per_second: 2, burst_count: 3 } },
     limits: { device_queue_max: 5, to_device_ttl_hours: 1 },
+    // dead.test refuses connections: what is sent to it stays queued.
+    federation: { allow_http: true, static_routes: { 'dead.test': 'http://127.0.0.1:9' }, destination_queue_max: 3 },
   });
 });
 afterAll(() => t.close());
@@ -46,6 +48,19 @@ describe('limits', () => {
     expect(t.services.counters.get('to_device_dropped_total', { reason: 'queue_cap' })).toBe(before + 3);
     const s = await target.sync();
     expect(s.to_device.events.map((e) => e.content.i)).toEqual([3, 4, 5, 6, 7]);
+  });
+
+  it('caps each federation destination\'s queue, dropping the oldest beyond the cap, counted', async () => {
+    const sender = await TestClient.register(t.app, 'fedcap');
+    // One request (this app's rate limit allows 3): five devices, queued in this order.
+    const five = Object.fromEntries(Array.from({ length: 5 }, (_, i) => [`D${i}`, { i }]));
+    expect((await sender.sendToDevice('m.cap', { '@x:dead.test': five })).status).toBe(200);
+    const before = t.services.counters.get('to_device_dropped_total', { reason: 'federation_queue_cap' });
+    const result = await t.maintenance.runOnce();
+    expect(result.federationQueueCap).toBe(2);
+    expect(t.services.counters.get('to_device_dropped_total', { reason: 'federation_queue_cap' })).toBe(before + 2);
+    const left = await t.database.db.select().from(federationOutbox);
+    expect(left.filter((r) => r.destination === 'dead.test').map((r) => (JSON.parse(r.content) as { i: number }).i)).toEqual([2, 3, 4]);
   });
 
   it('drops undelivered messages older than the TTL, counted', async () => {

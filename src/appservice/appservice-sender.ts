@@ -39,6 +39,8 @@ export class AppserviceSender {
     this.runner = new RetryingRunner({
       step: (id) => this.sendOne(id),
       backoff: opts.backoff,
+      // Appservices are few and configured; this only bounds a misconfiguration.
+      maxConcurrent: 16,
       log: opts.log.child({ component: 'appservice-sender' }),
       lease: queueLease(opts.db, 'appservice', opts.instanceId),
       onFailure: (id) => opts.counters.inc('appservice_send_failures_total', { appservice: id }),

@@ -89,6 +89,8 @@ export const ConfigFileSchema = v.strictObject({
       backoff_initial_ms: v.optional(intInRange(1, 3_600_000), 2_000),
       backoff_max_ms: v.optional(intInRange(1, 24 * 3_600_000), 3_600_000),
       inbound_dedupe_days: v.optional(intInRange(7, 365), 7),
+      max_concurrent_destinations: v.optional(intInRange(1, 10_000), 50),
+      destination_queue_max: v.optional(intInRange(1, 100_000_000), 100_000),
     }),
     {},
   ),
@@ -164,6 +166,8 @@ export interface Config {
     readonly staticRoutes: Readonly<Record<string, string>>;
     readonly backoff: { readonly initialMs: number; readonly maxMs: number };
     readonly inboundDedupeDays: number;
+    readonly maxConcurrentDestinations: number;
+    readonly destinationQueueMax: number;
   };
   readonly metrics: { readonly enabled: boolean; readonly host: string; readonly port: number };
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
@@ -213,6 +217,8 @@ export const ENV_VARS = {
   FEDERATION_BACKOFF_INITIAL_MS: { path: ['federation', 'backoff_initial_ms'], kind: 'number' },
   FEDERATION_BACKOFF_MAX_MS: { path: ['federation', 'backoff_max_ms'], kind: 'number' },
   FEDERATION_INBOUND_DEDUPE_DAYS: { path: ['federation', 'inbound_dedupe_days'], kind: 'number' },
+  FEDERATION_MAX_CONCURRENT_DESTINATIONS: { path: ['federation', 'max_concurrent_destinations'], kind: 'number' },
+  FEDERATION_DESTINATION_QUEUE_MAX: { path: ['federation', 'destination_queue_max'], kind: 'number' },
   METRICS_ENABLED: { path: ['metrics', 'enabled'], kind: 'boolean' },
   METRICS_HOST: { path: ['metrics', 'host'], kind: 'string' },
   METRICS_PORT: { path: ['metrics', 'port'], kind: 'number' },
@@ -308,6 +314,8 @@ export function parseConfig(raw: unknown): Config {
       staticRoutes: c.federation.static_routes,
       backoff: { initialMs: c.federation.backoff_initial_ms, maxMs: c.federation.backoff_max_ms },
       inboundDedupeDays: c.federation.inbound_dedupe_days,
+      maxConcurrentDestinations: c.federation.max_concurrent_destinations,
+      destinationQueueMax: c.federation.destination_queue_max,
     },
     metrics: { enabled: c.metrics.enabled, host: c.metrics.host, port: c.metrics.port },
     log: { level: c.log.level, format: c.log.format },

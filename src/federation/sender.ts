@@ -20,6 +20,8 @@ export interface SenderOptions {
   /** Holder name for this instance's queue leases. */
   instanceId: string;
   backoff: { initialMs: number; maxMs: number };
+  /** Destinations sent to at once. */
+  maxConcurrent: number;
 }
 
 // Rows read per transaction; what fits into 100 EDUs (and the receiver's order rule) is sent,
@@ -39,7 +41,11 @@ export class FederationSender {
     this.store = new FederationOutboxStore(opts.db);
     this.runner = new RetryingRunner({
       step: (destination) => this.sendOne(destination),
+      // A destination that does not answer at all backs off here, before its lease and queue
+      // are read: thousands of dead servers cost no database work. (The answer is cached.)
+      precheck: async (destination) => void (await opts.receiverOrder.appliesEdusInOrder(destination)),
       backoff: opts.backoff,
+      maxConcurrent: opts.maxConcurrent,
       log: opts.log.child({ component: 'federation-sender' }),
       lease: queueLease(opts.db, 'federation', opts.instanceId),
       onFailure: (destination) => opts.counters.inc('federation_send_failures_total', { destination }),

@@ -3,6 +3,7 @@ import type { Logger } from '../logger.ts';
 import type { Db } from '../storage/database.ts';
 import { DeviceInboxStore } from '../storage/device-inbox-store.ts';
 import { FederationInboundStore } from '../storage/federation-inbound-store.ts';
+import { FederationOutboxStore } from '../storage/federation-outbox-store.ts';
 import type { Counters } from './counters.ts';
 import { TxnStore } from '../storage/txn-store.ts';
 import { UiaStore } from '../storage/uia-store.ts';
@@ -20,7 +21,7 @@ export class Maintenance {
     private readonly counters: Counters,
   ) {}
 
-  async runOnce(now = Date.now()): Promise<{ txnIds: number; inboundEdus: number; queueCap: number; ttl: number }> {
+  async runOnce(now = Date.now()): Promise<{ txnIds: number; inboundEdus: number; queueCap: number; ttl: number; federationQueueCap: number }> {
     const txnIds = await new TxnStore(this.db).deleteOlderThan(now - this.config.limits.txnRetentionHours * HOUR);
     await new UiaStore(this.db).deleteOlderThan(now - HOUR);
     const inboundEdus = await new FederationInboundStore(this.db).deleteOlderThan(now - this.config.federation.inboundDedupeDays * 24 * HOUR);
@@ -30,8 +31,10 @@ export class Maintenance {
     const queueCap = await inbox.trimQueuesOver(deviceQueueMax);
     this.counters.inc('to_device_dropped_total', { reason: 'ttl' }, ttl);
     this.counters.inc('to_device_dropped_total', { reason: 'queue_cap' }, queueCap);
-    if (ttl + queueCap > 0) this.log.warn('dropped undelivered to-device messages', { ttl, queueCap });
-    return { txnIds, inboundEdus, queueCap, ttl };
+    const federationQueueCap = await new FederationOutboxStore(this.db).trimDestinationsOver(this.config.federation.destinationQueueMax);
+    this.counters.inc('to_device_dropped_total', { reason: 'federation_queue_cap' }, federationQueueCap);
+    if (ttl + queueCap + federationQueueCap > 0) this.log.warn('dropped undelivered to-device messages', { ttl, queueCap, federationQueueCap });
+    return { txnIds, inboundEdus, queueCap, ttl, federationQueueCap };
   }
 
   start(intervalMs = this.config.limits.maintenanceIntervalS * 1000): void {

@@ -2,6 +2,8 @@ import type { Logger } from '../logger.ts';
 
 interface KeyState {
   running: boolean;
+  /** Waiting for a free slot (in `ready`). */
+  queued: boolean;
   /** A wake-up arrived while running: look again before stopping. */
   again: boolean;
   attempts: number;
@@ -11,7 +13,14 @@ interface KeyState {
 export interface RetryingRunnerOptions {
   /** Does one unit of work for `key`; false when there is nothing left. Throws to back off. */
   step(key: string): Promise<boolean>;
+  /**
+   * Asked before anything else of a key's turn (before its lease): throws to back off without
+   * touching the database, e.g. when the destination does not answer at all.
+   */
+  precheck?(key: string): Promise<void>;
   backoff: { initialMs: number; maxMs: number };
+  /** Keys worked on at once; the others wait their turn in wake-up order. */
+  maxConcurrent: number;
   log: Logger;
   onFailure?(key: string, attempts: number, err: unknown): void;
   /**
@@ -25,33 +34,47 @@ export interface RetryingRunnerOptions {
  * Drains a queue per key (a federation destination, an appservice), one step at a time per
  * key, woken when work arrives; on failure, exponential backoff with jitter per key, during
  * which wake-ups are ignored (the retry will find the new work too).
+ *
+ * At most `maxConcurrent` keys run at once: one request fanning out to 50,000 servers costs a
+ * small record per waiting server, not 50,000 connections, lookups and queries in flight, and
+ * the process keeps serving while it works through them. What is left for a key is in the
+ * database; the record only says when to look again, and goes once the key's queue is empty.
  */
 export class RetryingRunner {
   private readonly keys = new Map<string, KeyState>();
+  /** Keys waiting for a slot, in the order they became ready. */
+  private readonly ready = new Set<string>();
+  private active = 0;
   /** Keys whose lease this runner holds right now. */
   private readonly held = new Set<string>();
   private stopped = false;
 
   constructor(private readonly opts: RetryingRunnerOptions) {}
 
+  /** Keys known to the runner: running, waiting for a slot, or backing off. */
+  get size(): number {
+    return this.keys.size;
+  }
+
   wake(key: string): void {
     if (this.stopped) return;
     let state = this.keys.get(key);
     if (state === undefined) {
-      state = { running: false, again: false, attempts: 0, timer: null };
+      state = { running: false, queued: false, again: false, attempts: 0, timer: null };
       this.keys.set(key, state);
     }
     if (state.running) {
       state.again = true;
       return;
     }
-    if (state.timer !== null) return;
-    void this.run(key, state);
+    if (state.timer !== null || state.queued) return;
+    this.enqueue(key, state);
   }
 
   /** Stops sending and gives up held leases, so a restarted process can take over at once. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.ready.clear();
     for (const state of this.keys.values()) if (state.timer !== null) clearTimeout(state.timer);
     const lease = this.opts.lease;
     if (lease === undefined) return;
@@ -59,11 +82,34 @@ export class RetryingRunner {
     this.held.clear();
   }
 
+  private enqueue(key: string, state: KeyState): void {
+    state.queued = true;
+    this.ready.add(key);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (!this.stopped && this.active < this.opts.maxConcurrent && this.ready.size > 0) {
+      const key = this.ready.values().next().value as string;
+      this.ready.delete(key);
+      const state = this.keys.get(key);
+      if (state === undefined) continue;
+      state.queued = false;
+      this.active++;
+      void this.run(key, state).finally(() => {
+        this.active--;
+        this.pump();
+      });
+    }
+  }
+
   private async run(key: string, state: KeyState): Promise<void> {
     state.running = true;
     const lease = this.opts.lease;
     let held = false;
+    let finished = false;
     try {
+      await this.opts.precheck?.(key);
       if (lease !== undefined) {
         held = await lease.acquire(key);
         if (held) this.held.add(key);
@@ -84,6 +130,7 @@ export class RetryingRunner {
         }
       } while (state.again && !this.stopped);
       state.attempts = 0;
+      finished = true;
     } catch (e) {
       state.attempts += 1;
       const { initialMs, maxMs } = this.opts.backoff;
@@ -91,21 +138,28 @@ export class RetryingRunner {
       // Jitter in [base/2, base]: peers that failed together do not retry together.
       const delay = Math.round(base / 2 + Math.random() * (base / 2));
       this.opts.onFailure?.(key, state.attempts, e);
-      this.opts.log.warn('send failed; backing off', { key, attempts: state.attempts, delayMs: delay, err: String(e) });
+      // Logged at the 1st, 4th, 16th… failure in a row: thousands of dead destinations must not
+      // turn into thousands of log lines per retry round (each failure is counted regardless).
+      const log = Math.log2(state.attempts) % 2 === 0 ? this.opts.log.warn : this.opts.log.debug;
+      log.call(this.opts.log, 'send failed; backing off', { key, attempts: state.attempts, delayMs: delay, err: String(e) });
       this.schedule(key, state, delay);
     } finally {
-      state.running = false;
       if (held && lease !== undefined) {
         this.held.delete(key);
         await lease.release(key).catch((e: unknown) => this.opts.log.warn('releasing a queue lease failed', { key, err: String(e) }));
       }
+      // Only now: a wake-up during the release must not start a second run beside this one.
+      state.running = false;
+      // Nothing left and nothing pending: forget the key (a wake-up creates it again).
+      if (finished && !state.again && state.timer === null && !state.queued) this.keys.delete(key);
+      else if (state.again && state.timer === null && !state.queued && !this.stopped) this.enqueue(key, state);
     }
   }
 
   private schedule(key: string, state: KeyState, delayMs: number): void {
     state.timer = setTimeout(() => {
       state.timer = null;
-      if (!this.stopped) void this.run(key, state);
+      if (!this.stopped) this.enqueue(key, state);
     }, delayMs);
     state.timer.unref();
   }
