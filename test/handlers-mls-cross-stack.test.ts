@@ -12,6 +12,17 @@ import { startTestApp, type TestApp } from './support/test-app.ts';
 // `npm ci` ran; it is skipped, not failed, only where the package could not be installed.
 const cc = await loadCoreCrypto();
 
+// RFC 9420 §17.1 numbers and the names the module's config uses.
+const SUITES: Record<number, string> = {
+  1: 'MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519',
+  2: 'MLS_128_DHKEMP256_AES128GCM_SHA256_P256',
+  3: 'MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519',
+  4: 'MLS_256_DHKEMX448_AES256GCM_SHA512_Ed448',
+  5: 'MLS_256_DHKEMP521_AES256GCM_SHA512_P521',
+  6: 'MLS_256_DHKEMX448_CHACHA20POLY1305_SHA512_Ed448',
+  7: 'MLS_256_DHKEMP384_AES256GCM_SHA384_P384',
+};
+
 const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64').replace(/=+$/, '');
 const ofType = (events: ToDeviceEventJson[], type: string) => events.filter((e) => e.type === type);
 
@@ -20,7 +31,7 @@ let n = 0;
 const client = async (name: string) => TestClient.register(t.app, `${name}${n++}`);
 
 beforeAll(async () => {
-  t = await startTestApp({}, [{ module: mls as HandlerModule<unknown>, config: { claim_rate: { burst: 1000 } } }]);
+  t = await startTestApp({}, [{ module: mls as HandlerModule<unknown>, config: { ciphersuites: Object.values(SUITES), claim_rate: { burst: 1000 } } }]);
 });
 afterAll(() => t.close());
 
@@ -126,5 +137,19 @@ describe.skipIf(cc === null)('a group of ts-mls and CoreCrypto (OpenMLS) devices
     const { wrapped } = await wire.keyPackages(1);
     const [uploaded] = await other.ask(T.upload, { key_packages: wrapped });
     expect(uploaded?.content).toMatchObject({ accepted: 0, rejected: [{ index: 0, reason: 'wrong_identity' }], count: 0 });
+  });
+
+  it('accepts CoreCrypto KeyPackages of every suite CoreCrypto offers, and claims them by suite', async () => {
+    if (cc === null) return;
+    const offered = [1, 2, 3, 5, 7];
+    const wire = await CoreCryptoMember.of(cc, await client('wire'), offered);
+    const packages = await Promise.all(offered.map(async (suite) => (await wire.keyPackages(1, suite)).wrapped[0] ?? ''));
+    const [uploaded] = await wire.send(T.upload, { key_packages: packages });
+    expect(uploaded?.content).toMatchObject({ accepted: offered.length, rejected: [], count: offered.length });
+    const claimer = await MlsMember.of(await client('claimer'));
+    for (const [i, suite] of offered.entries()) {
+      const [reply] = await claimer.ask(T.claim, { user_id: wire.client.userId, ciphersuite: SUITES[suite] });
+      expect(reply?.content).toMatchObject({ key_packages: { [wire.client.deviceId]: { key_package: packages[i], last_resort: false } } });
+    }
   });
 });

@@ -58,13 +58,14 @@ export class CoreCryptoMember {
     this.inbox = new Inbox(client);
   }
 
-  static async of(cc: CoreCryptoModule, client: TestClient): Promise<CoreCryptoMember> {
+  /** `suites`: the cipher suites (RFC 9420 numbers) the client supports; the first is used for groups. */
+  static async of(cc: CoreCryptoModule, client: TestClient, suites: readonly number[] = [1]): Promise<CoreCryptoMember> {
     const identity = new TextEncoder().encode(`${client.userId}|${client.deviceId}`);
     const core = await cc.CoreCrypto.init({
       databaseName: `cc-${client.userId}-${client.deviceId}-${b64(randomBytes(6))}`,
       key: new cc.DatabaseKey(new Uint8Array(randomBytes(32))),
       clientId: new cc.ClientId(identity),
-      ciphersuites: [cc.Ciphersuite.MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519],
+      ciphersuites: suites.map((n) => cc.ciphersuiteFromU16(n)),
       nbKeyPackage: 0,
     });
     const member = new CoreCryptoMember(client, cc, core, `@:${client.userId.slice(client.userId.indexOf(':') + 1)}`);
@@ -90,10 +91,8 @@ export class CoreCryptoMember {
    * `n` KeyPackages as CoreCrypto makes them. It serialises a bare KeyPackage (the Wire backend
    * takes them so); the directory takes an MLSMessage, so the device wraps it (RFC 9420 §6).
    */
-  async keyPackages(n: number): Promise<{ raw: Uint8Array[]; wrapped: string[] }> {
-    const raw = await this.core.transaction((ctx) =>
-      ctx.clientKeypackages(this.cc.Ciphersuite.MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519, this.cc.CredentialType.Basic, n),
-    );
+  async keyPackages(n: number, suite = 1): Promise<{ raw: Uint8Array[]; wrapped: string[] }> {
+    const raw = await this.core.transaction((ctx) => ctx.clientKeypackages(this.cc.ciphersuiteFromU16(suite), this.cc.CredentialType.Basic, n));
     return { raw, wrapped: raw.map((kp) => b64(Buffer.concat([KEY_PACKAGE_MESSAGE_HEADER, kp]))) };
   }
 
