@@ -117,6 +117,20 @@ describe.skipIf(cc === null)('a group of ts-mls and CoreCrypto (OpenMLS) devices
     expect(last?.content).toMatchObject({ epoch: 4, sender: bob.ref });
     expect(await wire.receive(groupId, String(last?.content.message))).toBe('epoch four');
 
+    // CoreCrypto removes the ts-mls device it added: the commit reaches the removed device too
+    // (so it learns of it), and nothing of the next epoch does.
+    expect(await wire.remove(groupId, [bob.ref])).toEqual({ accepted: true, epoch: 5 });
+    for (const m of [alice, bob]) {
+      const [c] = ofType(await m.inbox.take(), T.commit);
+      expect(c?.content).toMatchObject({ epoch: 5, sender: wire.ref, removed: [bob.ref] });
+      if (m === alice) await m.mls.receive(String(c?.content.message));
+    }
+    expect(alice.mls.epoch).toBe(5);
+    await wire.send(T.message, { message: await wire.encrypt(groupId, 'without bob') });
+    const [afterRemoval] = ofType(await alice.inbox.take(), T.relay);
+    expect(await alice.mls.receive(String(afterRemoval?.content.message))).toBe('without bob');
+    expect(await bob.inbox.take()).toEqual([]);
+
     for (const outcome of ['error', 'timeout']) expect(t.services.counters.get(DISPATCH_COUNTER, { type: T.message, outcome })).toBe(0);
   }, 60_000);
 

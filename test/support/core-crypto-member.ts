@@ -45,8 +45,9 @@ export class CoreCryptoMember {
   readonly inbox: Inbox;
   /** Events that arrived while waiting for a reply to our own commit: processed by `receiveAll`. */
   private readonly backlog: ToDeviceEventJson[] = [];
-  /** Who the commit being sent adds: CoreCrypto's transport sees only bytes. */
+  /** Who the commit being sent adds and removes: CoreCrypto's transport sees only bytes. */
   private adding: { user_id: string; device_id: string }[] = [];
+  private removing: { user_id: string; device_id: string }[] = [];
   lastCommit: CommitReply | null = null;
 
   private constructor(
@@ -121,6 +122,22 @@ export class CoreCryptoMember {
     return this.lastCommit;
   }
 
+  /** Removes member devices (whose credential identity is `<user_id>|<device_id>`, as the directory requires). */
+  async remove(groupId: Uint8Array, devices: { user_id: string; device_id: string }[]): Promise<CommitReply> {
+    this.removing = devices;
+    this.lastCommit = null;
+    const ids = devices.map((d) => new this.cc.ClientId(new TextEncoder().encode(`${d.user_id}|${d.device_id}`)));
+    try {
+      await this.core.transaction((ctx) => ctx.removeClientsFromConversation(new this.cc.ConversationId(groupId), ids));
+    } catch (e) {
+      if (this.lastCommit === null) throw e;
+    } finally {
+      this.removing = [];
+    }
+    if (this.lastCommit === null) throw new Error('CoreCrypto sent no commit');
+    return this.lastCommit;
+  }
+
   /** An empty commit that updates our own leaf (and path). */
   async update(groupId: Uint8Array): Promise<CommitReply> {
     this.lastCommit = null;
@@ -135,7 +152,7 @@ export class CoreCryptoMember {
 
   private async sendCommit(bundle: CC.CommitBundle): Promise<CC.MlsTransportResponse> {
     const welcome = bundle.welcome === undefined ? {} : { welcome: b64(bundle.welcome.copyBytes()) };
-    const replies = await this.send(T.message, { message: b64(bundle.commit), commit_info: { ...welcome, added: this.adding } });
+    const replies = await this.send(T.message, { message: b64(bundle.commit), commit_info: { ...welcome, added: this.adding, removed: this.removing } });
     for (const e of replies) {
       const c = e.content as { epoch: number | null; reason?: string };
       if (e.type === T.accepted && c.epoch !== null) this.lastCommit = { accepted: true, epoch: c.epoch };
