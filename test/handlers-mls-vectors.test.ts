@@ -175,7 +175,7 @@ describe('KeyPackage directory, every RFC 9420 cipher suite allowed', () => {
     expectNoHandlerErrors(t);
   });
 
-  it('refuses truncated, extended and re-signed-by-nobody vector KeyPackages with a documented reason', async () => {
+  it('refuses truncated, extended, bit-flipped and badly signed vector KeyPackages with a documented reason', async () => {
     const oneOfEachSuite = welcomes.map((v) => Buffer.from(v.key_package, 'hex'));
     const truncated = oneOfEachSuite.flatMap((kp) => [1, 3, 4, 10, kp.length >> 1, kp.length - 1].map((cut) => kp.subarray(0, cut)));
     const extended = oneOfEachSuite.map((kp) => Buffer.concat([kp, Buffer.of(0)]));
