@@ -42,6 +42,7 @@ import { ServerMetrics } from './metrics/server-metrics.ts';
 import { TimedAppserviceClient } from './metrics/timed-appservice-client.ts';
 import { TimedFederationClient } from './metrics/timed-federation-client.ts';
 import { installRequestLog } from './rest/request-log.ts';
+import { refuseNulInUrl } from './rest/refuse-nul-in-url.ts';
 import { healthRoutes } from './rest/routes/health.ts';
 import { metricsRoutes } from './rest/routes/metrics.ts';
 import { OperationsStore } from './storage/operations-store.ts';
@@ -160,6 +161,7 @@ export function createApp(deps: AppDeps): App {
     beforeSend: corsHeaders,
   });
   installErrorHandling(app, log);
+  app.use('*', refuseNulInUrl);
 
   const client = new Hono<AppEnv>();
   for (const routes of [

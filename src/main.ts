@@ -8,6 +8,7 @@ import { AppserviceConfigError } from './appservice/registration.ts';
 import { createApp } from './app.ts';
 import { ConfigError, loadConfig } from './config/config.ts';
 import { createLogger } from './logger.ts';
+import { answerClientErrorsAsMatrix } from './rest/client-error-answer.ts';
 import { HandlerLoadError } from './server-user/dispatcher.ts';
 import { loadHandlerModules } from './server-user/loader.ts';
 import { openDatabase } from './storage/database.ts';
@@ -89,6 +90,8 @@ async function main(): Promise<void> {
           },
           (info) => log.info('federation listening', { port: info.port, tls: fedListen.tlsCert !== null }),
         );
+
+  for (const listener of [server, metricsServer, fedServer]) if (listener !== null) answerClientErrorsAsMatrix(listener);
 
   // Graceful shutdown: stop accepting, let in-flight requests finish (long-polls are told to
   // answer now), stop background senders, then close the database pool.
