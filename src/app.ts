@@ -19,7 +19,7 @@ import { FiltersService } from './services/filters.ts';
 import { Maintenance } from './services/maintenance.ts';
 import { PgWakeups } from './services/pg-wakeups.ts';
 import { RateLimiter } from './services/rate-limiter.ts';
-import { newInstanceId } from './services/queue-lease.ts';
+import { newInstanceId, releaseAllLeases, stopTakingLeases } from './services/queue-lease.ts';
 import type { Services } from './services/services.ts';
 import { ToDeviceService } from './services/to-device.ts';
 import type { Database } from './storage/database.ts';
@@ -208,7 +208,9 @@ export function createApp(deps: AppDeps): App {
     },
     async stop() {
       stopping = true;
+      stopTakingLeases(instanceId);
       await Promise.all([wakeups?.stop(), appserviceSender.stop(), federation?.sender.stop()]);
+      await releaseAllLeases(database.db, instanceId).catch((e: unknown) => log.warn('releasing queue leases failed', { err: String(e) }));
       federation?.client.close();
     },
   };
