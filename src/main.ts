@@ -11,6 +11,7 @@ import { createLogger } from './logger.ts';
 import { answerClientErrorsAsMatrix } from './rest/client-error-answer.ts';
 import { HandlerLoadError } from './server-user/dispatcher.ts';
 import { loadHandlerModules } from './server-user/loader.ts';
+import { DataDirLockedError } from './storage/data-dir-lock.ts';
 import { openDatabase } from './storage/database.ts';
 import { installPostgresJsGuard } from './storage/postgres-js-guard.ts';
 
@@ -31,7 +32,11 @@ async function main(): Promise<void> {
     config.database.kind === 'postgres'
       ? { kind: 'postgres', url: config.database.url, poolSize: config.database.poolSize, preparedStatements: config.database.preparedStatements }
       : { kind: 'pglite', dataDir: config.database.dataDir },
-  );
+  ).catch((e: unknown) => {
+    if (!(e instanceof DataDirLockedError)) throw e;
+    console.error(e.message);
+    process.exit(1);
+  });
   let built;
   try {
     built = createApp({

@@ -4,6 +4,7 @@ import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
+import { lockDataDir } from './data-dir-lock.ts';
 import { withPreparedStatements } from './prepared-statements.ts';
 import * as schema from './schema.ts';
 
@@ -35,16 +36,29 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
       import('drizzle-orm/pglite/migrator'),
     ]);
     if (opts.dataDir !== null) mkdirSync(opts.dataDir, { recursive: true });
-    const client = opts.dataDir === null ? new PGlite() : new PGlite(opts.dataDir);
-    await client.waitReady;
-    const db = drizzlePglite(client, { schema });
-    await migratePglite(db, { migrationsFolder: MIGRATIONS });
-    return {
-      db: db as unknown as Db,
-      kind: 'pglite',
-      pg: null,
-      close: () => client.close(),
-    };
+    // Before PGlite touches the directory: a second process must not even start recovery on it.
+    const lock = opts.dataDir === null ? null : lockDataDir(opts.dataDir);
+    try {
+      const client = opts.dataDir === null ? new PGlite() : new PGlite(opts.dataDir);
+      await client.waitReady;
+      const db = drizzlePglite(client, { schema });
+      await migratePglite(db, { migrationsFolder: MIGRATIONS });
+      return {
+        db: db as unknown as Db,
+        kind: 'pglite',
+        pg: null,
+        close: async () => {
+          try {
+            await client.close();
+          } finally {
+            lock?.release();
+          }
+        },
+      };
+    } catch (e) {
+      lock?.release();
+      throw e;
+    }
   }
   await migrate(opts.url);
   const client = postgres(opts.url, {
