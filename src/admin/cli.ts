@@ -29,7 +29,7 @@ async function main(): Promise<number> {
     database = await openDatabase(
       config.database.kind === 'postgres'
         ? { kind: 'postgres', url: config.database.url, poolSize: 2, preparedStatements: config.database.preparedStatements }
-        : { kind: 'pglite', dataDir: config.database.dataDir },
+        : { kind: 'pglite', dataDir: config.database.dataDir, fsync: config.database.fsync },
     );
   } catch (e) {
     if (!(e instanceof DataDirLockedError)) throw e;
