@@ -19,7 +19,7 @@ import { FiltersService } from './services/filters.ts';
 import { Maintenance } from './services/maintenance.ts';
 import { PgWakeups } from './services/pg-wakeups.ts';
 import { RateLimiter } from './services/rate-limiter.ts';
-import { newInstanceId } from './services/queue-lease.ts';
+import { newInstanceId, releaseAllLeases, stopTakingLeases } from './services/queue-lease.ts';
 import type { Services } from './services/services.ts';
 import { ToDeviceService } from './services/to-device.ts';
 import type { Database } from './storage/database.ts';
@@ -43,6 +43,7 @@ import { ServerMetrics } from './metrics/server-metrics.ts';
 import { TimedAppserviceClient } from './metrics/timed-appservice-client.ts';
 import { TimedFederationClient } from './metrics/timed-federation-client.ts';
 import { installRequestLog } from './rest/request-log.ts';
+import { refuseNulInUrl } from './rest/refuse-nul-in-url.ts';
 import { healthRoutes } from './rest/routes/health.ts';
 import { metricsRoutes } from './rest/routes/metrics.ts';
 import { OperationsStore } from './storage/operations-store.ts';
@@ -164,6 +165,7 @@ export function createApp(deps: AppDeps): App {
     beforeSend: corsHeaders,
   });
   installErrorHandling(app, log);
+  app.use('*', refuseNulInUrl);
 
   const client = new Hono<AppEnv>();
   for (const routes of [
@@ -210,7 +212,9 @@ export function createApp(deps: AppDeps): App {
     },
     async stop() {
       stopping = true;
+      stopTakingLeases(instanceId);
       await Promise.all([wakeups?.stop(), appserviceSender.stop(), federation?.sender.stop()]);
+      await releaseAllLeases(database.db, instanceId).catch((e: unknown) => log.warn('releasing queue leases failed', { err: String(e) }));
       federation?.client.close();
       federation?.lookups.close();
     },

@@ -8,8 +8,10 @@ import { AppserviceConfigError } from './appservice/registration.ts';
 import { createApp } from './app.ts';
 import { ConfigError, loadConfig } from './config/config.ts';
 import { createLogger } from './logger.ts';
+import { answerClientErrorsAsMatrix } from './rest/client-error-answer.ts';
 import { HandlerLoadError } from './server-user/dispatcher.ts';
 import { loadHandlerModules } from './server-user/loader.ts';
+import { DataDirLockedError } from './storage/data-dir-lock.ts';
 import { openDatabase } from './storage/database.ts';
 import { installPostgresJsGuard } from './storage/postgres-js-guard.ts';
 
@@ -29,8 +31,12 @@ async function main(): Promise<void> {
   const database = await openDatabase(
     config.database.kind === 'postgres'
       ? { kind: 'postgres', url: config.database.url, poolSize: config.database.poolSize, preparedStatements: config.database.preparedStatements }
-      : { kind: 'pglite', dataDir: config.database.dataDir },
-  );
+      : { kind: 'pglite', dataDir: config.database.dataDir, fsync: config.database.fsync },
+  ).catch((e: unknown) => {
+    if (!(e instanceof DataDirLockedError)) throw e;
+    console.error(e.message);
+    process.exit(1);
+  });
   let built;
   try {
     built = createApp({
@@ -89,6 +95,8 @@ async function main(): Promise<void> {
           },
           (info) => log.info('federation listening', { port: info.port, tls: fedListen.tlsCert !== null }),
         );
+
+  for (const listener of [server, metricsServer, fedServer]) if (listener !== null) answerClientErrorsAsMatrix(listener);
 
   // Graceful shutdown: stop accepting, let in-flight requests finish (long-polls are told to
   // answer now), stop background senders, then close the database pool.

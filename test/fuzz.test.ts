@@ -37,9 +37,23 @@ const body = fc.oneof(
   fc.jsonValue().map((v) => JSON.stringify({ messages: { '@fuzzer:test.local': { '*': v } } })),
   fc.dictionary(fc.string(), fc.jsonValue()).map((d) => JSON.stringify({ type: 'm.login.password', identifier: d, password: d, auth: d, devices: d, extensions: d })),
   fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b).toString('latin1')),
+  // Hostile text: deep nesting (past any recursive encoder's stack), NUL and lone surrogates
+  // wherever a string or key can go, and numbers JSON.parse turns into integers.
+  fc.tuple(fc.integer({ min: 1, max: 200_000 }), fc.constantFrom('[', '{"a":')).map(([n, open]) =>
+    JSON.stringify({ messages: { '@fuzzer:test.local': { '*': { d: 0 } } } }).replace('0', `${open.repeat(n)}0${(open === '[' ? ']' : '}').repeat(n)}`),
+  ),
+  fc.tuple(fc.constantFrom('\u0000', '\ud800', '\udfff', '\ud83d x', 'a\u0000'), fc.constantFrom('user', 'device', 'key', 'value', 'password', 'device_id', 'username')).map(([bad, where]) => {
+    const s = `"${bad}"`;
+    if (where === 'user') return `{"messages":{${s}:{"*":{}}}}`;
+    if (where === 'device') return `{"messages":{"@fuzzer:test.local":{${s}:{}}}}`;
+    if (where === 'key') return `{"messages":{"@fuzzer:test.local":{"*":{${s}:1}}}}`;
+    if (where === 'value') return `{"messages":{"@fuzzer:test.local":{"*":{"k":${s}}}}}`;
+    return `{"type":"m.login.password","identifier":{"type":"m.id.user","user":"fuzzer"},"${where}":${s},"auth":{"type":"m.login.dummy"}}`;
+  }),
+  fc.constantFrom('1.0', '1e2', '-0', '1.5', '1E400', '-0.0').map((n) => `{"messages":{"@fuzzer:test.local":{"*":{"n":${n}}}}}`),
 );
 const query = fc.array(fc.tuple(fc.constantFrom('since', 'timeout', 'filter', 'full_state', 'set_presence', 'user_id', 'device_id', 'access_token', fc.string() as unknown as string), fc.string()), { maxLength: 4 });
-const segment = fc.oneof(fc.string(), fc.constantFrom('%', '%zz', '..', '%00', '\u0000', '@:test.local', '*'));
+const segment = fc.oneof(fc.string(), fc.constantFrom('%', '%zz', '..', '%00', '\u0000', 'a%00b', '%ED%A0%80', '%C0%80', '@:test.local', '*'));
 
 async function check(res: Response): Promise<void> {
   expect(res.status).toBeLessThan(500);

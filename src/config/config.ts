@@ -30,6 +30,8 @@ export const ConfigFileSchema = v.strictObject({
       // A PostgreSQL URL; when absent the embedded PGlite database in data_dir is used.
       url: v.optional(v.pipe(v.string(), v.regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'))),
       data_dir: v.optional(v.pipe(v.string(), v.minLength(1)), './data/pglite'),
+      // PGlite: fsync every commit, so that what was acknowledged survives an OS crash (see pglite-durable.ts).
+      pglite_fsync: v.optional(v.boolean('must be true or false'), true),
       pool_size: v.optional(intInRange(1, 1000), 10),
       // Off for poolers that cannot keep a session's prepared statements (PgBouncer before 1.21 in transaction mode).
       prepared_statements: v.optional(v.boolean('must be true or false'), true),
@@ -142,7 +144,7 @@ export interface Config {
   readonly listen: { readonly host: string; readonly port: number };
   readonly database:
     | { readonly kind: 'postgres'; readonly url: string; readonly poolSize: number; readonly preparedStatements: boolean }
-    | { readonly kind: 'pglite'; readonly dataDir: string | null };
+    | { readonly kind: 'pglite'; readonly dataDir: string | null; readonly fsync: boolean };
   readonly registrationEnabled: boolean;
   readonly limits: {
     readonly syncToDeviceLimit: number;
@@ -194,6 +196,7 @@ export const ENV_VARS = {
   LISTEN_PORT: { path: ['listen', 'port'], kind: 'number' },
   DATABASE_URL: { path: ['database', 'url'], kind: 'string' },
   DATA_DIR: { path: ['database', 'data_dir'], kind: 'string' },
+  PGLITE_FSYNC: { path: ['database', 'pglite_fsync'], kind: 'boolean' },
   DATABASE_POOL_SIZE: { path: ['database', 'pool_size'], kind: 'number' },
   DATABASE_PREPARED_STATEMENTS: { path: ['database', 'prepared_statements'], kind: 'boolean' },
   ENABLE_REGISTRATION: { path: ['registration', 'enabled'], kind: 'boolean' },
@@ -281,7 +284,7 @@ export function parseConfig(raw: unknown): Config {
     database:
       c.database.url !== undefined
         ? { kind: 'postgres', url: c.database.url, poolSize: c.database.pool_size, preparedStatements: c.database.prepared_statements }
-        : { kind: 'pglite', dataDir: c.database.data_dir },
+        : { kind: 'pglite', dataDir: c.database.data_dir, fsync: c.database.pglite_fsync },
     registrationEnabled: c.registration.enabled ?? isLoopback(c.listen.host),
     limits: {
       syncToDeviceLimit: c.limits.sync_to_device_limit,

@@ -5,12 +5,21 @@ import type { Appservice, AppserviceRegistry } from '../appservice/registration.
 import type { AccountsService, Session } from '../services/accounts.ts';
 import type { AppEnv } from './env.ts';
 
-/** The access token from `Authorization: Bearer` or the deprecated `?access_token=`. */
+/**
+ * The access token from `Authorization: Bearer` or the deprecated `?access_token=`. Two
+ * different tokens are refused (as Synapse does, 401 M_MISSING_TOKEN) rather than one chosen:
+ * which one a proxy, a log or a rate limiter keys on would otherwise differ from the one that
+ * acts. The same token in both places is accepted.
+ */
 export function accessTokenOf(authorization: string | undefined, queryToken: string | undefined): string | null {
   if (authorization !== undefined) {
     const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
     if (match === null) throw new MatrixError('M_MISSING_TOKEN', 'Invalid Authorization header: expected "Bearer <token>"');
-    return match[1] ?? null;
+    const token = match[1] ?? null;
+    if (queryToken !== undefined && queryToken !== token) {
+      throw new MatrixError('M_MISSING_TOKEN', 'Mixing Authorization headers and access_token query parameters.');
+    }
+    return token;
   }
   return queryToken !== undefined && queryToken !== '' ? queryToken : null;
 }

@@ -1,12 +1,20 @@
 import type { Context } from 'hono';
 import * as v from 'valibot';
 import { MatrixError } from '../errors/matrix-error.ts';
+import { jsonTextProblem, MAX_CLIENT_JSON_DEPTH, MAX_FEDERATION_JSON_DEPTH, type JsonTextRules } from '../matrix/input-checks.ts';
+
+const CLIENT_RULES: JsonTextRules = { maxDepth: MAX_CLIENT_JSON_DEPTH, unicode: true, integersOnly: true };
+// A federation transaction carries many senders' EDUs: one bad EDU must not fail the others, so
+// text and numbers are checked per EDU (FederationInbound); here only the nesting that would
+// overflow the stack.
+const FEDERATION_RULES: JsonTextRules = { maxDepth: MAX_FEDERATION_JSON_DEPTH, unicode: false, integersOnly: false };
 
 /**
  * Reads a request body as Matrix wants it: over the size cap → 413 M_TOO_LARGE, not JSON →
  * M_NOT_JSON, not an object or the wrong shape → M_BAD_JSON, a required key missing →
  * M_MISSING_PARAM. Hono's own validators skip bodies without Content-Type and answer
- * non-Matrix errors, so we parse the text ourselves.
+ * non-Matrix errors, so we parse the text ourselves. Hostile text (NUL, lone surrogates, deep
+ * nesting, non-integer numbers: see input-checks.ts) → M_BAD_JSON, before anything is done.
  */
 export async function readJsonBody<S extends v.GenericSchema>(
   c: Context,
@@ -27,6 +35,8 @@ export async function readJsonBody<S extends v.GenericSchema>(
     } catch {
       throw new MatrixError('M_NOT_JSON', 'Content not JSON.');
     }
+    const problem = jsonTextProblem(text, c.req.path.startsWith('/_matrix/federation/') ? FEDERATION_RULES : CLIENT_RULES);
+    if (problem !== null) throw new MatrixError('M_BAD_JSON', `The body ${problem}`);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new MatrixError('M_BAD_JSON', 'The body must be a JSON object');

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import * as v from 'valibot';
 import { MatrixError } from '../errors/matrix-error.ts';
 import { canonicalJson } from '../matrix/canonical-json.ts';
+import { jsonValueProblem, MAX_FEDERATION_JSON_DEPTH } from '../matrix/input-checks.ts';
 import { parseUserId } from '../matrix/user-id.ts';
 import type { Logger } from '../logger.ts';
 import type { Counters } from './counters.ts';
@@ -49,6 +50,10 @@ export class FederationInbound {
   private async applyDirectToDevice(origin: string, raw: unknown): Promise<void> {
     const parsed = v.safeParse(DirectToDeviceContent, raw);
     if (!parsed.success) return this.reject(origin, 'malformed');
+    // NUL or lone surrogates in any key or string (sender, type, message_id, user and device
+    // IDs, content): the same rule as the client API, applied to this EDU alone.
+    const problem = jsonValueProblem(raw, MAX_FEDERATION_JSON_DEPTH);
+    if (problem !== null) return this.reject(origin, 'bad_text', { problem });
     const edu = parsed.output;
     const sender = parseUserId(edu.sender, { allowEmptyLocalpart: true });
     if (sender === null || sender.serverName !== origin) {

@@ -10,12 +10,41 @@ export function newInstanceId(): string {
 // Longer than one send step (HTTP timeout 30 s) so a live holder always renews in time.
 const LEASE_TTL_MS = 45_000;
 
+/**
+ * Instances shutting down, by holder name: `stopping` takes or renews no lease any more;
+ * `released` has given all of them up, so a late release (a send step that was in flight when
+ * the senders stopped, finishing after the pool closed) has nothing to do and does no I/O.
+ * Without this, such a step renewed the lease its runner had just released, and the closed pool
+ * then failed its release ("releasing a queue lease failed"): the queue stayed taken until the
+ * lease expired, 45 s later.
+ */
+const shuttingDown = new Map<string, 'stopping' | 'released'>();
+
 /** Leases for a RetryingRunner, namespaced so federation and appservice keys cannot collide. */
 export function queueLease(db: Db, namespace: string, holder: string, retryMs = 1_000) {
   const store = new QueueLeaseStore(db);
   return {
-    acquire: (key: string) => store.acquire(`${namespace}:${key}`, holder, LEASE_TTL_MS),
-    release: (key: string) => store.release(`${namespace}:${key}`, holder),
+    acquire: async (key: string) => shuttingDown.get(holder) === undefined && store.acquire(`${namespace}:${key}`, holder, LEASE_TTL_MS),
+    release: async (key: string) => {
+      if (shuttingDown.get(holder) !== 'released') await store.release(`${namespace}:${key}`, holder);
+    },
     retryMs,
   };
+}
+
+/**
+ * Shutdown, step 1 (before the senders stop): from now on `holder` takes and renews no lease,
+ * so no step still in flight can take back a queue its runner gives up.
+ */
+export function stopTakingLeases(holder: string): void {
+  shuttingDown.set(holder, 'stopping');
+}
+
+/**
+ * Shutdown, step 2 (after the senders stopped, before the database closes): gives up every
+ * lease `holder` still has, so another process takes its queues at once.
+ */
+export async function releaseAllLeases(db: Db, holder: string): Promise<void> {
+  await new QueueLeaseStore(db).releaseAll(holder);
+  shuttingDown.set(holder, 'released');
 }

@@ -4,6 +4,7 @@ import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
+import { lockDataDir } from './data-dir-lock.ts';
 import { withPreparedStatements } from './prepared-statements.ts';
 import * as schema from './schema.ts';
 
@@ -20,7 +21,12 @@ export interface Database {
 
 export type DatabaseOptions =
   | { kind: 'postgres'; url: string; poolSize?: number; /** Default true, see prepared-statements.ts. */ preparedStatements?: boolean }
-  | { kind: 'pglite'; dataDir: string | null };
+  | {
+      kind: 'pglite';
+      dataDir: string | null;
+      /** Default true: every commit is on disk before it is acknowledged (see pglite-durable.ts). */
+      fsync?: boolean;
+    };
 
 const MIGRATIONS = fileURLToPath(new URL('../../drizzle', import.meta.url));
 // Arbitrary constant: serialises migrations when several processes start on one database.
@@ -29,22 +35,36 @@ const MIGRATION_LOCK = 4246_0001;
 export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
   if (opts.kind === 'pglite') {
     // Loaded only when used: a server on PostgreSQL has no use for PGlite's code (~2 MB resident).
-    const [{ PGlite }, { drizzle: drizzlePglite }, { migrate: migratePglite }] = await Promise.all([
+    const [{ PGlite }, { drizzle: drizzlePglite }, { migrate: migratePglite }, { pgliteOptions }] = await Promise.all([
       import('@electric-sql/pglite'),
       import('drizzle-orm/pglite'),
       import('drizzle-orm/pglite/migrator'),
+      import('./pglite-durable.ts'),
     ]);
     if (opts.dataDir !== null) mkdirSync(opts.dataDir, { recursive: true });
-    const client = opts.dataDir === null ? new PGlite() : new PGlite(opts.dataDir);
-    await client.waitReady;
-    const db = drizzlePglite(client, { schema });
-    await migratePglite(db, { migrationsFolder: MIGRATIONS });
-    return {
-      db: db as unknown as Db,
-      kind: 'pglite',
-      pg: null,
-      close: () => client.close(),
-    };
+    // Before PGlite touches the directory: a second process must not even start recovery on it.
+    const lock = opts.dataDir === null ? null : lockDataDir(opts.dataDir);
+    try {
+      const client = opts.dataDir === null ? new PGlite() : new PGlite(pgliteOptions(opts.dataDir, opts.fsync ?? true));
+      await client.waitReady;
+      const db = drizzlePglite(client, { schema });
+      await migratePglite(db, { migrationsFolder: MIGRATIONS });
+      return {
+        db: db as unknown as Db,
+        kind: 'pglite',
+        pg: null,
+        close: async () => {
+          try {
+            await client.close();
+          } finally {
+            lock?.release();
+          }
+        },
+      };
+    } catch (e) {
+      lock?.release();
+      throw e;
+    }
   }
   await migrate(opts.url);
   const client = postgres(opts.url, {

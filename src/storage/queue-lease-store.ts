@@ -24,4 +24,9 @@ export class QueueLeaseStore {
   async release(queue: string, holder: string): Promise<void> {
     await this.db.delete(queueLeases).where(and(eq(queueLeases.queue, queue), eq(queueLeases.holder, holder)));
   }
+
+  /** Gives up every lease of `holder` (an instance shutting down). */
+  async releaseAll(holder: string): Promise<void> {
+    await this.db.delete(queueLeases).where(eq(queueLeases.holder, holder));
+  }
 }

@@ -104,6 +104,11 @@ export class ServerProcess {
     return { exited };
   }
 
+  /** The PGlite data directory when not on PostgreSQL (open it only while the process is stopped). */
+  get pgliteDir(): string | null {
+    return this.pg === null ? join(this.dir, 'pglite') : null;
+  }
+
   /** The database URL when on PostgreSQL (for fault injection). */
   get databaseUrl(): string | null {
     return this.pg?.url ?? null;
