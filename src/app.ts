@@ -35,6 +35,7 @@ import { keyServerRoutes } from './rest/routes/key-server.ts';
 import { FederationInbound } from './services/federation-inbound.ts';
 import { FederationKeysStore } from './storage/federation-keys-store.ts';
 import { ServerUserDispatcher, type HandlerToLoad } from './server-user/dispatcher.ts';
+import { ModuleLifecycle } from './server-user/module-lifecycle.ts';
 import { moduleRoutes } from './server-user/module-routes.ts';
 import { CountingNotifier } from './metrics/counting-notifier.ts';
 import { CountingToDeviceSync } from './metrics/counting-sync.ts';
@@ -79,11 +80,12 @@ export interface App {
   /** What the metrics listener serves: `GET /metrics`, `/health`, `/health/ready`. */
   metricsApp: Hono<AppEnv>;
   /**
-   * Starts background work that needs I/O: cross-process wake-ups (PostgreSQL LISTEN) and
-   * resuming the federation and appservice queues left from before a restart.
+   * Starts what needs I/O: the handler modules (their migrations, then `setup`, in load order),
+   * cross-process wake-ups (PostgreSQL LISTEN) and resuming the federation and appservice
+   * queues left from before a restart.
    */
   start(): Promise<void>;
-  /** Stops background work (senders, their leases, keep-alive sockets); the database stays open. */
+  /** Stops background work (senders, their leases, keep-alive sockets), then the handler modules in reverse load order; the database stays open. */
   stop(): Promise<void>;
 }
 
@@ -111,7 +113,9 @@ export function createApp(deps: AppDeps): App {
     serverName: config.serverName,
     notifier,
     counters,
-    dispatchToServerUser: (messages): Promise<void> => dispatcher.dispatch(messages),
+    dispatchToServerUser: async (messages): Promise<void> => {
+      await dispatcher.dispatch(messages);
+    },
     appservices,
     ...(wakeups === null ? {} : { publishWake: (devices: { userId: string; deviceId: string }[]) => wakeups.publish(devices) }),
     onAppserviceQueued: (ids) => {
@@ -131,6 +135,7 @@ export function createApp(deps: AppDeps): App {
     deadlineMs: config.serverUser.dispatchDeadlineMs,
     send: (userId, deviceId, type, content): Promise<void> => toDevice.sendAsServer(userId, deviceId, type, content),
   });
+  const modules = new ModuleLifecycle(dispatcher.loaded, database, log);
   const accounts = new AccountsService(database.db, config.serverName);
   if (wakeups !== null) {
     accounts.publishRevoked = (hashes) => wakeups.publishRevoked(hashes);
@@ -200,6 +205,7 @@ export function createApp(deps: AppDeps): App {
     appserviceSender,
     maintenance: new Maintenance(database.db, config, log, counters),
     async start() {
+      await modules.start();
       await wakeups?.start();
       await federation?.sender.resumeAll();
       await appserviceSender.resumeAll();
@@ -208,6 +214,7 @@ export function createApp(deps: AppDeps): App {
       stopping = true;
       await Promise.all([wakeups?.stop(), appserviceSender.stop(), federation?.sender.stop()]);
       federation?.client.close();
+      await modules.stop();
     },
   };
 }
