@@ -19,6 +19,7 @@ export {
   type ServerUserEvent,
   type SetupContext,
   type SetupResult,
+  type StateCarrier,
 } from '../server-user/define-handler.ts';
 export { MatrixError } from '../errors/matrix-error.ts';
 export type { ErrCode } from '../errors/errcodes.ts';

@@ -137,10 +137,20 @@ export function defineHandler<
   config?: CS;
   migrations?: string | URL;
   setup?: (ctx: SetupContext<ConfigOf<CS>>) => MaybePromise<SetupResult<State> | void>;
-  events: { [K in keyof Schemas]: EventHandlerSpec<Schemas[K], ConfigOf<CS>, State> };
+  // The mapped half types each inline handler's content from its own schema; the other is where
+  // State is read from handlers made with handlersFor() (TypeScript does not infer it through
+  // the mapped half, and a setup beside only such handlers would not be read either).
+  events: { [K in keyof Schemas]: EventHandlerSpec<Schemas[K], ConfigOf<CS>, State> } & Record<string, StateCarrier<State>>;
   routes?: ModuleRoutes<ConfigOf<CS>, State>;
 }): HandlerModule<ConfigOf<CS>, State> {
   return def as unknown as HandlerModule<ConfigOf<CS>, State>;
+}
+
+// Type-only: the State a handler made by handlersFor() was written for. Nothing at run time.
+declare const STATE: unique symbol;
+export interface StateCarrier<State> {
+  readonly [STATE]?: State;
+  readonly [key: string]: unknown;
 }
 
 /**
@@ -154,5 +164,5 @@ export function handlersFor<Config, State = undefined>() {
   return <S extends v.GenericSchema>(
     schema: S,
     handle: (event: ServerUserEvent<v.InferOutput<S>>, ctx: HandlerContext<Config, State>) => void | Promise<void>,
-  ): EventHandlerSpec<S, Config, State> => ({ schema, handle });
+  ): EventHandlerSpec<S, Config, State> & StateCarrier<State> => ({ schema, handle });
 }
