@@ -14,6 +14,13 @@ export default tseslint.config(
     },
   },
   {
+    // Handler modules use the server only through its SDK, as a module in another repository must.
+    files: ['handlers/**'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ regex: '^\\.\\./\\.\\./src/(?!sdk/index\\.ts$)', message: 'Handler modules import the server only from src/sdk/index.ts (matrix-to-device-server/sdk).' }] }],
+    },
+  },
+  {
     files: ['examples/**', 'test/bench/**', 'src/main.ts'],
     rules: { 'no-console': 'off' },
   },
