@@ -6,7 +6,8 @@ import * as v from 'valibot';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createApp } from '../src/app.ts';
 import { parseConfig } from '../src/config/config.ts';
-import { defineHandler, queryRows, type HandlerModule } from '../src/sdk/index.ts';
+import { defineHandler, queryRows } from '../src/sdk/index.ts';
+import type { AnyHandlerModule } from '../src/server-user/module-checks.ts';
 import { openDatabase, type Database } from '../src/storage/database.ts';
 import { testModule } from '../src/testing/index.ts';
 import ping from '../handlers/ping/index.ts';
@@ -33,7 +34,7 @@ async function persistentDatabase(): Promise<() => Promise<Database>> {
 }
 
 /** A whole server's start and stop (createApp → start → stop), as `npm start` does them. */
-async function runServer(database: Database, handlers: HandlerModule<unknown, unknown>[]): Promise<void> {
+async function runServer(database: Database, handlers: AnyHandlerModule[]): Promise<void> {
   const built = createApp({ config: parseConfig({ server_name: 'sdk.test' }), database, handlers: handlers.map((module) => ({ module })) });
   await built.start();
   await built.stop();
@@ -63,13 +64,13 @@ describe('a module\'s migrations', () => {
     const notes = defineHandler({ name: 'notes', migrations: migrationsFolder(), events: {} });
 
     let db = await open();
-    await runServer(db, [ping as HandlerModule<unknown, unknown>]);
+    await runServer(db, [ping]);
     expect(await tableExists(db, 'sdk_notes')).toBe(false);
     await db.close();
 
     for (let start = 0; start < 2; start++) {
       db = await open();
-      await runServer(db, [ping as HandlerModule<unknown, unknown>, notes as HandlerModule<unknown, unknown>]);
+      await runServer(db, [ping, notes]);
       expect(await queryRows(db.db, sql`select note from sdk_notes`)).toEqual([{ note: 'from 0000' }]);
       expect(await queryRows(db.db, sql`select count(*)::int as n from drizzle.module_notes_migrations`)).toEqual([{ n: 1 }]);
       // The core sequence is untouched by it.
@@ -88,7 +89,7 @@ describe('a module\'s migrations', () => {
     await db.close();
 
     db = await open();
-    await runServer(db, [mls as HandlerModule<unknown, unknown>]);
+    await runServer(db, [mls]);
     expect(await queryRows(db.db, sql`select ref from mls_key_packages`)).toEqual([{ ref: 'r' }]);
     expect(await queryRows(db.db, sql`select count(*)::int as n from drizzle.module_mls_migrations`)).toEqual([{ n: 1 }]);
     await db.close();
@@ -113,7 +114,7 @@ describe('module lifecycle', () => {
             handle: async (_event, ctx) => void calls.push(`handled by ${ctx.state.name} as ${ctx.state.serverUser}`),
           },
         },
-      }) as HandlerModule<unknown, unknown>;
+      });
     const database = await openDatabase({ kind: 'pglite', dataDir: null });
     // The first sets up slowest: the second must still wait for it.
     const built = createApp({ config: parseConfig({ server_name: 'sdk.test' }), database, handlers: [make('a', 50), make('b', 0), make('c', 10)].map((module) => ({ module })) });
@@ -146,7 +147,7 @@ describe('module lifecycle', () => {
       events: {},
     });
     const database = await openDatabase({ kind: 'pglite', dataDir: null });
-    const built = createApp({ config: parseConfig({ server_name: 'sdk.test' }), database, handlers: [{ module: ok as HandlerModule<unknown, unknown> }, { module: broken as HandlerModule<unknown, unknown> }] });
+    const built = createApp({ config: parseConfig({ server_name: 'sdk.test' }), database, handlers: [{ module: ok }, { module: broken }] });
     await expect(built.start()).rejects.toThrow('handler module "broken" failed to start: no key file');
     expect(calls).toEqual(['stop ok']);
     await database.close();

@@ -1,9 +1,16 @@
 import * as v from 'valibot';
 import type { HandlerModule } from './define-handler.ts';
 
+/**
+ * Any module, whatever its config and state types (they were checked where it was defined; its
+ * config is validated at start): so `createApp({ handlers: [{ module: myModule }] })` needs no cast.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyHandlerModule = HandlerModule<any, any>;
+
 /** A module to load and its raw block of the server config. */
 export interface HandlerToLoad {
-  module: HandlerModule<unknown, unknown>;
+  module: AnyHandlerModule;
   /** This module's block of the server config, validated against `module.config`. */
   config?: unknown;
 }
