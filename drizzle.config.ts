@@ -2,6 +2,7 @@ import { defineConfig } from 'drizzle-kit';
 
 export default defineConfig({
   dialect: 'postgresql',
-  schema: ['./src/storage/schema.ts', './handlers/*/schema.ts'],
+  // The core tables only: each handler module has its migrations of its own (see the README).
+  schema: './src/storage/schema.ts',
   out: './drizzle',
 });

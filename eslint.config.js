@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', 'data/', 'drizzle/', 'coverage/', 'scratch/', 'test/support/crypto-stub/'] },
+  { ignores: ['node_modules/', 'dist/', 'examples/external-module/node_modules/', 'examples/external-module/dist/', 'data/', 'drizzle/', 'coverage/', 'scratch/', 'test/support/crypto-stub/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -11,6 +11,13 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       '@typescript-eslint/consistent-type-imports': 'error',
       'no-console': ['error', { allow: ['error', 'warn'] }],
+    },
+  },
+  {
+    // Handler modules use the server only through its SDK, as a module in another repository must.
+    files: ['handlers/**'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ regex: '^\\.\\./\\.\\./src/(?!sdk/index\\.ts$)', message: 'Handler modules import the server only from src/sdk/index.ts (matrix-to-device-server/sdk).' }] }],
     },
   },
   {

@@ -36,6 +36,7 @@ import { keyServerRoutes } from './rest/routes/key-server.ts';
 import { FederationInbound } from './services/federation-inbound.ts';
 import { FederationKeysStore } from './storage/federation-keys-store.ts';
 import { ServerUserDispatcher, type HandlerToLoad } from './server-user/dispatcher.ts';
+import { ModuleLifecycle } from './server-user/module-lifecycle.ts';
 import { moduleRoutes } from './server-user/module-routes.ts';
 import { CountingNotifier } from './metrics/counting-notifier.ts';
 import { CountingToDeviceSync } from './metrics/counting-sync.ts';
@@ -84,11 +85,12 @@ export interface App {
   /** What the metrics listener serves: `GET /metrics`, `/health`, `/health/ready`. */
   metricsApp: Hono<AppEnv>;
   /**
-   * Starts background work that needs I/O: cross-process wake-ups (PostgreSQL LISTEN) and
-   * resuming the federation and appservice queues left from before a restart.
+   * Starts what needs I/O: the handler modules (their migrations, then `setup`, in load order),
+   * cross-process wake-ups (PostgreSQL LISTEN) and resuming the federation and appservice
+   * queues left from before a restart.
    */
   start(): Promise<void>;
-  /** Stops background work (senders, their leases, keep-alive sockets); the database stays open. */
+  /** Stops background work (senders, their leases, keep-alive sockets), then the handler modules in reverse load order; the database stays open. */
   stop(): Promise<void>;
 }
 
@@ -116,7 +118,9 @@ export function createApp(deps: AppDeps): App {
     serverName: config.serverName,
     notifier,
     counters,
-    dispatchToServerUser: (messages): Promise<void> => dispatcher.dispatch(messages),
+    dispatchToServerUser: async (messages): Promise<void> => {
+      await dispatcher.dispatch(messages);
+    },
     appservices,
     ...(wakeups === null ? {} : { publishWake: (devices: { userId: string; deviceId: string }[]) => wakeups.publish(devices) }),
     onAppserviceQueued: (ids) => {
@@ -136,6 +140,7 @@ export function createApp(deps: AppDeps): App {
     deadlineMs: config.serverUser.dispatchDeadlineMs,
     send: (userId, deviceId, type, content): Promise<void> => toDevice.sendAsServer(userId, deviceId, type, content),
   });
+  const modules = new ModuleLifecycle(dispatcher.loaded, database, log);
   const accounts = new AccountsService(database.db, config.serverName);
   if (wakeups !== null) {
     accounts.publishRevoked = (hashes) => wakeups.publishRevoked(hashes);
@@ -206,6 +211,7 @@ export function createApp(deps: AppDeps): App {
     appserviceSender,
     maintenance: new Maintenance(database.db, config, log, counters),
     async start() {
+      await modules.start();
       await wakeups?.start();
       await federation?.sender.resumeAll();
       await appserviceSender.resumeAll();
@@ -217,6 +223,7 @@ export function createApp(deps: AppDeps): App {
       await releaseAllLeases(database.db, instanceId).catch((e: unknown) => log.warn('releasing queue leases failed', { err: String(e) }));
       federation?.client.close();
       federation?.lookups.close();
+      await modules.stop();
     },
   };
 }

@@ -3,31 +3,34 @@ import { createServer as createHttpsServer } from 'node:https';
 import { serve } from '@hono/node-server';
 import { collectDefaultMetrics } from 'prom-client';
 import { loadOwnSigningKey } from './federation/own-signing-key.ts';
-import { loadAppserviceRegistrations } from './appservice/load-registrations.ts';
-import { AppserviceConfigError } from './appservice/registration.ts';
 import { createApp } from './app.ts';
-import { ConfigError, loadConfig } from './config/config.ts';
 import { createLogger } from './logger.ts';
 import { answerClientErrorsAsMatrix } from './rest/client-error-answer.ts';
 import { HandlerLoadError } from './server-user/dispatcher.ts';
-import { loadHandlerModules } from './server-user/loader.ts';
 import { DataDirLockedError } from './storage/data-dir-lock.ts';
 import { openDatabase } from './storage/database.ts';
 import { installPostgresJsGuard } from './storage/postgres-js-guard.ts';
+import { prepareStartup, StartupError } from './startup.ts';
 
 async function main(): Promise<void> {
-  let config;
+  let prepared;
   try {
-    config = loadConfig();
+    prepared = await prepareStartup();
   } catch (e) {
-    if (e instanceof ConfigError) {
+    if (e instanceof StartupError) {
       console.error(e.message);
       process.exit(1);
     }
     throw e;
   }
-  const log = createLogger(config.log.level, {}, { format: config.log.format });
+  const { config } = prepared;
+  // Readable lines for a person at a terminal; one JSON object per line for anything else.
+  const log = createLogger(config.log.level, {}, { format: config.log.format ?? (process.stderr.isTTY ? 'pretty' : 'json') });
   installPostgresJsGuard(log);
+  const openedAt = performance.now();
+  log.info(config.database.kind === 'pglite' ? 'opening the embedded database and applying migrations (a fresh one takes a few seconds)' : 'connecting to PostgreSQL and applying migrations', {
+    ...(config.database.kind === 'pglite' ? { dataDir: config.database.dataDir } : {}),
+  });
   const database = await openDatabase(
     config.database.kind === 'postgres'
       ? { kind: 'postgres', url: config.database.url, poolSize: config.database.poolSize, preparedStatements: config.database.preparedStatements }
@@ -37,19 +40,20 @@ async function main(): Promise<void> {
     console.error(e.message);
     process.exit(1);
   });
+  log.info('database ready', { ms: Math.round(performance.now() - openedAt) });
   let built;
   try {
     built = createApp({
       config,
       database,
       log,
-      handlers: await loadHandlerModules(config.handlers),
+      handlers: prepared.handlers,
       signingKey: await loadOwnSigningKey(database.db),
-      appservices: loadAppserviceRegistrations(config.appservices, config.serverName),
-      ...(config.federation.caFile === null ? {} : { federationCa: readFileSync(config.federation.caFile, 'utf8') }),
+      appservices: prepared.appservices,
+      ...(prepared.federationCa === undefined ? {} : { federationCa: prepared.federationCa }),
     });
   } catch (e) {
-    if (e instanceof HandlerLoadError || e instanceof AppserviceConfigError) {
+    if (e instanceof HandlerLoadError) {
       console.error(e.message);
       await database.close();
       process.exit(1);
@@ -57,9 +61,17 @@ async function main(): Promise<void> {
     throw e;
   }
   const { app, maintenance, dispatcher } = built;
+  // Handler modules' migrations and setup; cross-process wake-ups; messages queued for other
+  // servers and appservices before a restart go out now.
+  try {
+    await built.start();
+  } catch (e) {
+    console.error((e as Error).message);
+    await built.stop();
+    await database.close();
+    process.exit(1);
+  }
   log.info('handler modules loaded', { modules: dispatcher.modules });
-  // Cross-process wake-ups; messages queued for other servers and appservices before a restart go out now.
-  await built.start();
   maintenance.start();
   const server = serve({ fetch: app.fetch, hostname: config.listen.host, port: config.listen.port }, (info) => {
     log.info('listening', {

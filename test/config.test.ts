@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as v from 'valibot';
+import { existsSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, ConfigFileSchema, ENV_VARS, loadConfig, parseConfig } from '../src/config/config.ts';
 
@@ -259,18 +260,58 @@ describe('validation', () => {
 });
 
 describe('the server process', () => {
-  it('exits with code 1 and one clear message on a bad environment', () => {
-    const env: NodeJS.ProcessEnv = { ...process.env, LISTEN_PORT: 'abc' };
+  const ROOT = fileURLToPath(new URL('..', import.meta.url));
+  const start = (env: NodeJS.ProcessEnv) => {
+    const clean: NodeJS.ProcessEnv = { ...process.env, ...env };
     // Nothing from the outer environment may mask or add problems.
-    for (const name of [...Object.keys(ENV_VARS).filter((n) => n !== 'LISTEN_PORT'), 'CONFIG_FILE']) delete env[name];
-    const r = spawnSync('npx', ['tsx', 'src/main.ts'], { cwd: fileURLToPath(new URL('..', import.meta.url)), env, encoding: 'utf8', timeout: 30_000 });
+    for (const name of [...Object.keys(ENV_VARS), 'CONFIG_FILE']) if (!(name in env)) delete clean[name];
+    return spawnSync(process.execPath, ['--conditions=matrix-to-device-source', '--import', 'tsx', 'src/main.ts'], { cwd: ROOT, env: clean, encoding: 'utf8', timeout: 30_000 });
+  };
+
+  it('exits with code 1 and one clear message on a bad environment', () => {
+    const r = start({ LISTEN_PORT: 'abc' });
     expect(r.error).toBeUndefined();
     expect(r.signal).toBeNull();
     expect(r.status).toBe(1);
     expect(r.stdout).toBe('');
-    // npm itself may warn about the machine's npmrc; that is not the server talking.
-    const lines = r.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('npm warn'));
-    expect(lines).toEqual(['Invalid configuration:', '  - listen.port (from LISTEN_PORT="abc"): must be a number']);
+    const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
+    expect(lines).toEqual(['Cannot start: 1 problem', '  - config: listen.port (from LISTEN_PORT="abc"): must be a number']);
+  });
+
+  it('reports every config and handler-module problem in one run, before creating anything on disk', () => {
+    const dataDir = join(dir, 'never-created', 'pglite');
+    const file = writeConfig(
+      'many-problems.yaml',
+      [
+        'listen: { port: 70000 }',
+        'limts: { sync_to_device_limit: 5 }',
+        `database: { data_dir: ${JSON.stringify(dataDir)} }`,
+        'handlers:',
+        '  - module: no-such-module',
+        '  - module: ./nowhere/module.js',
+        '  - module: ping',
+        '    config: { verbose: true }',
+        '  - module: mls',
+        '    config: { ciphersuites: [NOT_A_SUITE], max_key_packages: 5 }',
+        '  - module: franking',
+        '    config: { moderators: [not-a-user-id] }',
+      ].join('\n'),
+    );
+    const r = start({ CONFIG_FILE: file, LISTEN_PORT: '' });
+    expect(r.status).toBe(1);
+    const problems = r.stderr.split('\n').filter((l) => l.startsWith('  - ')).map((l) => l.slice(4));
+    expect(problems).toEqual([
+      expect.stringMatching(/^config: listen\.port: Invalid value: Expected <=65535/),
+      'config: limts: unknown setting',
+      expect.stringMatching(/^handler module "no-such-module" not found: no folder .*handlers\/no-such-module, and no package "no-such-module" in node_modules of /),
+      expect.stringMatching(/^handler module "\.\/nowhere\/module\.js" not found: nothing at .*\/nowhere\/module\.js$/),
+      'handler module "ping" takes no config, but the server config gives it one',
+      expect.stringMatching(/^handler module "mls" config\.ciphersuites\.0: /),
+      'handler module "mls" config.max_key_packages: unknown setting',
+      'handler module "franking" config.moderators.0: not a user ID',
+    ]);
+    expect(r.stderr).toMatch(/^Cannot start: 8 problems\n/);
+    expect(existsSync(join(dir, 'never-created'))).toBe(false);
   });
 });
 

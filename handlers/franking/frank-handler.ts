@@ -1,14 +1,12 @@
 import type * as v from 'valibot';
-import { decodeBase64, encodeBase64 } from '../../src/federation/base64.ts';
-import { signBytes } from '../../src/federation/ed25519.ts';
-import type { HandlerContext, ServerUserEvent } from '../../src/server-user/define-handler.ts';
+import { decodeBase64, encodeBase64, type HandlerContext, type ServerUserEvent, signBytes } from '../../src/sdk/index.ts';
 import type { FrankingConfig } from './config.ts';
 import type { frankContent, keysContent } from './content-schemas.ts';
 import { ERROR, FRANKED, PUBLIC_KEYS } from './event-types.ts';
 import { serverFrank, signedFrankBytes, TAG_BYTES } from './frank.ts';
-import { FrankingKeyStore } from './key-store.ts';
+import type { FrankingState } from './state.ts';
 
-type Ctx = HandlerContext<FrankingConfig>;
+type Ctx = HandlerContext<FrankingConfig, FrankingState>;
 export const withRequestId = (requestId: string | undefined) => (requestId === undefined ? {} : { request_id: requestId });
 
 /**
@@ -22,7 +20,7 @@ export async function handleFrank(event: ServerUserEvent<v.InferOutput<typeof fr
     await ctx.reply(ERROR, { ...withRequestId(requestId), errcode: 'M_INVALID_PARAM', error: 'franking_tag must be 32 bytes (HMAC-SHA256)' });
     return;
   }
-  const key = await new FrankingKeyStore(ctx.db).current();
+  const key = await ctx.state.keys.current();
   const fields = { frankingTag: tag, context, acceptedTs: Date.now(), sender: event.sender };
   const frank = serverFrank(key.hmacKey, fields);
   await ctx.reply(FRANKED, {
@@ -39,10 +37,10 @@ export async function handleFrank(event: ServerUserEvent<v.InferOutput<typeof fr
 
 /** `…keys`: the published Ed25519 public keys, every version, so old franks stay verifiable. */
 export async function handleKeys(event: ServerUserEvent<v.InferOutput<typeof keysContent>>, ctx: Ctx): Promise<void> {
-  await ctx.reply(PUBLIC_KEYS, { ...withRequestId(event.content.request_id), ...(await publicKeysJson(new FrankingKeyStore(ctx.db))) });
+  await ctx.reply(PUBLIC_KEYS, { ...withRequestId(event.content.request_id), ...(await publicKeysJson(ctx.state.keys)) });
 }
 
-export async function publicKeysJson(store: FrankingKeyStore): Promise<Record<string, unknown>> {
+export async function publicKeysJson(store: FrankingState['keys']): Promise<Record<string, unknown>> {
   const keys = await store.all();
   return {
     current_version: keys.at(-1)?.version ?? null,

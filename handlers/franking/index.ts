@@ -1,4 +1,4 @@
-import { defineHandler } from '../../src/server-user/define-handler.ts';
+import { defineHandler } from '../../src/sdk/index.ts';
 import { frankingConfig } from './config.ts';
 import { frankContent, keysContent, listReportsContent, reportContent, rotateKeyContent } from './content-schemas.ts';
 import { FRANK, GET_KEYS, LIST_REPORTS, REPORT, ROTATE_KEY } from './event-types.ts';
@@ -6,7 +6,7 @@ import { handleFrank, handleKeys } from './frank-handler.ts';
 import { handleListReports, handleRotateKey } from './moderation-handlers.ts';
 import { handleReport } from './report-handler.ts';
 import { frankingRoutes } from './routes.ts';
-import { frankingKeys, frankingReports } from './schema.ts';
+import { setupFranking } from './state.ts';
 
 /**
  * Message franking for abuse reports, after the MIMI protocol draft: the server user franks
@@ -17,7 +17,9 @@ import { frankingKeys, frankingReports } from './schema.ts';
 export default defineHandler({
   name: 'franking',
   config: frankingConfig,
-  tables: { frankingKeys, frankingReports },
+  // Its tables (schema.ts), created where the module is loaded; `drizzle-kit generate` makes them.
+  migrations: new URL('./drizzle', import.meta.url),
+  setup: setupFranking,
   routes: frankingRoutes,
   events: {
     [FRANK]: { schema: frankContent, handle: handleFrank },

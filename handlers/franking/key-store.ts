@@ -1,8 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { desc, eq, sql } from 'drizzle-orm';
-import { decodeBase64, encodeBase64 } from '../../src/federation/base64.ts';
-import { signingKeyFromSeed, type SigningKey } from '../../src/federation/ed25519.ts';
-import type { Db } from '../../src/storage/database.ts';
+import { type Db, decodeBase64, encodeBase64, type SigningKey, signingKeyFromSeed } from '../../src/sdk/index.ts';
 import { frankingKeys } from './schema.ts';
 
 export interface FrankingKey {
@@ -31,14 +29,30 @@ function toKey(row: Row): FrankingKey {
  * (`on conflict do nothing` on the version), so two processes never mint the same version.
  */
 export class FrankingKeyStore {
-  constructor(private readonly db: Db) {}
+  private cached: { key: FrankingKey; until: number } | null = null;
+
+  /**
+   * `currentCacheMs`: how long `current()` may answer from memory. A rotation in another process
+   * is then seen that much later, which is harmless: franks made with the previous key still
+   * verify (old versions are kept).
+   */
+  constructor(
+    private readonly db: Db,
+    private readonly currentCacheMs = 0,
+  ) {}
 
   /** The key new franks are made with, created on first use. */
   async current(): Promise<FrankingKey> {
+    const now = Date.now();
+    if (this.cached !== null && now < this.cached.until) return this.cached.key;
     const [row] = await this.db.select().from(frankingKeys).orderBy(desc(frankingKeys.version)).limit(1);
-    if (row !== undefined) return toKey(row);
-    await this.insertNext();
-    return this.current();
+    if (row === undefined) {
+      await this.insertNext();
+      return this.current();
+    }
+    const key = toKey(row);
+    if (this.currentCacheMs > 0) this.cached = { key, until: now + this.currentCacheMs };
+    return key;
   }
 
   async byVersion(version: number): Promise<FrankingKey | null> {
@@ -55,6 +69,7 @@ export class FrankingKeyStore {
   async rotate(now = Date.now()): Promise<FrankingKey> {
     await this.current();
     await this.insertNext(now);
+    this.cached = null;
     const latest = await this.current();
     await this.db.execute(sql`update franking_keys set retired_ts = ${now} where version < ${latest.version} and retired_ts is null`);
     return latest;

@@ -1,14 +1,14 @@
 import type * as v from 'valibot';
-import type { HandlerContext, ServerUserEvent } from '../../src/server-user/define-handler.ts';
+import type { HandlerContext, ServerUserEvent } from '../../src/sdk/index.ts';
 import type { FrankingConfig } from './config.ts';
 import type { listReportsContent, rotateKeyContent } from './content-schemas.ts';
 import { ERROR, PUBLIC_KEYS, REPORTS } from './event-types.ts';
 import { publicKeysJson, withRequestId } from './frank-handler.ts';
-import { FrankingKeyStore } from './key-store.ts';
 import { ReportStore } from './report-store.ts';
 import { reportsPage } from './reports-page.ts';
+import type { FrankingState } from './state.ts';
 
-type Ctx = HandlerContext<FrankingConfig>;
+type Ctx = HandlerContext<FrankingConfig, FrankingState>;
 
 /**
  * Moderator requests are authenticated like any to-device message (the sender's access token);
@@ -32,7 +32,7 @@ export async function handleListReports(event: ServerUserEvent<v.InferOutput<typ
 /** `…rotate_key`: a new current franking key; franks made with older keys stay verifiable. */
 export async function handleRotateKey(event: ServerUserEvent<v.InferOutput<typeof rotateKeyContent>>, ctx: Ctx): Promise<void> {
   if (!(await isModerator(event, ctx))) return;
-  const store = new FrankingKeyStore(ctx.db);
+  const store = ctx.state.keys;
   const key = await store.rotate();
   ctx.log.info('franking key rotated', { version: key.version, by: event.sender });
   await ctx.reply(PUBLIC_KEYS, { ...withRequestId(event.content.request_id), ...(await publicKeysJson(store)) });

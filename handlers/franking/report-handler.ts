@@ -1,12 +1,11 @@
-import type { HandlerContext, ServerUserEvent } from '../../src/server-user/define-handler.ts';
-import { decodeBase64, encodeBase64 } from '../../src/federation/base64.ts';
+import { decodeBase64, encodeBase64, type HandlerContext, type ServerUserEvent } from '../../src/sdk/index.ts';
 import type { FrankingConfig } from './config.ts';
 import type { ReportContent } from './content-schemas.ts';
 import { VERDICT } from './event-types.ts';
 import { frankingTag, macEquals, serverFrank, TAG_BYTES } from './frank.ts';
 import { withRequestId } from './frank-handler.ts';
-import { FrankingKeyStore } from './key-store.ts';
 import { ReportStore } from './report-store.ts';
+import type { FrankingState } from './state.ts';
 
 type RejectReason = 'malformed' | 'not_recipient' | 'unknown_key_version' | 'franking_tag_mismatch' | 'frank_mismatch';
 
@@ -24,7 +23,7 @@ const ERRORS: Record<RejectReason, string> = {
  * both MACs match does it store the report — so a report can name neither a message the sender
  * did not send nor a sender who did not send it.
  */
-export async function handleReport(event: ServerUserEvent<ReportContent>, ctx: HandlerContext<FrankingConfig>): Promise<void> {
+export async function handleReport(event: ServerUserEvent<ReportContent>, ctx: HandlerContext<FrankingConfig, FrankingState>): Promise<void> {
   const c = event.content;
   const reject = async (reason: RejectReason): Promise<void> => {
     ctx.log.info('franking report rejected', { reporter: event.sender, reason });
@@ -40,7 +39,7 @@ export async function handleReport(event: ServerUserEvent<ReportContent>, ctx: H
   // A message sent to one user can only be reported by that user; a room context is trusted to
   // the client (this server has no rooms to check membership against).
   if (c.context.startsWith('@') && c.context !== event.sender) return reject('not_recipient');
-  const key = await new FrankingKeyStore(ctx.db).byVersion(c.key_version);
+  const key = await ctx.state.keys.byVersion(c.key_version);
   if (key === null) return reject('unknown_key_version');
 
   const tag = frankingTag(frankingKey, Buffer.from(c.message, 'utf8'));

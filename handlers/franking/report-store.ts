@@ -1,5 +1,5 @@
 import { and, asc, eq, gt } from 'drizzle-orm';
-import type { Db } from '../../src/storage/database.ts';
+import type { Db } from '../../src/sdk/index.ts';
 import { frankingReports } from './schema.ts';
 
 export type NewReport = Omit<typeof frankingReports.$inferInsert, 'id'>;

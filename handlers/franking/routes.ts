@@ -1,11 +1,10 @@
 import { Hono } from 'hono';
-import { MatrixError } from '../../src/errors/matrix-error.ts';
-import { intParam } from '../../src/rest/query.ts';
-import type { ModuleRouteEnv, ModuleRoutes } from '../../src/server-user/define-handler.ts';
+import { intParam, MatrixError, type ModuleRouteEnv, type ModuleRoutes } from '../../src/sdk/index.ts';
 import type { FrankingConfig } from './config.ts';
 import { PREFIX } from './event-types.ts';
 import { ReportStore } from './report-store.ts';
 import { reportsPage } from './reports-page.ts';
+import type { FrankingState } from './state.ts';
 
 const MAX_LIMIT = 100;
 
@@ -13,7 +12,7 @@ const MAX_LIMIT = 100;
  * The moderators' HTTP endpoint: `GET /_matrix/client/unstable/org.example.franking/reports`.
  * The server has already authenticated the access token; this decides who may read.
  */
-export const frankingRoutes: ModuleRoutes<FrankingConfig> = {
+export const frankingRoutes: ModuleRoutes<FrankingConfig, FrankingState> = {
   namespace: PREFIX,
   build(ctx) {
     const r = new Hono<ModuleRouteEnv>();

@@ -1,5 +1,5 @@
 import { sql, type SQL } from 'drizzle-orm';
-import type { Db } from '../../src/storage/database.ts';
+import type { Db } from '../../src/sdk/index.ts';
 
 export interface DeviceRef {
   userId: string;

@@ -1,14 +1,14 @@
 import type * as v from 'valibot';
-import type { HandlerContext, ServerUserEvent } from '../../src/server-user/define-handler.ts';
-import { RateLimiter } from '../../src/services/rate-limiter.ts';
+import type { HandlerContext, ServerUserEvent } from '../../src/sdk/index.ts';
 import type { MlsConfig } from './config.ts';
 import type { claimContent, countContent, uploadContent } from './content-schemas.ts';
 import { KEY_PACKAGES_CLAIMED, KEY_PACKAGES_COUNTED, KEY_PACKAGES_ERROR, KEY_PACKAGES_UPLOADED } from './event-types.ts';
 import { KeyPackageStore, type StoredKeyPackage } from './key-package-store.ts';
 import { keyPackageValidation } from './lazy.ts';
+import type { MlsState } from './state.ts';
 import type { KeyPackageProblem } from './validate-key-package.ts';
 
-type Ctx = HandlerContext<MlsConfig>;
+type Ctx = HandlerContext<MlsConfig, MlsState>;
 const withRequestId = (requestId: string | undefined) => (requestId === undefined ? {} : { request_id: requestId });
 
 /**
@@ -64,20 +64,9 @@ export async function handleUpload(event: ServerUserEvent<v.InferOutput<typeof u
   });
 }
 
-// Per module instance (one per loaded server), not per process: keyed by the instance's config object.
-const limiters = new WeakMap<object, RateLimiter>();
-function claimLimiter(config: MlsConfig): RateLimiter {
-  let limiter = limiters.get(config);
-  if (limiter === undefined) {
-    limiter = new RateLimiter(config.claim_rate.per_minute / 60, config.claim_rate.burst);
-    limiters.set(config, limiter);
-  }
-  return limiter;
-}
-
 export async function handleClaim(event: ServerUserEvent<v.InferOutput<typeof claimContent>>, ctx: Ctx): Promise<void> {
   const { user_id: target, ciphersuite = null, request_id: requestId } = event.content;
-  const retryAfterMs = claimLimiter(ctx.config).take(event.sender);
+  const retryAfterMs = ctx.state.claimLimiter.take(event.sender);
   if (retryAfterMs > 0) {
     await ctx.reply(KEY_PACKAGES_ERROR, {
       ...withRequestId(requestId),

@@ -1,6 +1,5 @@
 import { and, count, eq, sql } from 'drizzle-orm';
-import type { Db } from '../../src/storage/database.ts';
-import { queryRows } from '../../src/storage/rows.ts';
+import { type Db, queryRows } from '../../src/sdk/index.ts';
 import { mlsKeyPackages } from './schema.ts';
 
 export interface StoredKeyPackage {

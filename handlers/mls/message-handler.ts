@@ -1,15 +1,13 @@
 import { createHash } from 'node:crypto';
-import { canonicalJsonByteLength } from '../../src/matrix/canonical-json.ts';
-import { parseUserId } from '../../src/matrix/user-id.ts';
-import type { HandlerContext, ServerUserEvent } from '../../src/server-user/define-handler.ts';
-import { MAX_CONTENT_BYTES } from '../../src/services/to-device.ts';
+import { canonicalJsonByteLength, type HandlerContext, MAX_CONTENT_BYTES, parseUserId, type ServerUserEvent } from '../../src/sdk/index.ts';
 import type { MlsConfig } from './config.ts';
 import type { MlsMessageContent } from './content-schemas.ts';
 import { MLS_ACCEPTED, MLS_COMMIT, MLS_REJECTED, MLS_RELAY, MLS_WELCOME } from './event-types.ts';
 import { GroupStore, type DeviceRef } from './group-store.ts';
 import { mlsWire } from './lazy.ts';
+import type { MlsState } from './state.ts';
 
-type Ctx = HandlerContext<MlsConfig>;
+type Ctx = HandlerContext<MlsConfig, MlsState>;
 
 type RejectReason =
   | 'wrong_epoch'

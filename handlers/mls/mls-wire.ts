@@ -1,5 +1,5 @@
 import { decodeMlsMessage, type ContentTypeName, type MLSMessage } from 'ts-mls';
-import { decodeBase64, encodeBase64 } from '../../src/federation/base64.ts';
+import { decodeBase64, encodeBase64 } from '../../src/sdk/index.ts';
 
 /** Decodes unpadded (or padded) base64 into an MLSMessage; null unless it decodes exactly, with no trailing bytes. */
 export function decodeMlsMessageBase64(text: string): { message: MLSMessage; bytes: Uint8Array } | null {

@@ -1,7 +1,7 @@
 import type { CiphersuiteName, KeyPackage } from 'ts-mls';
 import { makeKeyPackageRef, verifyKeyPackage } from 'ts-mls/keyPackage.js';
 import { verifyLeafNodeSignatureKeyPackage } from 'ts-mls/leafNode.js';
-import { encodeBase64 } from '../../src/federation/base64.ts';
+import { encodeBase64 } from '../../src/sdk/index.ts';
 import { ciphersuiteImpl } from './ciphersuite-impls.ts';
 import { decodeMlsMessageBase64 } from './mls-wire.ts';
 

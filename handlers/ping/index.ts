@@ -1,5 +1,5 @@
 import * as v from 'valibot';
-import { defineHandler } from '../../src/server-user/define-handler.ts';
+import { defineHandler } from '../../src/sdk/index.ts';
 
 /**
  * The smallest useful handler: answers `org.example.ping {nonce}` with

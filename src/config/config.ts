@@ -131,7 +131,8 @@ export const ConfigFileSchema = v.strictObject({
   log: v.optional(
     v.strictObject({
       level: v.optional(v.picklist(LOG_LEVELS, `must be one of ${LOG_LEVELS.join(', ')}`), 'info'),
-      format: v.optional(v.picklist(LOG_FORMATS, `must be one of ${LOG_FORMATS.join(', ')}`), 'json'),
+      // Default: pretty on a terminal, json otherwise (decided at start, see main.ts).
+      format: v.optional(v.picklist(LOG_FORMATS, `must be one of ${LOG_FORMATS.join(', ')}`)),
     }),
     {},
   ),
@@ -172,11 +173,19 @@ export interface Config {
     readonly destinationQueueMax: number;
   };
   readonly metrics: { readonly enabled: boolean; readonly host: string; readonly port: number };
-  readonly log: { readonly level: LogLevel; readonly format: LogFormat };
+  /** `format` null: chosen by whether stderr is a terminal. */
+  readonly log: { readonly level: LogLevel; readonly format: LogFormat | null };
 }
 
 export class ConfigError extends Error {
-  constructor(readonly problems: string[]) {
+  /**
+   * @param handlers the handler modules the config names, when that part of it is valid: the
+   *   start-up check loads them anyway, so one run reports module problems too.
+   */
+  constructor(
+    readonly problems: string[],
+    readonly handlers?: Config['handlers'],
+  ) {
     super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
     this.name = 'ConfigError';
   }
@@ -271,12 +280,13 @@ function describeIssue(issue: v.BaseIssue<unknown>): string {
 export function parseConfig(raw: unknown): Config {
   const parsed = v.safeParse(ConfigFileSchema, raw ?? {});
   if (!parsed.success) {
-    throw new ConfigError(parsed.issues.map(describeIssue));
+    const handlers = v.safeParse(ConfigFileSchema.entries.handlers, (raw as { handlers?: unknown } | null)?.handlers);
+    throw new ConfigError(parsed.issues.map(describeIssue), handlers.success ? handlers.output : undefined);
   }
   const c = parsed.output;
   const listen = c.federation.listen;
   if (listen !== undefined && (listen.tls_cert === undefined) !== (listen.tls_key === undefined)) {
-    throw new ConfigError(['federation.listen: tls_cert and tls_key must be given together']);
+    throw new ConfigError(['federation.listen: tls_cert and tls_key must be given together'], c.handlers);
   }
   const config: Config = {
     serverName: c.server_name,
@@ -321,7 +331,7 @@ export function parseConfig(raw: unknown): Config {
       destinationQueueMax: c.federation.destination_queue_max,
     },
     metrics: { enabled: c.metrics.enabled, host: c.metrics.host, port: c.metrics.port },
-    log: { level: c.log.level, format: c.log.format },
+    log: { level: c.log.level, format: c.log.format ?? null },
   };
   return deepFreeze(config);
 }
@@ -370,6 +380,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         }
         return problem;
       }),
+      e.handlers,
     );
   }
 }

@@ -1,5 +1,9 @@
 import { ERRCODE_STATUS, type ErrCode } from './errcodes.ts';
 
+// A handler module installed with its own copy of this package (npm does that when versions
+// differ) throws that copy's MatrixError; the brand lets `instanceof` recognise it here too.
+const BRAND = Symbol.for('matrix-to-device-server.MatrixError');
+
 /**
  * The one error type of the server: a Matrix errcode, a human message and an HTTP status.
  * `extra` carries spec-defined fields that sit beside errcode/error (e.g. `retry_after_ms`,
@@ -10,6 +14,11 @@ export class MatrixError extends Error {
   readonly status: number;
   readonly extra: Record<string, unknown>;
   readonly headers: Record<string, string>;
+  readonly [BRAND] = true;
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && (value as { [BRAND]?: unknown })[BRAND] === true;
+  }
 
   constructor(
     errcode: ErrCode,

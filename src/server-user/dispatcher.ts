@@ -6,25 +6,19 @@ import { DISPATCH_SECONDS, type Counters } from '../services/counters.ts';
 import type { ServerUserMessage } from '../services/to-device.ts';
 import type { Db } from '../storage/database.ts';
 import type { HandlerContext, HandlerModule, ModuleContext } from './define-handler.ts';
+import { checkModules, HandlerLoadError, type HandlerToLoad } from './module-checks.ts';
 
-export interface HandlerToLoad {
-  module: HandlerModule<unknown>;
-  /** This module's block of the server config, validated against `module.config`. */
-  config?: unknown;
-}
-
-export class HandlerLoadError extends Error {
-  constructor(readonly problems: string[]) {
-    super(`Cannot load handler modules:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
-    this.name = 'HandlerLoadError';
-  }
-}
+export { HandlerLoadError, type HandlerToLoad } from './module-checks.ts';
 
 /** A module that passed the checks at start, with its validated config in its context. */
 export interface LoadedModule {
-  module: HandlerModule<unknown>;
-  ctx: ModuleContext<unknown>;
+  module: HandlerModule<unknown, unknown>;
+  /** Shared by its handlers and routes; `state` is filled in by `setup` at start (module-lifecycle.ts). */
+  ctx: ModuleContext<unknown, unknown>;
 }
+
+/** How one dispatched message ended, as counted in server_user_dispatch_total. */
+export type DispatchOutcome = 'handled' | 'error' | 'timeout' | 'invalid_content' | 'unknown_type';
 
 /** Sends as the server user; provided by the to-device service. */
 export type SendAsServer = (userId: string, deviceId: string, type: string, content: Record<string, unknown>) => Promise<void>;
@@ -44,7 +38,9 @@ interface Envelope {
   message: ServerUserMessage;
   /** performance.now() at dispatch, for the latency histogram. */
   startedAt: number;
-  track(work: Promise<void>, onLate: (outcome: string) => void): void;
+  track(work: Promise<void>, aborter: AbortController, onLate: (outcome: string) => void): void;
+  /** Records how the message ended when that is known without waiting (invalid content). */
+  outcome(outcome: DispatchOutcome): void;
 }
 
 // mitt ships ESM at run time but CommonJS-style typings, which NodeNext reads as a namespace.
@@ -64,51 +60,24 @@ export class ServerUserDispatcher {
   readonly loaded: readonly LoadedModule[];
 
   constructor(private readonly deps: DispatcherDeps) {
-    const problems: string[] = [];
-    const owners = new Map<string, string>();
-    const names = new Set<string>();
-    const loaded: { name: string; eventTypes: string[] }[] = [];
-    const contexts: LoadedModule[] = [];
-    for (const { module, config: raw } of deps.handlers) {
-      if (names.has(module.name)) {
-        problems.push(`handler module "${module.name}" is loaded twice`);
-        continue;
-      }
-      names.add(module.name);
-      let config: unknown = raw;
-      if (module.config !== undefined) {
-        const parsed = v.safeParse(module.config, raw ?? {});
-        if (!parsed.success) {
-          for (const issue of parsed.issues) {
-            const path = issue.path?.map((p) => String(p.key)).join('.');
-            problems.push(`handler module "${module.name}" config${path ? `.${path}` : ''}: ${issue.message}`);
-          }
-          continue;
-        }
-        config = parsed.output;
-      }
-      for (const type of Object.keys(module.events)) {
-        const owner = owners.get(type);
-        if (owner !== undefined) problems.push(`event type "${type}" is claimed by both "${owner}" and "${module.name}"`);
-        else owners.set(type, module.name);
-      }
-      loaded.push({ name: module.name, eventTypes: Object.keys(module.events) });
-      const ctx: ModuleContext<unknown> = {
+    const { checked, problems } = checkModules(deps.handlers);
+    if (problems.length > 0) throw new HandlerLoadError(problems);
+    this.modules = checked.map(({ module }) => ({ name: module.name, eventTypes: Object.keys(module.events) }));
+    this.loaded = checked.map(({ module, config }) => {
+      const ctx: ModuleContext<unknown, unknown> = {
         send: this.deps.send,
         db: this.deps.db,
         log: this.deps.log.child({ handler: module.name }),
         config,
         serverUserId: this.deps.serverUserId,
+        state: undefined,
       };
-      contexts.push({ module, ctx });
       this.register(module, ctx);
-    }
-    if (problems.length > 0) throw new HandlerLoadError(problems);
-    this.modules = loaded;
-    this.loaded = contexts;
+      return { module, ctx };
+    });
   }
 
-  private register(module: HandlerModule<unknown>, moduleCtx: ModuleContext<unknown>): void {
+  private register(module: HandlerModule<unknown, unknown>, moduleCtx: ModuleContext<unknown, unknown>): void {
     const { log } = moduleCtx;
     for (const [type, spec] of Object.entries(module.events)) {
       this.emitter.on(type, (envelope) => {
@@ -116,13 +85,16 @@ export class ServerUserDispatcher {
         const parsed = v.safeParse(spec.schema, message.content);
         if (!parsed.success) {
           this.count(type, 'invalid_content', envelope.startedAt);
+          envelope.outcome('invalid_content');
           log.debug('invalid content dropped', { type, sender: message.sender, issue: parsed.issues[0]?.message });
           return;
         }
-        const ctx: HandlerContext<unknown> = {
+        const aborter = new AbortController();
+        // Spread per event: the module context is one object, but `state` is read at call time.
+        const ctx: HandlerContext<unknown, unknown> = {
           ...moduleCtx,
-          reply: (replyType, content, options) =>
-            this.deps.send(message.sender, message.senderDevice ?? options?.deviceId ?? '*', replyType, content),
+          reply: (replyType, content, opts) => this.deps.send(message.sender, message.senderDevice ?? opts?.deviceId ?? '*', replyType, content),
+          signal: aborter.signal,
         };
         let work: Promise<void>;
         try {
@@ -130,7 +102,7 @@ export class ServerUserDispatcher {
         } catch (e) {
           work = Promise.reject(e);
         }
-        envelope.track(work, (outcome) => log.warn('handler finished after the deadline', { type, outcome }));
+        envelope.track(work, aborter, (outcome) => log.warn('handler finished after the deadline', { type, outcome }));
       });
     }
   }
@@ -145,12 +117,14 @@ export class ServerUserDispatcher {
    * Dispatches one request's server-user messages, in order, and waits until their handlers
    * have finished or the deadline has passed, whichever is first.
    */
-  async dispatch(messages: readonly ServerUserMessage[]): Promise<void> {
+  async dispatch(messages: readonly ServerUserMessage[]): Promise<DispatchOutcome[]> {
+    const outcomes: DispatchOutcome[] = [];
     const pending: Promise<void>[] = [];
-    const unsettled = new Set<string>();
+    const unsettled = new Set<number>();
     const timeouts: (() => void)[] = [];
-    for (const message of messages) {
+    for (const [index, message] of messages.entries()) {
       if (!this.emitter.all.has(message.type)) {
+        outcomes[index] = 'unknown_type';
         this.count(message.type, 'unknown_type');
         this.deps.log.debug('no handler for server-user message type; dropped', { type: message.type, sender: message.sender });
         continue;
@@ -159,40 +133,45 @@ export class ServerUserDispatcher {
       this.emitter.emit(message.type, {
         message,
         startedAt,
-        track: (work, onLate) => {
-          const id = `${pending.length}`;
-          unsettled.add(id);
+        outcome: (outcome) => (outcomes[index] = outcome),
+        track: (work, aborter, onLate) => {
+          unsettled.add(index);
           let timedOut = false;
           pending.push(
             work.then(
               () => {
-                unsettled.delete(id);
-                if (timedOut) onLate('handled');
-                else this.count(message.type, 'handled', startedAt);
+                unsettled.delete(index);
+                if (timedOut) return onLate('handled');
+                outcomes[index] = 'handled';
+                this.count(message.type, 'handled', startedAt);
               },
               (err: unknown) => {
-                unsettled.delete(id);
+                unsettled.delete(index);
                 if (timedOut) return onLate('error');
+                outcomes[index] = 'error';
                 this.count(message.type, 'error', startedAt);
                 this.deps.log.error('handler failed', { type: message.type, err: String(err) });
               },
             ),
           );
           timeouts.push(() => {
-            if (unsettled.has(id)) {
+            if (unsettled.has(index)) {
               timedOut = true;
+              outcomes[index] = 'timeout';
               this.count(message.type, 'timeout', startedAt);
               this.deps.log.warn('handler did not finish before the deadline', { type: message.type, deadlineMs: this.deps.deadlineMs });
+              aborter.abort(new DOMException(`the dispatch deadline of ${this.deps.deadlineMs} ms has passed`, 'TimeoutError'));
             }
           });
         },
       });
     }
-    if (pending.length === 0) return;
+    if (pending.length === 0) return outcomes;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.deps.deadlineMs)));
     await Promise.race([Promise.all(pending), deadline]);
     clearTimeout(timer);
     for (const markTimeout of timeouts) markTimeout();
+    return outcomes;
   }
 }

@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { sql } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
@@ -16,7 +17,18 @@ export interface Database {
   readonly kind: 'pglite' | 'postgres';
   /** The postgres.js client when on PostgreSQL (for LISTEN/NOTIFY); null on PGlite. */
   readonly pg: postgres.Sql | null;
+  /**
+   * Applies a drizzle-kit migrations folder recorded in a table of its own (in the `drizzle`
+   * schema, beside the core's): how a handler module's tables come and go with the module.
+   * Returns how many migrations were new.
+   */
+  migrate(migrations: MigrationsSource): Promise<number>;
   close(): Promise<void>;
+}
+
+export interface MigrationsSource {
+  folder: string;
+  table: string;
 }
 
 export type DatabaseOptions =
@@ -53,6 +65,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
         db: db as unknown as Db,
         kind: 'pglite',
         pg: null,
+        migrate: (m) => countingApplied(db as unknown as Db, m.table, () => migratePglite(db, { migrationsFolder: m.folder, migrationsTable: m.table })),
         close: async () => {
           try {
             await client.close();
@@ -66,7 +79,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
       throw e;
     }
   }
-  await migrate(opts.url);
+  await migrate(opts.url, { folder: MIGRATIONS, table: '__drizzle_migrations' });
   const client = postgres(opts.url, {
     max: opts.poolSize ?? 10,
     onnotice: () => {},
@@ -78,6 +91,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
     db: db as unknown as Db,
     kind: 'postgres',
     pg: client,
+    migrate: (m) => migrate(opts.url, m),
     close: () => client.end({ timeout: 5 }),
   };
 }
@@ -87,13 +101,30 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
  * together take turns. Own connection: the lock is per session, and borrowing one from the pool
  * would leave a pool of one nothing to migrate with.
  */
-async function migrate(url: string): Promise<void> {
+async function migrate(url: string, m: MigrationsSource): Promise<number> {
   const conn = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 10 });
   try {
     await conn`select pg_advisory_lock(${MIGRATION_LOCK})`;
-    await migratePostgres(drizzlePostgres(conn, { schema }), { migrationsFolder: MIGRATIONS });
+    const db = drizzlePostgres(conn, { schema });
+    const applied = await countingApplied(db as unknown as Db, m.table, () => migratePostgres(db, { migrationsFolder: m.folder, migrationsTable: m.table }));
     await conn`select pg_advisory_unlock(${MIGRATION_LOCK})`;
+    return applied;
   } finally {
     await conn.end({ timeout: 1 });
   }
+}
+
+/** Runs a migrator and counts the rows it added to its table (drizzle's migrator does not say). */
+async function countingApplied(db: Db, table: string, run: () => Promise<void>): Promise<number> {
+  const count = async (): Promise<number> => {
+    const result: unknown = await db.execute(sql`select to_regclass(${`drizzle.${table}`}) is not null as present`);
+    const rows = Array.isArray(result) ? result : (result as { rows: unknown[] }).rows;
+    if ((rows[0] as { present: boolean } | undefined)?.present !== true) return 0;
+    const counted: unknown = await db.execute(sql`select count(*)::int as n from ${sql.identifier('drizzle')}.${sql.identifier(table)}`);
+    const countRows = Array.isArray(counted) ? counted : (counted as { rows: unknown[] }).rows;
+    return (countRows[0] as { n: number }).n;
+  };
+  const before = await count();
+  await run();
+  return (await count()) - before;
 }

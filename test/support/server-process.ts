@@ -39,7 +39,9 @@ export class ServerProcess {
   }
 
   /** The node arguments that run the server: from source by default, or e.g. `['dist/src/main.js']` for the build. */
-  entry: string[] = ['--import', 'tsx', 'src/main.ts'];
+  entry: string[] = ['--conditions=matrix-to-device-source', '--import', 'tsx', 'src/main.ts'];
+  /** The working directory (where relative module paths and npm package names are resolved from). */
+  cwd: string = ROOT;
 
   static async create(serverName: string, port: number, config: Record<string, unknown> = {}): Promise<ServerProcess> {
     const p = new ServerProcess(serverName, port, config);
@@ -59,7 +61,7 @@ export class ServerProcess {
       }),
     );
     const child = spawn(process.execPath, this.entry, {
-      cwd: ROOT,
+      cwd: this.cwd,
       env: { ...process.env, CONFIG_FILE: configFile, LOG_LEVEL: 'info', DATABASE_URL: '' },
       stdio: ['ignore', 'ignore', 'pipe'],
     });

@@ -1,4 +1,6 @@
-CREATE TABLE "franking_keys" (
+-- IF NOT EXISTS throughout: servers set up before modules had migrations of their own got these
+-- tables from the core sequence (its former 0004_mls / 0005_franking), and keep them as they are.
+CREATE TABLE IF NOT EXISTS "franking_keys" (
 	"version" integer PRIMARY KEY NOT NULL,
 	"hmac_key" text NOT NULL,
 	"signing_seed" text NOT NULL,
@@ -7,7 +9,7 @@ CREATE TABLE "franking_keys" (
 	"retired_ts" bigint
 );
 --> statement-breakpoint
-CREATE TABLE "franking_reports" (
+CREATE TABLE IF NOT EXISTS "franking_reports" (
 	"id" bigserial PRIMARY KEY NOT NULL,
 	"reporter_user_id" text NOT NULL,
 	"reporter_device_id" text,
@@ -21,4 +23,4 @@ CREATE TABLE "franking_reports" (
 	"created_ts" bigint NOT NULL
 );
 --> statement-breakpoint
-CREATE UNIQUE INDEX "franking_reports_once" ON "franking_reports" USING btree ("reporter_user_id","server_frank");
+CREATE UNIQUE INDEX IF NOT EXISTS "franking_reports_once" ON "franking_reports" USING btree ("reporter_user_id","server_frank");
