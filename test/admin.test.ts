@@ -11,6 +11,7 @@ import type { HandlerModule } from '../src/server-user/define-handler.ts';
 import { hashToken } from '../src/services/tokens.ts';
 import { AccountsStore } from '../src/storage/accounts-store.ts';
 import { TestClient } from './support/client.ts';
+import { startFailingPeer } from './support/failing-peer.ts';
 import { serveOverHttp } from './support/http-server.ts';
 import { SERVER_NAME, startTestApp, type TestApp } from './support/test-app.ts';
 import { createPostgresDatabaseUrl, usingPostgres } from './support/test-database.ts';
@@ -18,6 +19,7 @@ import { createPostgresDatabaseUrl, usingPostgres } from './support/test-databas
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const handlers = [{ module: ping as HandlerModule<unknown> }];
 let t: TestApp;
+let peer: Awaited<ReturnType<typeof startFailingPeer>>;
 
 /** Runs one admin command in process, on the test app's database. */
 async function admin(argv: string[], stdin?: string): Promise<{ code: number; out: string; err: string; json: () => Record<string, unknown> }> {
@@ -51,8 +53,10 @@ async function expectTokenGone(token: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  // remote.example and the bridge appservice are at a closed port: their first send fails and
-  // the next waits a minute, so the queues command finds a transaction being retried.
+  // remote.example fails every transaction and the bridge appservice is at a closed port: their
+  // first send fails and the next waits a minute, so the queues command finds a transaction
+  // being retried.
+  peer = await startFailingPeer();
   const bridge = {
     id: 'bridge',
     url: 'http://127.0.0.1:1',
@@ -62,13 +66,14 @@ beforeAll(async () => {
     namespaces: { users: [{ exclusive: true, regex: `@bridge_.*:${SERVER_NAME}` }] },
     receive_ephemeral: true,
   };
-  t = await startTestApp({ federation: { allow_http: true, static_routes: { 'remote.example': 'http://127.0.0.1:1' }, backoff_initial_ms: 60_000 } }, handlers, {
+  t = await startTestApp({ federation: { allow_http: true, static_routes: { 'remote.example': peer.baseUrl }, backoff_initial_ms: 60_000 } }, handlers, {
     appservices: AppserviceRegistry.fromFiles([{ source: 'bridge.yaml', content: bridge }], SERVER_NAME),
   });
 });
 
 afterAll(async () => {
   await t?.close();
+  await peer?.close();
 });
 
 describe('admin CLI', () => {

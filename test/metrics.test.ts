@@ -9,6 +9,7 @@ import { parseConfig } from '../src/config/config.ts';
 import { Counters, MAX_SERIES, STORED_COUNTER } from '../src/services/counters.ts';
 import { defineHandler, type HandlerModule } from '../src/server-user/define-handler.ts';
 import { TestClient } from './support/client.ts';
+import { startFailingPeer } from './support/failing-peer.ts';
 import { SERVER_NAME, startTestApp, type TestApp } from './support/test-app.ts';
 import { createTestDatabase } from './support/test-database.ts';
 
@@ -59,6 +60,7 @@ function parse(text: string): Sample[] {
 }
 
 let t: TestApp;
+let peer: Awaited<ReturnType<typeof startFailingPeer>>;
 let alice: TestClient;
 let bob: TestClient;
 
@@ -77,9 +79,10 @@ async function scrape(app: TestApp = t): Promise<Scrape> {
 }
 
 beforeAll(async () => {
+  peer = await startFailingPeer();
   t = await startTestApp(
-    // remote.example is routed to a closed port: the federation sender fails fast and retries.
-    { federation: { allow_http: true, static_routes: { 'remote.example': 'http://127.0.0.1:1' }, backoff_initial_ms: 60_000 } },
+    // remote.example fails every transaction: the federation sender sends, fails and retries.
+    { federation: { allow_http: true, static_routes: { 'remote.example': peer.baseUrl }, backoff_initial_ms: 60_000 } },
     [{ module: ping as HandlerModule<unknown> }, { module: failing as HandlerModule<unknown> }],
   );
   alice = await TestClient.register(t.app, 'alice');
@@ -87,6 +90,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  await peer?.close();
   await t?.close();
 });
 

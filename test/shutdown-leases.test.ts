@@ -23,6 +23,10 @@ beforeAll(async () => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
+      if (req.method === 'GET' && req.url === '/_matrix/federation/v1/version') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"server":{"name":"slow-peer","version":"1"}}');
+        return;
+      }
       setTimeout(() => {
         const body = JSON.parse(Buffer.concat(chunks).toString()) as { edus: { content: { messages: Record<string, Record<string, { n: number }>> } }[] };
         for (const e of body.edus) for (const byDevice of Object.values(e.content.messages)) for (const c of Object.values(byDevice)) received.push(c.n);
