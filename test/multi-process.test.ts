@@ -42,6 +42,10 @@ describe.skipIf(!usingPostgres())('several processes on one PostgreSQL', () => {
     pg = (await createPostgresDatabaseUrl()) as { url: string; drop(): Promise<void> };
     // A remote server that counts overlapping transactions and accepts everything.
     peer = createServer((req, res) => {
+      if (req.method === 'GET' && req.url === '/_matrix/federation/v1/version') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"server":{"name":"counting-peer","version":"1"}}');
+        return;
+      }
       inFlight++;
       maxInFlight = Math.max(maxInFlight, inFlight);
       const chunks: Buffer[] = [];
