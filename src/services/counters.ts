@@ -138,12 +138,19 @@ export const DISPATCH_SECONDS = 'server_user_dispatch_duration_seconds';
 export const FEDERATION_SEND_SECONDS = 'federation_send_duration_seconds';
 export const APPSERVICE_SEND_SECONDS = 'appservice_send_duration_seconds';
 export const HTTP_REQUEST_SECONDS = 'http_request_duration_seconds';
+/** Not a duration: how many sends each group-commit statement carried. */
+export const GROUP_COMMIT_BATCH_SIZE = 'to_device_group_commit_batch_size';
 
 /** The histograms, declared up front for their help text and buckets. */
 export const HISTOGRAMS: Record<string, { help: string; labelNames: readonly string[]; buckets: readonly number[] }> = {
   [DISPATCH_SECONDS]: { help: 'Time from dispatch to the handler finishing (or the deadline), by event type and outcome', labelNames: ['type', 'outcome'], buckets: DEFAULT_BUCKETS },
   [FEDERATION_SEND_SECONDS]: { help: 'Duration of federation transaction requests, by destination and outcome (ok, error)', labelNames: ['destination', 'outcome'], buckets: [...DEFAULT_BUCKETS, 30] },
   [APPSERVICE_SEND_SECONDS]: { help: 'Duration of appservice transaction requests, by appservice and outcome (ok, error)', labelNames: ['appservice', 'outcome'], buckets: [...DEFAULT_BUCKETS, 30] },
+  [GROUP_COMMIT_BATCH_SIZE]: {
+    help: 'Sends (requests, federation EDUs, handler replies) stored per group-commit statement',
+    labelNames: [],
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 500],
+  },
   [HTTP_REQUEST_SECONDS]: {
     help: 'HTTP requests by method, route and status; /sync long-polls included',
     labelNames: ['method', 'route', 'status'],

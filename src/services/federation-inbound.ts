@@ -6,7 +6,7 @@ import { jsonValueProblem, MAX_FEDERATION_JSON_DEPTH } from '../matrix/input-che
 import { parseUserId } from '../matrix/user-id.ts';
 import type { Logger } from '../logger.ts';
 import type { Counters } from './counters.ts';
-import type { ToDeviceService } from './to-device.ts';
+import type { SendToDeviceInput, ToDeviceService } from './to-device.ts';
 
 const MAX_PDUS = 50;
 const MAX_EDUS = 100;
@@ -38,16 +38,23 @@ export class FederationInbound {
     const pduResults: Record<string, { error: string }> = {};
     for (const pdu of pdus) pduResults[eventIdOf(pdu)] = { error: 'This server does not take part in rooms' };
 
+    const sends: SendToDeviceInput[] = [];
     for (const edu of edus) {
       if (typeof edu !== 'object' || edu === null) continue;
       const { edu_type: type, content } = edu as { edu_type?: unknown; content?: unknown };
       if (type !== 'm.direct_to_device') continue;
-      await this.applyDirectToDevice(origin, content);
+      const send = this.directToDevice(origin, content);
+      if (send !== null) sends.push(send);
     }
+    // One statement for all of them, in the order given: what `/version` promises as
+    // "edus_in_order". A database failure throws, so the whole transaction fails and nothing of
+    // it is stored; the peer sends it again.
+    await this.toDevice.sendAll(sends, (_send, e) => this.reject(origin, 'bad_content', { errcode: e.errcode }));
     return { pdus: pduResults };
   }
 
-  private async applyDirectToDevice(origin: string, raw: unknown): Promise<void> {
+  /** The send an m.direct_to_device EDU asks for, or null (and a warning) when it is wrong in itself. */
+  private directToDevice(origin: string, raw: unknown): SendToDeviceInput | null {
     const parsed = v.safeParse(DirectToDeviceContent, raw);
     if (!parsed.success) return this.reject(origin, 'malformed');
     // NUL or lone surrogates in any key or string (sender, type, message_id, user and device
@@ -61,27 +68,21 @@ export class FederationInbound {
       return this.reject(origin, 'spoofed_sender', { sender: edu.sender });
     }
     if ([...edu.message_id].length > 32) return this.reject(origin, 'message_id_too_long');
-    try {
-      await this.toDevice.send({
-        sender: edu.sender,
-        senderDevice: null,
-        type: edu.type,
-        origin: 'federation',
-        messages: edu.messages,
-        inboundMessage: { origin, messageId: edu.message_id },
-        localOnly: true,
-      });
-    } catch (e) {
-      // Bad content (too large, not canonical JSON) rejects this EDU only; anything else (the
-      // database) fails the transaction so that the peer sends it again.
-      if (e instanceof MatrixError && e.status < 500) return this.reject(origin, 'bad_content', { errcode: e.errcode });
-      throw e;
-    }
+    return {
+      sender: edu.sender,
+      senderDevice: null,
+      type: edu.type,
+      origin: 'federation',
+      messages: edu.messages,
+      inboundMessage: { origin, messageId: edu.message_id },
+      localOnly: true,
+    };
   }
 
-  private reject(origin: string, reason: string, fields: Record<string, unknown> = {}): void {
+  private reject(origin: string, reason: string, fields: Record<string, unknown> = {}): null {
     this.counters.inc(REJECTED, { reason });
     this.log.warn('rejected m.direct_to_device EDU', { origin, reason, ...fields });
+    return null;
   }
 }
 

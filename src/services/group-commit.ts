@@ -1,8 +1,7 @@
 /**
- * Group commit: callers hand in one item each; items that arrive while a batch is in the
- * database go together in the next batch, as one statement. Under load this turns N round trips
- * (and N takes of the same row locks) into one; an idle caller waits for nobody, because a batch
- * starts as soon as a slot is free.
+ * Group commit: callers hand in items; items that arrive while a batch is in the database go
+ * together in the next batch, as one statement. Under load this turns N round trips (and N takes
+ * of the same row locks) into one; an idle caller waits for nobody but one event-loop turn.
  */
 export interface GroupCommitOptions<I, O> {
   /** Runs one batch; answers one result per item, in the items' order. */
@@ -11,7 +10,7 @@ export interface GroupCommitOptions<I, O> {
   concurrency: number;
   /** Most items in one batch. */
   maxItems: number;
-  /** Most total weight in one batch (an item heavier than this still goes, alone). */
+  /** Most total weight in one batch (a group heavier than this still goes, alone). */
   maxWeight: number;
   weightOf: (item: I) => number;
   /**
@@ -19,23 +18,54 @@ export interface GroupCommitOptions<I, O> {
    * a batch can tell which of them was first (the same txn id sent twice at once).
    */
   keyOf: (item: I) => string | null;
+  /** Told each batch's item count as it starts (a metric: how much the batching gathers). */
+  onBatch?: (items: number) => void;
 }
 
-interface Entry<I, O> {
-  item: I;
-  resolve: (o: O) => void;
+/** Items handed in together: they share a batch and fail or succeed together. */
+interface Group<I, O> {
+  items: readonly I[];
+  weight: number;
+  keys: string[];
+  resolve: (o: O[]) => void;
   reject: (e: unknown) => void;
 }
 
 export class GroupCommit<I, O> {
-  private pending: Entry<I, O>[] = [];
+  private pending: Group<I, O>[] = [];
   private inFlight = 0;
+  private scheduled = false;
 
   constructor(private readonly opts: GroupCommitOptions<I, O>) {}
 
   run(item: I): Promise<O> {
-    return new Promise<O>((resolve, reject) => {
-      this.pending.push({ item, resolve, reject });
+    return this.runAll([item]).then((out) => out[0] as O);
+  }
+
+  /**
+   * Runs the items in one batch (with others, or alone if they outweigh a batch): one statement,
+   * so either all of them are stored or none. Keys among them must be distinct.
+   */
+  runAll(items: readonly I[]): Promise<O[]> {
+    if (items.length === 0) return Promise.resolve([]);
+    return new Promise<O[]>((resolve, reject) => {
+      const keys = items.map((i) => this.opts.keyOf(i)).filter((k): k is string => k !== null);
+      const weight = items.reduce((sum, i) => sum + this.opts.weightOf(i), 0);
+      this.pending.push({ items, weight, keys, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /**
+   * A batch starts one event-loop turn after a slot frees, not at once: on PGlite a statement
+   * runs on this thread, so the requests that arrived meanwhile are still unread sockets when
+   * the previous batch ends; starting at once made every batch a batch of one.
+   */
+  private schedule(): void {
+    if (this.scheduled || this.inFlight >= this.opts.concurrency || this.pending.length === 0) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
       this.pump();
     });
   }
@@ -46,37 +76,43 @@ export class GroupCommit<I, O> {
       this.inFlight++;
       void this.execute(batch).finally(() => {
         this.inFlight--;
-        this.pump();
+        this.schedule();
       });
     }
   }
 
-  private take(): Entry<I, O>[] {
-    const { maxItems, maxWeight, weightOf, keyOf } = this.opts;
-    const batch: Entry<I, O>[] = [];
-    const rest: Entry<I, O>[] = [];
+  private take(): Group<I, O>[] {
+    const { maxItems, maxWeight } = this.opts;
+    const batch: Group<I, O>[] = [];
+    const rest: Group<I, O>[] = [];
     const keys = new Set<string>();
     let weight = 0;
-    for (const entry of this.pending) {
-      const w = weightOf(entry.item);
-      const key = keyOf(entry.item);
-      const fits = batch.length === 0 || (batch.length < maxItems && weight + w <= maxWeight);
-      if (!fits || (key !== null && keys.has(key))) {
-        rest.push(entry);
+    let count = 0;
+    for (const group of this.pending) {
+      const fits = batch.length === 0 || (count + group.items.length <= maxItems && weight + group.weight <= maxWeight);
+      if (!fits || group.keys.some((k) => keys.has(k))) {
+        rest.push(group);
         continue;
       }
-      batch.push(entry);
-      weight += w;
-      if (key !== null) keys.add(key);
+      batch.push(group);
+      weight += group.weight;
+      count += group.items.length;
+      for (const k of group.keys) keys.add(k);
     }
     this.pending = rest;
     return batch;
   }
 
-  private async execute(batch: Entry<I, O>[]): Promise<void> {
+  private async execute(batch: Group<I, O>[]): Promise<void> {
+    const items = batch.flatMap((g) => g.items);
+    this.opts.onBatch?.(items.length);
     try {
-      const out = await this.opts.flush(batch.map((e) => e.item));
-      batch.forEach((e, i) => e.resolve(out[i] as O));
+      const out = await this.opts.flush(items);
+      let at = 0;
+      for (const group of batch) {
+        group.resolve(out.slice(at, at + group.items.length));
+        at += group.items.length;
+      }
       return;
     } catch (e) {
       if (batch.length === 1) {
@@ -84,14 +120,14 @@ export class GroupCommit<I, O> {
         return;
       }
     }
-    // The batch was one statement, so nothing of it was stored. Alone, each item fails or
+    // The batch was one statement, so nothing of it was stored. Alone, each group fails or
     // succeeds on its own merits: one request the database refuses cannot fail its neighbours.
-    for (const entry of batch) {
+    for (const group of batch) {
       try {
-        const out = await this.opts.flush([entry.item]);
-        entry.resolve(out[0] as O);
+        this.opts.onBatch?.(group.items.length);
+        group.resolve(await this.opts.flush(group.items));
       } catch (e) {
-        entry.reject(e);
+        group.reject(e);
       }
     }
   }

@@ -15,10 +15,10 @@ import {
 import type { AppserviceRegistry } from '../appservice/registration.ts';
 import { AppserviceQueueStore, type AppserviceMessage } from '../storage/appservice-queue-store.ts';
 import { FederationInboundStore } from '../storage/federation-inbound-store.ts';
-import { FederationOutboxStore, type OutboxMessage } from '../storage/federation-outbox-store.ts';
+import { FederationOutboxStore } from '../storage/federation-outbox-store.ts';
 import { NewMessages } from '../storage/new-messages.ts';
 import { TxnStore, type TxnKey } from '../storage/txn-store.ts';
-import { STORED_COUNTER, type Counters } from './counters.ts';
+import { GROUP_COMMIT_BATCH_SIZE, STORED_COUNTER, type Counters } from './counters.ts';
 import { GroupCommit } from './group-commit.ts';
 import type { Notifier } from './notifier.ts';
 
@@ -80,14 +80,26 @@ const ENQUEUE_CONCURRENCY = 1;
 /** Rolls back a transaction whose txn id turned out to be a duplicate. */
 class DuplicateTxn extends Error {}
 
+/** Most rows (local targets, `*` counting one, plus remote messages) of one group-commit batch. */
+const MAX_BATCH_WEIGHT = 5000;
+
+/** One send, checked and split: what goes to the database, and what to the server user. */
+interface PreparedSend {
+  input: SendToDeviceInput;
+  request: EnqueueRequest;
+  serverUser: ServerUserMessage[];
+  weight: number;
+}
+
 /**
  * The rules of send-to-device: the size cap, `*` expansion, the local / remote / server-user
- * split, txn idempotency, one database transaction per request, then wake-ups.
+ * split, txn idempotency, one statement (or one database transaction) per request or per
+ * federation transaction, then wake-ups.
  */
 export class ToDeviceService {
   readonly serverUserId: string;
 
-  /** Concurrent local sends share statements (and device row locks), see {@link GroupCommit}. */
+  /** Concurrent sends share statements (and device row locks), see {@link GroupCommit}. */
   private readonly enqueue: GroupCommit<EnqueueRequest, EnqueueResult>;
 
   constructor(private readonly deps: ToDeviceServiceDeps) {
@@ -98,9 +110,15 @@ export class ToDeviceService {
       concurrency: ENQUEUE_CONCURRENCY,
       maxItems: 500,
       // Rows per statement stay well inside what one round trip should carry.
-      maxWeight: 5000,
-      weightOf: (q) => Math.max(1, q.targets.length),
-      keyOf: (q) => (q.txn === null ? null : JSON.stringify([q.txn.userId, q.txn.deviceId, q.txn.endpoint, q.txn.txnId])),
+      maxWeight: MAX_BATCH_WEIGHT,
+      weightOf: weightOf,
+      keyOf: (q) =>
+        q.txn !== null
+          ? JSON.stringify([q.txn.userId, q.txn.deviceId, q.txn.endpoint, q.txn.txnId])
+          : q.inbound != null
+            ? JSON.stringify(['edu', q.inbound.origin, q.inbound.messageId])
+            : null,
+      onBatch: (items) => deps.counters.observe(GROUP_COMMIT_BATCH_SIZE, {}, items),
     });
   }
 
@@ -114,14 +132,66 @@ export class ToDeviceService {
   }
 
   async send(input: SendToDeviceInput): Promise<Record<string, unknown>> {
+    const prepared = this.prepare(input);
+    // A fan-out heavier than a whole batch (thousands of remote users) is written in chunks
+    // with the event loop free between them, rather than as one long statement.
+    const result = prepared.weight > MAX_BATCH_WEIGHT ? await this.storeInChunks(prepared) : await this.enqueue.run(prepared.request);
+    if (!result.claimed) {
+      if (input.txn !== undefined) return this.previousResponse(input.txn);
+      this.deps.counters.inc(DROPPED, { reason: 'duplicate_edu' });
+      return {};
+    }
+    this.afterStored([prepared], [result]);
+    await this.dispatch(prepared.serverUser);
+    return {};
+  }
+
+  /**
+   * Several sends (one federation transaction's EDUs) stored in one statement: all of them or,
+   * if the database fails, none, and the error is thrown. A send whose content is refused
+   * (too large, not canonical JSON) is left out and handed to `refused`; a repeated
+   * (origin, message_id) is applied once. Each woken device is woken once.
+   */
+  async sendAll(inputs: readonly SendToDeviceInput[], refused: (input: SendToDeviceInput, error: MatrixError) => void): Promise<void> {
+    const prepared: PreparedSend[] = [];
+    const seen = new Set<string>();
+    for (const input of inputs) {
+      const key = input.inboundMessage === undefined ? null : JSON.stringify([input.inboundMessage.origin, input.inboundMessage.messageId]);
+      if (key !== null && seen.has(key)) {
+        this.deps.counters.inc(DROPPED, { reason: 'duplicate_edu' });
+        continue;
+      }
+      try {
+        prepared.push(this.prepare(input));
+      } catch (e) {
+        if (e instanceof MatrixError && e.status < 500) {
+          refused(input, e);
+          continue;
+        }
+        throw e;
+      }
+      if (key !== null) seen.add(key);
+    }
+    const results = await this.enqueue.runAll(prepared.map((p) => p.request));
+    const claimed = prepared.filter((_, i) => results[i]?.claimed === true);
+    const duplicates = prepared.length - claimed.length;
+    if (duplicates > 0) this.deps.counters.inc(DROPPED, { reason: 'duplicate_edu' }, duplicates);
+    this.afterStored(
+      claimed,
+      results.filter((r) => r.claimed),
+    );
+    await this.dispatch(claimed.flatMap((p) => p.serverUser));
+  }
+
+  /** Checks the contents and splits the messages by where they go; refusals throw, and nothing is stored. */
+  private prepare(input: SendToDeviceInput): PreparedSend {
     const { counters } = this.deps;
     for (const byDevice of Object.values(input.messages)) {
       for (const content of Object.values(byDevice)) checkContent(content);
     }
-
-    const selectors: DeviceSelector[] = [];
-    const requested = new Map<string, Record<string, Record<string, unknown>>>();
-    const remote: OutboxMessage[] = [];
+    const targets: { userId: string; deviceId: string; content: string }[] = [];
+    const remote: { destination: string; userId: string; deviceId: string; content: string }[] = [];
+    const appservices: { userId: string; appserviceId: string; exclusive: boolean }[] = [];
     const serverUser: ServerUserMessage[] = [];
     for (const [userId, byDevice] of Object.entries(input.messages)) {
       if (userId === this.serverUserId) {
@@ -147,129 +217,103 @@ export class ToDeviceService {
           continue;
         }
         for (const [deviceId, content] of Object.entries(byDevice)) {
-          remote.push({
-            destination: parsed.serverName,
-            sender: input.sender,
-            type: input.type,
-            userId,
-            deviceId,
-            content: JSON.stringify(content),
-          });
+          remote.push({ destination: parsed.serverName, userId, deviceId, content: JSON.stringify(content) });
         }
         continue;
       }
-      const deviceIds = Object.keys(byDevice);
-      requested.set(userId, byDevice);
-      selectors.push(
-        deviceIds.includes('*') ? { userId, all: true } : { userId, all: false, deviceIds },
-      );
+      for (const [deviceId, content] of Object.entries(byDevice)) targets.push({ userId, deviceId, content: JSON.stringify(content) });
+      for (const { as, exclusive } of this.deps.appservices?.recipientsFor(userId) ?? []) appservices.push({ userId, appserviceId: as.id, exclusive });
     }
+    const request: EnqueueRequest = {
+      txn: input.txn ?? null,
+      inbound: input.inboundMessage ?? null,
+      sender: input.sender,
+      type: input.type,
+      targets,
+      remote,
+      appservices,
+      watch: this.watched(targets),
+    };
+    return { input, request, serverUser, weight: weightOf(request) };
+  }
 
-    const response: Record<string, unknown> = {};
-    const registry = this.deps.appservices;
-    const simple =
-      remote.length === 0 &&
-      input.inboundMessage === undefined &&
-      (registry === undefined || [...requested.keys()].every((u) => registry.recipientsFor(u).length === 0));
-    if (simple) {
-      const done = await this.sendLocalOnly(input, requested);
-      if (done === 'duplicate') return this.previousResponse(input.txn);
-      await this.dispatch(serverUser);
-      return response;
-    }
-    if (input.txn !== undefined) {
-      const previous = await new TxnStore(this.deps.db).getResponse(input.txn);
-      if (previous !== null) return JSON.parse(previous) as Record<string, unknown>;
-    }
-
-    let woken: { userId: string; deviceId: string; news: NewMessages | undefined }[];
-    let appservicesQueued: string[] = [];
-    let stored = 0;
-    try {
-      woken = await this.deps.db.transaction(async (tx) => {
-        if (input.txn !== undefined && !(await new TxnStore(tx).claim(input.txn, JSON.stringify(response)))) {
-          throw new DuplicateTxn();
+  /** After the commit: counters, each stored device woken once, the senders told of new work. */
+  private afterStored(prepared: readonly PreparedSend[], results: readonly EnqueueResult[]): void {
+    const { counters, notifier } = this.deps;
+    const woken = new Map<string, { userId: string; deviceId: string; news: EnqueueResult['stored'][number]['news'] }>();
+    const destinations = new Set<string>();
+    const appservices = new Set<string>();
+    prepared.forEach((p, i) => {
+      const result = results[i] as EnqueueResult;
+      counters.inc(STORED_COUNTER, {}, result.stored.length);
+      const storedPair = new Set(result.stored.map((d) => `${d.userId}\u0000${d.deviceId}`));
+      for (const t of p.request.targets) {
+        if (t.deviceId !== '*' && !storedPair.has(`${t.userId}\u0000${t.deviceId}`)) {
+          counters.inc(DROPPED, { reason: result.knownUsers.has(t.userId) ? 'unknown_device' : 'unknown_user' });
         }
-        const inbound = input.inboundMessage;
-        if (inbound !== undefined && !(await new FederationInboundStore(tx).claim(inbound.origin, inbound.messageId))) {
-          throw new DuplicateTxn();
-        }
-        const inbox = new DeviceInboxStore(tx);
-        const existing = await inbox.lockTargetDevices(
-          selectors,
-          this.watched([...requested].flatMap(([userId, byDevice]) => Object.keys(byDevice).map((deviceId) => ({ userId, deviceId })))),
-        );
-        const devicesOf = new Map<string, Set<string>>();
-        for (const d of existing) {
-          let set = devicesOf.get(d.userId);
-          if (set === undefined) devicesOf.set(d.userId, (set = new Set()));
-          set.add(d.deviceId);
-        }
-        const rows: InboxMessage[] = [];
-        for (const [userId, byDevice] of requested) {
-          const known = devicesOf.get(userId) ?? new Set<string>();
-          for (const [deviceId, content] of Object.entries(byDevice)) {
-            const text = JSON.stringify(content);
-            if (deviceId === '*') {
-              for (const target of known) rows.push({ userId, deviceId: target, sender: input.sender, type: input.type, content: text });
-            } else if (known.has(deviceId)) {
-              rows.push({ userId, deviceId, sender: input.sender, type: input.type, content: text });
-            } else {
-              counters.inc(DROPPED, { reason: known.size === 0 ? 'unknown_user' : 'unknown_device' });
-            }
-          }
-        }
-        const streamIds = await inbox.insert(rows);
-        stored = rows.length;
-        await new FederationOutboxStore(tx).insert(remote);
-        const owed = appserviceCopiesOf(this.deps.appservices, rows, streamIds);
-        await new AppserviceQueueStore(tx).insert(owed);
-        appservicesQueued = [...new Set(owed.map((m) => m.appserviceId))];
-        return newMessagesOf(existing, rows, streamIds);
-      });
-    } catch (e) {
-      if (e instanceof DuplicateTxn && input.txn === undefined) {
-        counters.inc(DROPPED, { reason: 'duplicate_edu' });
-        return response;
       }
-      if (e instanceof DuplicateTxn && input.txn !== undefined) return this.previousResponse(input.txn);
-      throw e;
-    }
-    counters.inc(STORED_COUNTER, {}, stored);
-    for (const d of woken) this.deps.notifier.notify(d.userId, d.deviceId, d.news);
-    if (woken.length > 0) this.deps.publishWake?.(woken);
-    if (remote.length > 0) this.deps.onRemoteQueued?.([...new Set(remote.map((r) => r.destination))]);
-    if (appservicesQueued.length > 0) this.deps.onAppserviceQueued?.(appservicesQueued);
-
-    await this.dispatch(serverUser);
-    return response;
+      for (const d of result.stored) {
+        const key = `${d.userId}\u0000${d.deviceId}`;
+        if (!woken.has(key)) woken.set(key, d);
+      }
+      for (const m of p.request.remote ?? []) destinations.add(m.destination);
+      for (const id of result.appservicesQueued) appservices.add(id);
+    });
+    for (const d of woken.values()) notifier.notify(d.userId, d.deviceId, d.news);
+    if (woken.size > 0) this.deps.publishWake?.([...woken.values()]);
+    if (destinations.size > 0) this.deps.onRemoteQueued?.([...destinations]);
+    if (appservices.size > 0) this.deps.onAppserviceQueued?.([...appservices]);
   }
 
   /**
-   * Local recipients only (the common case): one statement claims the txn id, locks and
-   * inserts; then the stored devices' long-polls are woken.
+   * One database transaction, its inserts in chunks (see FederationOutboxStore.insert): for a
+   * request too heavy for one group-commit statement.
    */
-  private async sendLocalOnly(
-    input: SendToDeviceInput,
-    requested: Map<string, Record<string, Record<string, unknown>>>,
-  ): Promise<'stored' | 'duplicate'> {
-    const targets: { userId: string; deviceId: string; content: string }[] = [];
-    for (const [userId, byDevice] of requested) {
-      for (const [deviceId, content] of Object.entries(byDevice)) targets.push({ userId, deviceId, content: JSON.stringify(content) });
+  private async storeInChunks(prepared: PreparedSend): Promise<EnqueueResult> {
+    const { request } = prepared;
+    const selectors = new Map<string, DeviceSelector>();
+    for (const t of request.targets) {
+      const current = selectors.get(t.userId);
+      if (t.deviceId === '*') selectors.set(t.userId, { userId: t.userId, all: true });
+      else if (current === undefined) selectors.set(t.userId, { userId: t.userId, all: false, deviceIds: [t.deviceId] });
+      else if (!current.all) current.deviceIds.push(t.deviceId);
     }
-    const result = await this.enqueue.run({ txn: input.txn ?? null, sender: input.sender, type: input.type, targets, watch: this.watched(targets) });
-    if (!result.claimed) return 'duplicate';
-    this.deps.counters.inc(STORED_COUNTER, {}, result.stored.length);
-    const storedPair = new Set(result.stored.map((d) => `${d.userId}\u0000${d.deviceId}`));
-    for (const t of targets) {
-      if (t.deviceId !== '*' && !storedPair.has(`${t.userId}\u0000${t.deviceId}`)) {
-        this.deps.counters.inc(DROPPED, { reason: result.knownUsers.has(t.userId) ? 'unknown_device' : 'unknown_user' });
-      }
+    try {
+      return await this.deps.db.transaction(async (tx) => {
+        if (request.txn !== null && !(await new TxnStore(tx).claim(request.txn, '{}'))) throw new DuplicateTxn();
+        const inbound = request.inbound;
+        if (inbound != null && !(await new FederationInboundStore(tx).claim(inbound.origin, inbound.messageId))) throw new DuplicateTxn();
+        const inbox = new DeviceInboxStore(tx);
+        const locked = await inbox.lockTargetDevices([...selectors.values()], request.watch ?? []);
+        const devicesOf = new Map<string, string[]>();
+        for (const d of locked) {
+          let list = devicesOf.get(d.userId);
+          if (list === undefined) devicesOf.set(d.userId, (list = []));
+          list.push(d.deviceId);
+        }
+        const rows: InboxMessage[] = [];
+        for (const t of request.targets) {
+          const known = devicesOf.get(t.userId) ?? [];
+          const to = t.deviceId === '*' ? known : known.includes(t.deviceId) ? [t.deviceId] : [];
+          for (const deviceId of to) rows.push({ userId: t.userId, deviceId, sender: request.sender, type: request.type, content: t.content });
+        }
+        const streamIds = await inbox.insert(rows);
+        await new FederationOutboxStore(tx).insert(
+          (request.remote ?? []).map((m) => ({ ...m, sender: request.sender, type: request.type })),
+        );
+        const owed = appserviceCopiesOf(request.appservices ?? [], rows, streamIds);
+        await new AppserviceQueueStore(tx).insert(owed);
+        return {
+          claimed: true,
+          stored: newMessagesOf(locked, rows, streamIds),
+          knownUsers: new Set(devicesOf.keys()),
+          appservicesQueued: [...new Set(owed.map((m) => m.appserviceId))],
+        };
+      });
+    } catch (e) {
+      if (e instanceof DuplicateTxn) return { claimed: false, stored: [], knownUsers: new Set(), appservicesQueued: [] };
+      throw e;
     }
-    const woken = [...new Map(result.stored.map((d) => [`${d.userId}\u0000${d.deviceId}`, d])).values()];
-    for (const d of woken) this.deps.notifier.notify(d.userId, d.deviceId, d.news);
-    if (woken.length > 0) this.deps.publishWake?.(woken);
-    return 'stored';
   }
 
   /** The targeted devices with a long-poll waiting in this process, whose wake-ups carry the messages (NewMessages). */
@@ -298,6 +342,11 @@ export class ToDeviceService {
   }
 }
 
+/** Rows a request may write: local targets (`*` counting one) and remote messages. */
+function weightOf(q: EnqueueRequest): number {
+  return Math.max(1, q.targets.length + (q.remote?.length ?? 0));
+}
+
 /** Per locked device that got messages: its newest queued message before them, and them, for its long-polls. */
 function newMessagesOf(
   locked: readonly LockedDevice[],
@@ -322,13 +371,18 @@ function newMessagesOf(
 }
 
 /** Which stored messages an appservice is owed too. */
-function appserviceCopiesOf(registry: AppserviceRegistry | undefined, rows: readonly InboxMessage[], streamIds: readonly number[]): AppserviceMessage[] {
-  if (registry === undefined || registry.all.length === 0) return [];
+function appserviceCopiesOf(
+  owedTo: readonly { userId: string; appserviceId: string; exclusive: boolean }[],
+  rows: readonly InboxMessage[],
+  streamIds: readonly number[],
+): AppserviceMessage[] {
+  if (owedTo.length === 0) return [];
   const out: AppserviceMessage[] = [];
   rows.forEach((row, i) => {
-    for (const { as, exclusive } of registry.recipientsFor(row.userId)) {
+    for (const { userId, appserviceId, exclusive } of owedTo) {
+      if (userId !== row.userId) continue;
       out.push({
-        appserviceId: as.id,
+        appserviceId,
         inboxStreamId: streamIds[i] ?? null,
         exclusive,
         type: row.type,

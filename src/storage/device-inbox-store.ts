@@ -21,13 +21,19 @@ export interface DeliveredMessage {
   content: string;
 }
 
-/** One sendToDevice request's local part, for {@link DeviceInboxStore.claimAndEnqueueMany}. */
+/** One sendToDevice request (or one federation EDU), for {@link DeviceInboxStore.claimAndEnqueueMany}. */
 export interface EnqueueRequest {
   txn: TxnKey | null;
+  /** A federation EDU's (origin, message_id): applied once, like a txn id. */
+  inbound?: { origin: string; messageId: string } | null;
   sender: string;
   type: string;
-  /** Device ID may be `*`; content is JSON text. */
+  /** Local devices; device ID may be `*`; content is JSON text. */
   targets: readonly { userId: string; deviceId: string; content: string }[];
+  /** Messages for remote users, queued for federation in the same statement. */
+  remote?: readonly { destination: string; userId: string; deviceId: string; content: string }[];
+  /** Appservices owed a copy of what is stored for these target users (MSC4203). */
+  appservices?: readonly { userId: string; appserviceId: string; exclusive: boolean }[];
   /** Targeted devices with a long-poll waiting in this process: the ones to report NewMessages for. */
   watch?: readonly Watched[];
 }
@@ -48,6 +54,8 @@ export interface EnqueueResult {
    */
   stored: { userId: string; deviceId: string; news: NewMessages | undefined }[];
   knownUsers: Set<string>;
+  /** The appservices this request queued copies for. */
+  appservicesQueued: string[];
 }
 
 /** A targeted device, locked; if watched, with the newest message it had queued once the lock was taken (0: none). */
@@ -131,15 +139,28 @@ export class DeviceInboxStore {
   async claimAndEnqueueMany(requests: readonly EnqueueRequest[]): Promise<EnqueueResult[]> {
     const now = Date.now();
     const reqs = JSON.stringify(
-      requests.map((q, r) => ({ r, tu: q.txn?.userId ?? null, td: q.txn?.deviceId, te: q.txn?.endpoint, tt: q.txn?.txnId, s: q.sender, t: q.type })),
+      requests.map((q, r) => ({
+        r,
+        tu: q.txn?.userId ?? null,
+        td: q.txn?.deviceId,
+        te: q.txn?.endpoint,
+        tt: q.txn?.txnId,
+        io: q.inbound?.origin ?? null,
+        im: q.inbound?.messageId,
+        s: q.sender,
+        t: q.type,
+      })),
     );
     const targets = JSON.stringify(requests.flatMap((q, r) => q.targets.map((t, o) => ({ r, u: t.userId, d: t.deviceId, c: t.content, o }))));
+    const remote = requests.flatMap((q, r) => (q.remote ?? []).map((m, o) => ({ r, x: m.destination, u: m.userId, d: m.deviceId, c: m.content, o })));
+    const owed = new Map<string, { u: string; a: string; x: boolean }>();
+    for (const q of requests) for (const a of q.appservices ?? []) owed.set(`${a.userId}\u0000${a.appserviceId}`, { u: a.userId, a: a.appserviceId, x: a.exclusive });
     const watch = requests.flatMap((q) => q.watch ?? []);
     const rows = await queryRows<{ k: string; r: number | null; o: number | null; u: string | null; d: string | null; n: string | number | null }>(
       this.db,
       sql`
         with req as (
-          select * from jsonb_to_recordset(${reqs}::jsonb) as q(r int, tu text, td text, te text, tt text, s text, t text)
+          select * from jsonb_to_recordset(${reqs}::jsonb) as q(r int, tu text, td text, te text, tt text, io text, im text, s text, t text)
         ),
         claim as (
           insert into txn_ids (user_id, device_id, endpoint, txn_id, response, created_ts)
@@ -147,11 +168,27 @@ export class DeviceInboxStore {
           on conflict do nothing
           returning user_id, device_id, endpoint, txn_id
         ),
+        ${
+          requests.some((q) => q.inbound != null)
+            ? sql`claim_edu as (
+          insert into federation_inbound_messages (origin, message_id, received_ts)
+          select q.io, q.im, ${now} from req q where q.io is not null
+          on conflict do nothing
+          returning origin, message_id
+        ),`
+            : sql``
+        }
         ok as (
-          select q.r, q.s, q.t from req q where q.tu is null
+          select q.r, q.s, q.t from req q where q.tu is null and q.io is null
           union all
           select q.r, q.s, q.t from req q
           join claim c on c.user_id = q.tu and c.device_id = q.td and c.endpoint = q.te and c.txn_id = q.tt
+          ${
+            requests.some((q) => q.inbound != null)
+              ? sql`union all
+          select q.r, q.s, q.t from req q join claim_edu c on c.origin = q.io and c.message_id = q.im`
+              : sql``
+          }
         ),
         tgt as (
           select * from jsonb_to_recordset(${targets}::jsonb) as x(r int, u text, d text, c text, o int)
@@ -174,8 +211,33 @@ export class DeviceInboxStore {
           select e.u, e.d, ok.s, ok.t, e.c, ${now}
           from expanded e join ok on ok.r = e.r join locked l on l.user_id = e.u and l.device_id = e.d
           order by e.r, e.o, e.u, e.d
-          returning stream_id, user_id, device_id
+          returning stream_id, user_id, device_id, sender, type, content
         )
+        ${
+          remote.length === 0
+            ? sql``
+            : sql`,
+        outbox as (
+          insert into federation_outbox (destination, sender, type, user_id, device_id, content, created_ts)
+          select m.x, ok.s, ok.t, m.u, m.d, m.c, ${now}
+          from jsonb_to_recordset(${JSON.stringify(remote)}::jsonb) as m(r int, x text, u text, d text, c text, o int)
+          join ok on ok.r = m.r
+          order by m.r, m.o
+          returning 1
+        )`
+        }
+        ${
+          owed.size === 0
+            ? sql``
+            : sql`,
+        owed as (
+          insert into appservice_queue (appservice_id, inbox_stream_id, exclusive, type, sender, content, to_user_id, to_device_id, created_ts)
+          select a.a, i.stream_id, a.x, i.type, i.sender, i.content, i.user_id, i.device_id, ${now}
+          from ins i join jsonb_to_recordset(${JSON.stringify([...owed.values()])}::jsonb) as a(u text, a text, x boolean) on a.u = i.user_id
+          order by i.stream_id, a.a
+          returning appservice_id
+        )`
+        }
         select 'claimed' as k, ok.r, null::int as o, null::text as u, null::text as d, null::bigint as n from ok
         union all
         select 'stored', e.r, e.o, e.u, e.d, null from expanded e join locked l on l.user_id = e.u and l.device_id = e.d
@@ -190,12 +252,14 @@ export class DeviceInboxStore {
         select 'id', null, null, i.user_id, i.device_id, i.stream_id from ins i
         where (i.user_id, i.device_id) in (select n.user_id, n.device_id from newest n)`
         }
+        ${owed.size === 0 ? sql`` : sql`union all select distinct 'appservice', null::int, null::int, w.appservice_id, null::text, null::bigint from owed w`}
         union all
         select distinct 'known', null::int, null::int, dv.user_id, null::text, null::bigint from devices dv where dv.user_id in (select u from tgt)
       `,
     );
-    const results: EnqueueResult[] = requests.map(() => ({ claimed: false, stored: [], knownUsers: new Set<string>() }));
+    const results: EnqueueResult[] = requests.map(() => ({ claimed: false, stored: [], knownUsers: new Set<string>(), appservicesQueued: [] }));
     const known = new Set<string>();
+    const queuedFor = new Set<string>();
     // Per device: its newest queued message before this batch, its messages' (request, target) positions, their ids.
     const perDevice = new Map<string, { previousId: number | null; at: [number, number][]; ids: number[] }>();
     const deviceOf = (u: string | null, d: string | null) => {
@@ -207,6 +271,7 @@ export class DeviceInboxStore {
     const storedRows: { r: number; u: string; d: string }[] = [];
     for (const row of rows) {
       if (row.k === 'known') known.add(row.u ?? '');
+      else if (row.k === 'appservice') queuedFor.add(row.u ?? '');
       else if (row.k === 'id') deviceOf(row.u, row.d).ids.push(Number(row.n));
       else if (row.k === 'newest') deviceOf(row.u, row.d).previousId = Number(row.n);
       else if (row.k === 'claimed') {
@@ -237,6 +302,7 @@ export class DeviceInboxStore {
     requests.forEach((q, i) => {
       const result = results[i] as EnqueueResult;
       for (const t of q.targets) if (known.has(t.userId)) result.knownUsers.add(t.userId);
+      result.appservicesQueued = [...new Set((q.appservices ?? []).map((a) => a.appserviceId))].filter((id) => queuedFor.has(id));
     });
     return results;
   }
