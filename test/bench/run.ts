@@ -976,6 +976,32 @@ function benchContext(fl: Floors): BenchContext {
 // ---------------------------------------------------------------------------------------------
 // Report
 
+/**
+ * Which code was measured: the commit, and whether the work tree differed from it (RESULTS.md,
+ * which the run itself rewrites, aside), so a reader can tell a run on committed code.
+ */
+function codeVersion(): string {
+  // Not trimmed: porcelain lines start with a status column that may be a space.
+  const git = (...args: string[]): string => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  try {
+    const commit = git('rev-parse', '--short', 'HEAD').trim();
+    const branch = git('rev-parse', '--abbrev-ref', 'HEAD').trim();
+    const results = path.relative(ROOT, path.join(BENCH_DIR, 'RESULTS.md'));
+    const changed = git('status', '--porcelain', '--untracked-files=all')
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => line.slice(3))
+      .filter((file) => file !== results);
+    const tree =
+      changed.length === 0
+        ? 'work tree clean (test/bench/RESULTS.md, which the run writes, aside): a run on committed code'
+        : `work tree dirty, ${changed.length} changed or untracked file${changed.length === 1 ? '' : 's'} (${changed.slice(0, 5).join(', ')}${changed.length > 5 ? ', …' : ''}): not a run on committed code`;
+    return `- Code: commit ${commit} (${branch}), ${tree}`;
+  } catch (e) {
+    return `- Code: unknown (git failed: ${e instanceof Error ? e.message.split('\n')[0] : String(e)})`;
+  }
+}
+
 async function machine(): Promise<string[]> {
   let pg: string;
   try {
@@ -987,6 +1013,7 @@ async function machine(): Promise<string[]> {
   const cpus = os.cpus();
   return [
     `- Date: ${new Date().toISOString()}`,
+    codeVersion(),
     `- Machine: ${cpus.length} cores (${cpus[0]?.model.trim() ?? '?'}), ${fmt(os.totalmem() / 2 ** 30, 1)} GiB memory, ${os.type()} ${os.release()}`,
     `- Load average at start: ${os.loadavg().map((l) => l.toFixed(2)).join(', ')} (other work on the machine skews every figure)`,
     `- Node ${process.version}; PostgreSQL ${pg} on loopback; autocannon ${CONNECTIONS} connections, ${WARMUP_SECONDS} s warm-up + ${SECONDS} s measured; ` +
