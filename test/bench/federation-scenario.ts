@@ -19,6 +19,7 @@ import {
   type BenchServer,
   type Device,
   type SyncBody,
+  atLeast,
   drain,
   failedRow,
   fmt,
@@ -37,7 +38,10 @@ const S6_SENDERS = 4;
 const S6_RECEIVERS = 8;
 const NAME_A = 's6a.bench.local';
 const NAME_B = 's6b.bench.local';
-const TARGET_P50_MS = 10;
+// Issue 7's absolute 10 ms as a ratio to F2's serial p50 (0.79 ms in the run it was set against):
+// a busy machine slows both.
+const TARGET_P50_F2_SERIAL = 12;
+const TARGET_STREAM_S1 = 0.4;
 
 export async function federationScenario(ctx: BenchContext): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
@@ -107,13 +111,17 @@ async function latency(ctx: BenchContext, onA: HttpClient, onB: HttpClient, send
   }
   const s = summarize(samples);
   const put = summarize(putSamples);
+  const f2 = ctx.references.f2SerialP50Ms;
+  const max = f2 === null ? NaN : TARGET_P50_F2_SERIAL * f2;
   return {
     id: 'S6',
     scenario: `federation A → B on loopback: A's sendToDevice → B's woken long-poll /sync (n=${s.n})`,
     figure: `p50 ${ms(s.p50)}, p99 ${ms(s.p99)} (max ${ms(s.max)}); of which A's PUT p50 ${ms(put.p50)}${timeouts > 0 ? `; ${timeouts} empty polls` : ''}`,
-    floor: '—',
-    ratio: `target p50 ≤ ${TARGET_P50_MS} ms`,
-    verdict: s.p50 <= TARGET_P50_MS ? 'PASS' : 'MISS',
+    floor: f2 === null ? '—' : `F2 serial PUT p50 ${ms(f2)}`,
+    ratio: Number.isFinite(max)
+      ? `p50 ${fmt(s.p50 / f2!, 1)} × F2 serial p50 (target ≤ ${TARGET_P50_F2_SERIAL} × = ${ms(max)})`
+      : `target p50 ≤ ${TARGET_P50_F2_SERIAL} × F2 serial p50 (not measured in this run)`,
+    verdict: Number.isFinite(max) ? (s.p50 <= max ? 'PASS' : 'MISS') : 'n/a',
   };
 }
 
@@ -150,14 +158,16 @@ async function throughput(ctx: BenchContext, onA: HttpClient, onB: HttpClient, s
   const received = got.reduce((x, y) => x + y, 0);
   const seconds = (Math.max(...doneAt) - t0) / 1000;
   const complete = received >= n && doneAt.every((t) => !Number.isNaN(t));
+  const s1 = ctx.references.s1PostgresReqPerSec;
+  const target = atLeast(n / seconds, TARGET_STREAM_S1, s1, 'S1 PostgreSQL');
   return {
     id: 'S6',
     scenario: `federation A → B on loopback: ${fmt(n)} messages, one per sendToDevice, from ${senders.length} users on A taking turns (${S6_CONCURRENCY} in flight), each round all ${receivers.length} long-polling devices on B`,
     figure: complete
       ? `${fmt(n / seconds)} msg/s end to end (all on B after ${fmt(seconds, 2)} s; A accepted them at ${fmt(n / sentSeconds)} req/s, B had the last ${fmt(seconds * 1000 - sentSeconds * 1000)} ms after)`
       : `incomplete: B received ${fmt(received)} of ${fmt(n)} within 120 s of the last send`,
-    floor: '—',
-    ratio: '—',
-    verdict: complete ? 'info' : 'error',
+    floor: s1 === null ? '—' : `S1 PostgreSQL ${fmt(s1)} req/s (32 connections)`,
+    ratio: complete ? target.ratio : '—',
+    verdict: complete ? target.verdict : 'error',
   };
 }

@@ -51,6 +51,19 @@ export interface BenchContext {
   scratchDir: string;
   /** Notes for under the table. */
   notes: string[];
+  /** Figures of this run that S6's and S7's targets are ratios to (issue 18); null when not measured. */
+  references: {
+    /** S1 on PostgreSQL at 32 connections. */
+    s1PostgresReqPerSec: number | null;
+    /** F2's serial (one connection) PUT p50. */
+    f2SerialP50Ms: number | null;
+  };
+}
+
+/** A row's ratio, target and verdict for `figure ≥ factor × reference`, or n/a without a reference. */
+export function atLeast(figure: number, factor: number, reference: number | null, name: string): Pick<BenchRow, 'ratio' | 'verdict'> {
+  if (reference === null || !Number.isFinite(reference) || reference <= 0) return { ratio: `target ≥ ${factor} × ${name} (not measured in this run)`, verdict: 'n/a' };
+  return { ratio: `${fmt(figure / reference, 2)} × ${name} (target ≥ ${factor})`, verdict: figure >= factor * reference ? 'PASS' : 'MISS' };
 }
 
 export const fmt = (n: number, digits = 0): string =>
