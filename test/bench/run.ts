@@ -508,8 +508,9 @@ async function s1(store: Store, server: Server, sender: Device, target: Device, 
         scenario: `sendToDevice to one device, ${store}, ${conns(n)}`,
         figure: `${fmt(r.reqPerSec)} req/s; p50 ${ms(r.p50)}, p99 ${ms(r.p99)}${r.non2xx + r.errors > 0 ? ` (${fmt(r.non2xx + r.errors)} failed!)` : ''}`,
         floor: `${floorId} ${fmt(ref)} req/s (${conns(n)})`,
-        ratio: `${fmt(ratio, 2)} × ${floorId} (target ≥ 0.75)`,
-        verdict: Number.isFinite(ratio) ? verdict(ratio >= 0.75) : 'n/a',
+        // The target (issues 7 and 18) is at CONNECTIONS; the other counts show how it scales.
+        ratio: n === CONNECTIONS ? `${fmt(ratio, 2)} × ${floorId} (target ≥ 0.75)` : `${fmt(ratio, 2)} × ${floorId} (scaling, no target)`,
+        verdict: n !== CONNECTIONS ? 'info' : Number.isFinite(ratio) ? verdict(ratio >= 0.75) : 'n/a',
         rank: (store === 'PGlite' ? 1000 : 0) + n,
       });
     } catch (e) {
@@ -1076,7 +1077,7 @@ async function main(): Promise<void> {
       'the load generator (autocannon) in another, ' +
       'this orchestrator is the client for S2–S7. F3 opens PGlite as the product\'s default does (src/storage/pglite-durable.ts: fsync on every commit), ' +
       'so F3 and S1 on PGlite pay the same durability. ' +
-      `S1 sends to one device with a fresh txnId per request, at ${SCALE_CONNECTIONS.join(', ')} connections, each judged against its floor (F2 on PostgreSQL, F3 on PGlite) at the same concurrency; ` +
+      `S1 sends to one device with a fresh txnId per request, at ${SCALE_CONNECTIONS.join(', ')} connections, each compared with its floor (F2 on PostgreSQL, F3 on PGlite) at the same concurrency and judged at ${CONNECTIONS} (the others show the scaling); ` +
       (SCALE_SECONDS < SECONDS ? `the runs at other concurrencies than ${CONNECTIONS} are measured for ${SCALE_SECONDS} s instead of ${SECONDS} s to keep the whole run short; ` : '') +
       "all of S1's sends stay queued for S4. " +
       'Targets from issue 18 are ratios to figures of the same run: S1 ≥ 0.75 × its floor; S2 p50 ≤ 3 × the serial p50 of its floor (F2, or F3 on PGlite; p99 ≤ 15 ms kept); ' +
