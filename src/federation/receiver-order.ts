@@ -2,7 +2,7 @@ import type { FederationClient } from './federation-client.ts';
 
 /**
  * The field of our `GET /_matrix/federation/v1/version` answer that says this server applies a
- * transaction's EDUs one after another, in order. A sender that reads it may put several
+ * transaction's EDUs in order (in one statement, stream ids drawn in EDU order). A sender that reads it may put several
  * messages for one device into one transaction; every other receiver (Synapse applies EDUs
  * concurrently, 10 at a time) gets at most one per (sender, device).
  */

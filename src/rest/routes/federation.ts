@@ -26,7 +26,7 @@ export interface FederationRouteDeps {
 export function federationRoutes({ services: s, keys, inbound }: FederationRouteDeps): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
 
-  // FederationInbound applies a transaction's EDUs one after another, so senders that read
+  // FederationInbound stores a transaction's EDUs in one statement, in their order, so senders that read
   // this may pack several messages for one device into one transaction.
   r.get('/v1/version', (c) => c.json({ server: { name: 'matrix-to-device-server', version: '0.1.0' }, [EDUS_IN_ORDER_FIELD]: true }));
 
