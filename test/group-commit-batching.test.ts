@@ -48,8 +48,10 @@ describe(`group commit over HTTP (${usingPostgres() ? 'PostgreSQL' : 'PGlite'})`
     const sends = after.sum - before.sum;
     const statements = after.count - before.count;
     expect(sends).toBe(32 * perSender);
-    // Batches of one each would make this 640; 32 clients in step give far fewer.
-    expect(sends / statements).toBeGreaterThanOrEqual(4);
+    // Batches of one each would make the mean exactly 1 (what PGlite did before); 32 clients in
+    // step give several per statement. Not higher than 2: on a loaded machine PostgreSQL answers
+    // fast enough that a clean-clone CI run saw a mean of 3.8.
+    expect(sends / statements).toBeGreaterThanOrEqual(2);
     let since: string | null = null;
     const got: { i: number; k: number }[] = [];
     for (;;) {
