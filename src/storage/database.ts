@@ -6,6 +6,7 @@ import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import { lockDataDir } from './data-dir-lock.ts';
+import { withPglitePrepared } from './pglite-prepared.ts';
 import { withPreparedStatements } from './prepared-statements.ts';
 import * as schema from './schema.ts';
 
@@ -57,8 +58,9 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
     // Before PGlite touches the directory: a second process must not even start recovery on it.
     const lock = opts.dataDir === null ? null : lockDataDir(opts.dataDir);
     try {
-      const client = opts.dataDir === null ? new PGlite() : new PGlite(pgliteOptions(opts.dataDir, opts.fsync ?? true));
-      await client.waitReady;
+      const raw = opts.dataDir === null ? new PGlite() : new PGlite(pgliteOptions(opts.dataDir, opts.fsync ?? true));
+      await raw.waitReady;
+      const client = withPglitePrepared(raw);
       const db = drizzlePglite(client, { schema });
       await migratePglite(db, { migrationsFolder: MIGRATIONS });
       return {
