@@ -156,9 +156,8 @@ export class DeviceInboxStore {
     const owed = new Map<string, { u: string; a: string; x: boolean }>();
     for (const q of requests) for (const a of q.appservices ?? []) owed.set(`${a.userId}\u0000${a.appserviceId}`, { u: a.userId, a: a.appserviceId, x: a.exclusive });
     const watch = requests.flatMap((q) => q.watch ?? []);
-    const rows = await queryRows<{ k: string; r: number | null; o: number | null; u: string | null; d: string | null; n: string | number | null }>(
-      this.db,
-      sql`
+    const inbound = requests.some((q) => q.inbound != null);
+    const head = sql`
         with req as (
           select * from jsonb_to_recordset(${reqs}::jsonb) as q(r int, tu text, td text, te text, tt text, io text, im text, s text, t text)
         ),
@@ -169,7 +168,7 @@ export class DeviceInboxStore {
           returning user_id, device_id, endpoint, txn_id
         ),
         ${
-          requests.some((q) => q.inbound != null)
+          inbound
             ? sql`claim_edu as (
           insert into federation_inbound_messages (origin, message_id, received_ts)
           select q.io, q.im, ${now} from req q where q.io is not null
@@ -184,12 +183,19 @@ export class DeviceInboxStore {
           select q.r, q.s, q.t from req q
           join claim c on c.user_id = q.tu and c.device_id = q.td and c.endpoint = q.te and c.txn_id = q.tt
           ${
-            requests.some((q) => q.inbound != null)
+            inbound
               ? sql`union all
           select q.r, q.s, q.t from req q join claim_edu c on c.origin = q.io and c.message_id = q.im`
               : sql``
           }
-        ),
+        )`;
+    const rows = await queryRows<{ k: string; r: number | null; o: number | null; u: string | null; d: string | null; n: string | number | null }>(
+      this.db,
+      targets === '[]' && remote.length === 0 && owed.size === 0
+        ? // Only claims (a send to the server user alone): none of the storing CTEs.
+          sql`${head}
+        select 'claimed' as k, ok.r, null::int as o, null::text as u, null::text as d, null::bigint as n from ok`
+        : sql`${head},
         tgt as (
           select * from jsonb_to_recordset(${targets}::jsonb) as x(r int, u text, d text, c text, o int)
         ),
