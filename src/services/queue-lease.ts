@@ -7,8 +7,10 @@ export function newInstanceId(): string {
   return `${process.pid}-${randomBytes(6).toString('hex')}`;
 }
 
-// Longer than one send step (HTTP timeout 30 s) so a live holder always renews in time.
+// Longer than one send step (HTTP timeout 30 s) plus RENEW_AFTER_MS, so a live holder always
+// renews in time: a step starts with the lease at most RENEW_AFTER_MS old.
 const LEASE_TTL_MS = 45_000;
+const RENEW_AFTER_MS = 5_000;
 
 /**
  * Instances shutting down, by holder name: `stopping` takes or renews no lease any more;
@@ -29,6 +31,7 @@ export function queueLease(db: Db, namespace: string, holder: string, retryMs = 
       if (shuttingDown.get(holder) !== 'released') await store.release(`${namespace}:${key}`, holder);
     },
     retryMs,
+    renewAfterMs: RENEW_AFTER_MS,
   };
 }
 

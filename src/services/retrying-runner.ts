@@ -27,7 +27,16 @@ export interface RetryingRunnerOptions {
    * Several processes: only the holder of a key's lease sends it. A process that finds the
    * lease taken looks again after `retryMs`, so work it queued is never left behind.
    */
-  lease?: { acquire(key: string): Promise<boolean>; release(key: string): Promise<void>; retryMs: number };
+  lease?: {
+    acquire(key: string): Promise<boolean>;
+    release(key: string): Promise<void>;
+    retryMs: number;
+    /**
+     * Between steps the lease is renewed only once it is this old, not after every step (a
+     * write and a commit per step would compete with the sends). 0 renews after every step.
+     */
+    renewAfterMs?: number;
+  };
 }
 
 /**
@@ -107,11 +116,13 @@ export class RetryingRunner {
     state.running = true;
     const lease = this.opts.lease;
     let held = false;
+    let acquiredAt = 0;
     let finished = false;
     try {
       await this.opts.precheck?.(key);
       if (lease !== undefined) {
         held = await lease.acquire(key);
+        acquiredAt = Date.now();
         if (held) this.held.add(key);
         if (!held) {
           this.schedule(key, state, lease.retryMs);
@@ -123,9 +134,12 @@ export class RetryingRunner {
         while (!this.stopped && (await this.opts.step(key))) {
           state.attempts = 0;
           // Renew, and notice if the lease was lost (e.g. this process stalled past its expiry).
-          if (lease !== undefined && !(await lease.acquire(key))) {
-            held = false;
-            return;
+          if (lease !== undefined && Date.now() - acquiredAt >= (lease.renewAfterMs ?? 0)) {
+            if (!(await lease.acquire(key))) {
+              held = false;
+              return;
+            }
+            acquiredAt = Date.now();
           }
         }
       } while (state.again && !this.stopped);
