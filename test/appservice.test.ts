@@ -9,7 +9,8 @@
 import { Appservice, LogLevel, LogService, MemoryStorageProvider, type IAppserviceRegistration } from 'matrix-bot-sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppserviceRegistry } from '../src/appservice/registration.ts';
-import { deviceInbox } from '../src/storage/schema.ts';
+import { LINGER_MS } from '../src/appservice/appservice-sender.ts';
+import { appservicePendingTxns, appserviceQueue, deviceInbox } from '../src/storage/schema.ts';
 import { overHttp, TestClient } from './support/client.ts';
 import { serveOverHttp } from './support/http-server.ts';
 import { startRecordingProxy } from './support/recording-proxy.ts';
@@ -182,6 +183,39 @@ describe('appservices (MSC4203) with matrix-bot-sdk', () => {
       bodies.set(r.url, JSON.stringify(r.body));
     }
   }, 90_000);
+
+  it(`sends a trickle at most every ${LINGER_MS} ms, gathering what arrives meanwhile; afterwards nothing is left queued`, async () => {
+    const before = received.length;
+    const firstRequest = proxy.requests.length;
+    const n = 100;
+    // One send every 2 ms or so: a sender that went at once would carry one or two per transaction.
+    for (let i = 0; i < n; i++) {
+      expect((await alice.sendToDevice('m.trickle', { [`@bridge_u1:${SERVER_NAME}`]: { BRIDGEDEV: { i } } })).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await until(() => received.slice(before).filter((e) => e.type === 'm.trickle').length >= n, 30_000);
+    const got = received.slice(before).filter((e) => e.type === 'm.trickle').map((e) => e.content.i as number);
+    expect(got).toEqual(Array.from({ length: n }, (_, i) => i));
+    const txns = proxy.requests.slice(firstRequest).filter((r) => r.url.startsWith('/_matrix/app/v1/transactions/') && r.status === 200);
+    expect(txns.length).toBeGreaterThan(1);
+    const gaps: number[] = [];
+    for (let k = 1; k < txns.length; k++) {
+      if ((txns[k - 1]!.body as { to_device: unknown[] }).to_device.length < 100) gaps.push(txns[k]!.receivedAt - txns[k - 1]!.receivedAt);
+    }
+    // The median, not each gap: the proxy stamps arrivals, and a busy event loop delays one
+    // request's arrival and not the next.
+    gaps.sort((x, y) => x - y);
+    expect(gaps[Math.floor(gaps.length / 2)]).toBeGreaterThanOrEqual(LINGER_MS - 1);
+    // The last acknowledged transaction is completed by the sender's next step: its rows go.
+    const left = async () => ({
+      queued: (await t.database.db.select().from(appserviceQueue)).length,
+      pending: (await t.database.db.select().from(appservicePendingTxns)).length,
+      inbox: (await t.database.db.select().from(deviceInbox)).filter((r) => r.userId === `@bridge_u1:${SERVER_NAME}`).length,
+    });
+    const deadline = Date.now() + 10_000;
+    while (JSON.stringify(await left()) !== JSON.stringify({ queued: 0, pending: 0, inbox: 0 }) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(await left()).toEqual({ queued: 0, pending: 0, inbox: 0 });
+  }, 60_000);
 
   it('keeps messages for an inclusive namespace in /sync as well', async () => {
     const sharedReceived: ToDeviceItem[] = [];

@@ -3,12 +3,19 @@ import type { Logger } from '../logger.ts';
 import type { Counters } from '../services/counters.ts';
 import { queueLease } from '../services/queue-lease.ts';
 import { RetryingRunner } from '../services/retrying-runner.ts';
-import { AppserviceQueueStore, type AppservicePendingTxn } from '../storage/appservice-queue-store.ts';
+import { AppserviceQueueStore } from '../storage/appservice-queue-store.ts';
 import type { Db } from '../storage/database.ts';
 import { AppserviceClient } from './appservice-client.ts';
 import type { AppserviceRegistry } from './registration.ts';
 
 export const MAX_TO_DEVICE_PER_TXN = 100;
+/**
+ * After a transaction that was not full, the next starts no sooner than this after it. Without
+ * it a busy stream goes out as one small transaction per step: measured in the S7 bench, 1,430
+ * transactions of 14 messages for 20,000 messages, the sender's HTTP and statements taking a
+ * third of what the server could accept. A full transaction (a backlog) goes at once.
+ */
+export const LINGER_MS = 10;
 
 export interface AppserviceSenderOptions {
   db: Db;
@@ -32,6 +39,10 @@ export class AppserviceSender {
   private readonly store: AppserviceQueueStore;
   private readonly runner: RetryingRunner;
   private readonly client: AppserviceClient;
+  /** Per appservice: the transaction answered 2xx whose rows the next step deletes. */
+  private readonly acknowledged = new Map<string, string>();
+  /** Per appservice: when its last transaction that was not full was sent. */
+  private readonly lastPartial = new Map<string, number>();
 
   constructor(private readonly opts: AppserviceSenderOptions) {
     this.store = new AppserviceQueueStore(opts.db);
@@ -55,38 +66,37 @@ export class AppserviceSender {
     for (const id of await this.store.appservicesWithWork()) this.wake(id);
   }
 
-  stop(): Promise<void> {
-    return this.runner.stop();
+  /** Stops sending; what was acknowledged but not yet completed is completed, so a restart does not repeat it. */
+  async stop(): Promise<void> {
+    await this.runner.stop();
+    const acknowledged = [...this.acknowledged];
+    this.acknowledged.clear();
+    for (const [appserviceId, txnId] of acknowledged) {
+      await this.store.completePendingTxn(appserviceId, txnId).catch((e: unknown) => this.opts.log.warn('completing an appservice transaction at shutdown failed', { appserviceId, err: String(e) }));
+    }
   }
 
   private async sendOne(appserviceId: string): Promise<boolean> {
     const as = this.opts.registry.all.find((a) => a.id === appserviceId);
     if (as === undefined || as.url === null) return false;
-    let txn: AppservicePendingTxn | null = await this.store.getPendingTxn(appserviceId);
-    if (txn === null) {
-      const rows = await this.store.oldest(appserviceId, MAX_TO_DEVICE_PER_TXN);
-      if (rows.length === 0) return false;
-      const toDevice = rows.map((r) => ({
-        type: r.type,
-        sender: r.sender,
-        content: JSON.parse(r.content) as Record<string, unknown>,
-        to_user_id: r.toUserId,
-        to_device_id: r.toDeviceId,
-      }));
-      // The stable key (MSC4203) and the one Synapse sends and matrix-bot-sdk reads.
-      const body = { events: [], to_device: toDevice, 'de.sorunome.msc2409.to_device': toDevice };
-      txn = {
-        appserviceId,
-        txnId: `${Date.now()}${randomBytes(6).toString('hex')}`,
-        body: JSON.stringify(body),
-        queueIds: rows.map((r) => r.streamId),
-        inboxIds: rows.flatMap((r) => (r.exclusive && r.inboxStreamId !== null ? [r.inboxStreamId] : [])),
-      };
-      await this.store.putPendingTxn(txn);
+    // The last step's acknowledged transaction is completed by this step's statement: one
+    // statement per transaction, not three. Until then it stays stored; if this process stops
+    // first, the next holder repeats it under the same txnId, which the appservice deduplicates.
+    const partialAt = this.lastPartial.get(appserviceId);
+    if (partialAt !== undefined) {
+      this.lastPartial.delete(appserviceId);
+      const wait = partialAt + LINGER_MS - Date.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait).unref());
     }
+    const acknowledged = this.acknowledged.get(appserviceId) ?? null;
+    const txn = await this.store.advance(appserviceId, acknowledged, `${Date.now()}${randomBytes(6).toString('hex')}`, MAX_TO_DEVICE_PER_TXN);
+    this.acknowledged.delete(appserviceId);
+    if (txn === null) return false;
+    const sentAt = Date.now();
     const status = await this.client.putTransaction({ id: as.id, url: as.url, hsToken: as.hsToken }, txn.txnId, txn.body);
     if (status < 200 || status >= 300) throw new Error(`appservice ${appserviceId} answered ${status}`);
-    await this.store.completePendingTxn(txn);
+    this.acknowledged.set(appserviceId, txn.txnId);
+    if (txn.queueIds.length < MAX_TO_DEVICE_PER_TXN) this.lastPartial.set(appserviceId, sentAt);
     this.opts.counters.inc('appservice_transactions_sent_total', { appservice: appserviceId });
     this.opts.counters.inc('appservice_messages_sent_total', { appservice: appserviceId }, txn.queueIds.length);
     return true;

@@ -6,6 +6,8 @@ export interface ProxiedRequest {
   url: string;
   body: unknown;
   status: number;
+  /** When the request had arrived (Date.now()). */
+  receivedAt: number;
 }
 
 /**
@@ -19,9 +21,10 @@ export async function startRecordingProxy(target: string | (() => string), port 
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
+      const receivedAt = Date.now();
       const raw = Buffer.concat(chunks);
       const record = (status: number) => {
-        requests.push({ method: req.method ?? 'GET', url: req.url ?? '', body: parseBody(raw), status });
+        requests.push({ method: req.method ?? 'GET', url: req.url ?? '', body: parseBody(raw), status, receivedAt });
       };
       const headers: Record<string, string> = {};
       for (const k of ['authorization', 'content-type']) {
