@@ -33,7 +33,8 @@ import {
 const S6_ROUNDS = Number(process.env.BENCH_S6_ROUNDS || 1000);
 const S6_WARMUP = 50;
 const S6_MESSAGES = Number(process.env.BENCH_S6_MESSAGES || 20_000);
-const S6_CONCURRENCY = 16;
+// As many in flight as S1's 32 connections, the rate the stream is judged against (see S7).
+const S6_CONCURRENCY = 32;
 const S6_SENDERS = 4;
 const S6_RECEIVERS = 8;
 const NAME_A = 's6a.bench.local';
