@@ -33,12 +33,12 @@ type Queryable = Pick<PGlite | Transaction, 'query'>;
 export function withPglitePrepared(client: PGlite): PGlite {
   const state: Prepared = { names: new Map(), refused: new Set(), next: 0 };
   return new Proxy(client, {
-    get(target, prop, receiver) {
+    get(target, prop) {
       if (prop === 'query') return <T>(text: string, params?: unknown[], options?: QueryOptions) => runQuery<T>(target, state, text, params, options);
       if (prop === 'transaction') {
         return <T>(fn: (tx: Transaction) => Promise<T>) => target.transaction((tx) => fn(wrapTransaction(tx, state)));
       }
-      const value = Reflect.get(target, prop, receiver) as unknown;
+      const value = Reflect.get(target, prop) as unknown;
       return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
     },
   });
@@ -46,9 +46,9 @@ export function withPglitePrepared(client: PGlite): PGlite {
 
 function wrapTransaction(tx: Transaction, state: Prepared): Transaction {
   return new Proxy(tx, {
-    get(target, prop, receiver) {
+    get(target, prop) {
       if (prop === 'query') return <T>(text: string, params?: unknown[], options?: QueryOptions) => runQuery<T>(target, state, text, params, options);
-      const value = Reflect.get(target, prop, receiver) as unknown;
+      const value = Reflect.get(target, prop) as unknown;
       return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
     },
   });
