@@ -79,15 +79,15 @@ export class AppserviceSender {
   private async sendOne(appserviceId: string): Promise<boolean> {
     const as = this.opts.registry.all.find((a) => a.id === appserviceId);
     if (as === undefined || as.url === null) return false;
-    // The last step's acknowledged transaction is completed by this step's statement: one
-    // statement per transaction, not three. Until then it stays stored; if this process stops
-    // first, the next holder repeats it under the same txnId, which the appservice deduplicates.
     const partialAt = this.lastPartial.get(appserviceId);
     if (partialAt !== undefined) {
       this.lastPartial.delete(appserviceId);
       const wait = partialAt + LINGER_MS - Date.now();
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait).unref());
     }
+    // The last step's acknowledged transaction is completed by this step's statement: one
+    // statement per transaction, not three. Until then it stays stored; if this process
+    // crashes first, the next holder repeats it under the same txnId, which the appservice deduplicates.
     const acknowledged = this.acknowledged.get(appserviceId) ?? null;
     const txn = await this.store.advance(appserviceId, acknowledged, `${Date.now()}${randomBytes(6).toString('hex')}`, MAX_TO_DEVICE_PER_TXN);
     this.acknowledged.delete(appserviceId);
