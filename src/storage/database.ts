@@ -6,6 +6,7 @@ import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import { lockDataDir } from './data-dir-lock.ts';
+import { installRawTextParsers } from './pglite-parsers.ts';
 import { withPglitePrepared } from './pglite-prepared.ts';
 import { withPreparedStatements } from './prepared-statements.ts';
 import * as schema from './schema.ts';
@@ -60,6 +61,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
     try {
       const raw = opts.dataDir === null ? new PGlite() : new PGlite(pgliteOptions(opts.dataDir, opts.fsync ?? true));
       await raw.waitReady;
+      installRawTextParsers(raw);
       const client = withPglitePrepared(raw);
       const db = drizzlePglite(client, { schema });
       await migratePglite(db, { migrationsFolder: MIGRATIONS });

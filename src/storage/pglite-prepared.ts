@@ -1,4 +1,5 @@
 import type { PGlite, QueryOptions, Results, Transaction } from '@electric-sql/pglite';
+import { withoutRedundantParsers } from './pglite-parsers.ts';
 
 /**
  * PGlite parses, analyses and plans every parameterised query again: its `query()` sends an
@@ -54,7 +55,8 @@ function wrapTransaction(tx: Transaction, state: Prepared): Transaction {
   });
 }
 
-async function runQuery<T>(db: Queryable, state: Prepared, text: string, params: unknown[] | undefined, options: QueryOptions | undefined): Promise<Results<T>> {
+async function runQuery<T>(db: Queryable, state: Prepared, text: string, params: unknown[] | undefined, given: QueryOptions | undefined): Promise<Results<T>> {
+  const options = withoutRedundantParsers(given);
   const literals = params === undefined || state.refused.has(text) ? null : asLiterals(params);
   if (literals === null) return db.query<T>(text, params, options);
   let name = state.names.get(text);
