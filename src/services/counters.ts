@@ -115,6 +115,8 @@ interface CounterSpec {
 export const STORED_COUNTER = 'to_device_stored_total';
 
 /** The counters the server increments, declared up front for their help text. */
+export const LAZY_COMMIT_FLUSHES = 'to_device_lazy_commit_flushes_total';
+
 export const COUNTERS: Record<string, CounterSpec> = {
   [STORED_COUNTER]: { help: 'To-device messages stored into device queues (one per target device)', labelNames: [] },
   to_device_delivered_total: { help: 'To-device events returned by /sync and sliding sync (a redelivery of an unacknowledged event counts again)', labelNames: [] },
@@ -122,6 +124,10 @@ export const COUNTERS: Record<string, CounterSpec> = {
     help: 'To-device messages not stored, by reason',
     labelNames: ['reason'],
     initial: ['invalid_user', 'unknown_user', 'unknown_device', 'server_user_device', 'not_local', 'duplicate_edu', 'no_handler', 'queue_cap', 'ttl'].map((reason) => ({ reason })),
+  },
+  [LAZY_COMMIT_FLUSHES]: {
+    help: 'Flushes made to put a lazily committed txn claim on disk before answering (none when a later commit had flushed it)',
+    labelNames: [],
   },
   to_device_sync_wakeups_total: { help: 'Waiting /sync long-polls woken by a new message (or by shutdown)', labelNames: [] },
   server_user_dispatch_total: { help: 'Messages to the server user (MSC4246) by event type and outcome', labelNames: ['type', 'outcome'] },

@@ -16,9 +16,10 @@ import type { AppserviceRegistry } from '../appservice/registration.ts';
 import { AppserviceQueueStore, type AppserviceMessage } from '../storage/appservice-queue-store.ts';
 import { FederationInboundStore } from '../storage/federation-inbound-store.ts';
 import { FederationOutboxStore } from '../storage/federation-outbox-store.ts';
+import { LazyCommits } from '../storage/lazy-commits.ts';
 import { NewMessages } from '../storage/new-messages.ts';
 import { TxnStore, type TxnKey } from '../storage/txn-store.ts';
-import { GROUP_COMMIT_BATCH_SIZE, STORED_COUNTER, type Counters } from './counters.ts';
+import { GROUP_COMMIT_BATCH_SIZE, LAZY_COMMIT_FLUSHES, STORED_COUNTER, type Counters } from './counters.ts';
 import { GroupCommit } from './group-commit.ts';
 import type { Notifier } from './notifier.ts';
 
@@ -101,10 +102,13 @@ export class ToDeviceService {
 
   /** Concurrent sends share statements (and device row locks), see {@link GroupCommit}. */
   private readonly enqueue: GroupCommit<EnqueueRequest, EnqueueResult>;
+  /** Claims for the server user alone commit lazily and are made durable before the answer. */
+  private readonly lazy: LazyCommits;
 
   constructor(private readonly deps: ToDeviceServiceDeps) {
     this.serverUserId = `@:${deps.serverName}`;
-    const inbox = new DeviceInboxStore(deps.db);
+    this.lazy = new LazyCommits(deps.db, () => deps.counters.inc(LAZY_COMMIT_FLUSHES));
+    const inbox = new DeviceInboxStore(deps.db, this.lazy);
     this.enqueue = new GroupCommit({
       flush: (requests) => inbox.claimAndEnqueueMany(requests),
       concurrency: ENQUEUE_CONCURRENCY,
@@ -137,12 +141,15 @@ export class ToDeviceService {
     // with the event loop free between them, rather than as one long statement.
     const result = prepared.weight > MAX_BATCH_WEIGHT ? await this.storeInChunks(prepared) : await this.enqueue.run(prepared.request);
     if (!result.claimed) {
+      // The first claim may have been lazy and its own request not answered yet.
+      await this.lazy.makeDurable(this.lazy.mark());
       if (input.txn !== undefined) return this.previousResponse(input.txn);
       this.deps.counters.inc(DROPPED, { reason: 'duplicate_edu' });
       return {};
     }
     this.afterStored([prepared], [result]);
     await this.dispatch(prepared.serverUser);
+    if (result.lazyMark !== undefined) await this.lazy.makeDurable(result.lazyMark);
     return {};
   }
 
@@ -181,6 +188,10 @@ export class ToDeviceService {
       results.filter((r) => r.claimed),
     );
     await this.dispatch(claimed.flatMap((p) => p.serverUser));
+    // One group, so one statement: every result has the same mark, or none. A duplicate's first
+    // claim may have been lazy too.
+    const lazyMark = duplicates > 0 ? this.lazy.mark() : results[0]?.lazyMark;
+    if (lazyMark !== undefined) await this.lazy.makeDurable(lazyMark);
   }
 
   /** Checks the contents and splits the messages by where they go; refusals throw, and nothing is stored. */

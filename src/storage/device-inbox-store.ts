@@ -1,5 +1,6 @@
 import { and, asc, eq, gt, lt, lte, sql, type SQL } from 'drizzle-orm';
 import type { Db } from './database.ts';
+import type { LazyCommits } from './lazy-commits.ts';
 import { queryRows } from './rows.ts';
 import { NewMessages } from './new-messages.ts';
 import type { TxnKey } from './txn-store.ts';
@@ -56,6 +57,11 @@ export interface EnqueueResult {
   knownUsers: Set<string>;
   /** The appservices this request queued copies for. */
   appservicesQueued: string[];
+  /**
+   * Set when the statement stored only claims and committed without waiting for its flush
+   * (a store with {@link LazyCommits}): pass it to `makeDurable` before answering.
+   */
+  lazyMark?: number | undefined;
 }
 
 /** A targeted device, locked; if watched, with the newest message it had queued once the lock was taken (0: none). */
@@ -73,7 +79,11 @@ const INSERT_CHUNK = 5000;
 
 /** The per-device to-device queues. */
 export class DeviceInboxStore {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    /** With it, statements that store only claims commit lazily (see {@link LazyCommits}). */
+    private readonly lazy?: LazyCommits,
+  ) {}
 
   /**
    * Locks the targeted devices that exist, in (user, device) order, and returns them. Must run
@@ -189,12 +199,23 @@ export class DeviceInboxStore {
               : sql``
           }
         )`;
+    const claimsOnly = targets === '[]' && remote.length === 0 && owed.size === 0;
+    const lazy = claimsOnly ? this.lazy : undefined;
+    const flushed = lazy === undefined ? this.lazy?.flushedCommit() : undefined;
     const rows = await queryRows<{ k: string; r: number | null; o: number | null; u: string | null; d: string | null; n: string | number | null }>(
       this.db,
-      targets === '[]' && remote.length === 0 && owed.size === 0
-        ? // Only claims (a send to the server user alone): none of the storing CTEs.
-          sql`${head}
-        select 'claimed' as k, ok.r, null::int as o, null::text as u, null::text as d, null::bigint as n from ok`
+      claimsOnly
+        ? // Only claims (a send to the server user alone): none of the storing CTEs. With lazy
+          // commits, this transaction's commit does not wait for its flush; the 'lazy' row is
+          // what makes the CTE run whether or not anything was claimed.
+          sql`${head}${
+            lazy === undefined
+              ? sql``
+              : sql`,
+        lazy as (select set_config('synchronous_commit', 'off', true) as v)`
+          }
+        select 'claimed' as k, ok.r, null::int as o, null::text as u, null::text as d, null::bigint as n from ok
+        ${lazy === undefined ? sql`` : sql`union all select 'lazy', null, null, null, null, null from lazy`}`
         : sql`${head},
         tgt as (
           select * from jsonb_to_recordset(${targets}::jsonb) as x(r int, u text, d text, c text, o int)
@@ -263,7 +284,9 @@ export class DeviceInboxStore {
         select distinct 'known', null::int, null::int, dv.user_id, null::text, null::bigint from devices dv where dv.user_id in (select u from tgt)
       `,
     );
-    const results: EnqueueResult[] = requests.map(() => ({ claimed: false, stored: [], knownUsers: new Set<string>(), appservicesQueued: [] }));
+    flushed?.();
+    const lazyMark = lazy?.mark();
+    const results: EnqueueResult[] = requests.map(() => ({ claimed: false, stored: [], knownUsers: new Set<string>(), appservicesQueued: [], lazyMark }));
     const known = new Set<string>();
     const queuedFor = new Set<string>();
     // Per device: its newest queued message before this batch, its messages' (request, target) positions, their ids.
@@ -276,6 +299,7 @@ export class DeviceInboxStore {
     };
     const storedRows: { r: number; u: string; d: string }[] = [];
     for (const row of rows) {
+      if (row.k === 'lazy') continue;
       if (row.k === 'known') known.add(row.u ?? '');
       else if (row.k === 'appservice') queuedFor.add(row.u ?? '');
       else if (row.k === 'id') deviceOf(row.u, row.d).ids.push(Number(row.n));

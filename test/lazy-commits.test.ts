@@ -1,0 +1,130 @@
+import { sql } from 'drizzle-orm';
+import * as v from 'valibot';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import ping from '../handlers/ping/index.ts';
+import { defineHandler, type HandlerModule } from '../src/server-user/define-handler.ts';
+import { LAZY_COMMIT_FLUSHES } from '../src/services/counters.ts';
+import { DeviceInboxStore } from '../src/storage/device-inbox-store.ts';
+import { LazyCommits } from '../src/storage/lazy-commits.ts';
+import { queryRows } from '../src/storage/rows.ts';
+import { TestClient } from './support/client.ts';
+import { SERVER_NAME, startTestApp, type TestApp } from './support/test-app.ts';
+import { usingPostgres } from './support/test-database.ts';
+
+/**
+ * A send to the server user alone stores only its txn claim, and that commit does not wait for
+ * its WAL flush (src/storage/lazy-commits.ts); the claim must still be on disk before the 200.
+ * PGlite has no WAL writer, so there a lazy commit stays unflushed until something flushes it:
+ * what these tests read. PostgreSQL's WAL writer flushes within wal_writer_delay, so there only
+ * what must hold either way is asserted.
+ */
+const SERVER_USER = `@:${SERVER_NAME}`;
+
+const quiet = defineHandler({
+  name: 'quiet',
+  events: {
+    // Stores nothing and replies nothing: the claim is the request's only write.
+    'org.test.quiet': { schema: v.object({}), handle() {} },
+  },
+});
+
+let t: TestApp;
+let alice: TestClient;
+
+/** Whether every WAL record written so far has been flushed. */
+async function walFlushed(): Promise<boolean> {
+  const [row] = await queryRows<{ flushed: boolean }>(t.database.db, sql`select pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn() as flushed`);
+  return row?.flushed === true;
+}
+
+const flushes = () => t.services.counters.get(LAZY_COMMIT_FLUSHES);
+
+beforeAll(async () => {
+  t = await startTestApp({}, [{ module: ping as HandlerModule<unknown> }, { module: quiet as HandlerModule<unknown> }]);
+  alice = await TestClient.register(t.app, 'alice');
+});
+
+afterAll(async () => {
+  await t.close();
+});
+
+describe('lazily committed claims', () => {
+  it('need no flush of their own when the handler replied: the reply flushed the WAL past the claim', async () => {
+    const before = flushes();
+    const res = await alice.sendToDevice('org.example.ping', { [SERVER_USER]: { '': { nonce: 'n1' } } });
+    expect(res.status).toBe(200);
+    expect(flushes()).toBe(before);
+    expect(await walFlushed()).toBe(true);
+    const pong = (await alice.sync()).to_device?.events.find((e) => e.type === 'org.example.pong');
+    expect(pong?.content).toMatchObject({ nonce: 'n1' });
+  });
+
+  it('are flushed before the 200 when nothing after them was: a handler that writes nothing, a type nobody handles', async () => {
+    for (const type of ['org.test.quiet', 'org.test.unhandled']) {
+      const before = flushes();
+      const res = await alice.sendToDevice(type, { [SERVER_USER]: { '': {} } });
+      expect(res.status).toBe(200);
+      expect(flushes()).toBe(before + 1);
+      expect(await walFlushed()).toBe(true);
+    }
+  });
+
+  it('are on disk before a retry of the same txn id is answered', async () => {
+    const res = await alice.sendToDevice('org.test.quiet', { [SERVER_USER]: { '': {} } }, 'lazy-retry');
+    expect(res.status).toBe(200);
+    const again = await alice.sendToDevice('org.test.quiet', { [SERVER_USER]: { '': {} } }, 'lazy-retry');
+    expect(again).toEqual({ status: 200, body: {} });
+    expect(await walFlushed()).toBe(true);
+  });
+
+  it.skipIf(usingPostgres())('commit without a flush, and makeDurable flushes them once however many wait (PGlite)', async () => {
+    let made = 0;
+    const lazy = new LazyCommits(t.database.db, () => made++);
+    const store = new DeviceInboxStore(t.database.db, lazy);
+    const [result] = await store.claimAndEnqueueMany([
+      { txn: { userId: alice.userId, deviceId: alice.deviceId, endpoint: 'test', txnId: 'lazy-1' }, sender: alice.userId, type: 'org.test.quiet', targets: [] },
+    ]);
+    expect(result?.claimed).toBe(true);
+    expect(result?.lazyMark).toBeTypeOf('number');
+    expect(await walFlushed()).toBe(false);
+    await Promise.all([1, 2, 3].map(() => lazy.makeDurable(result?.lazyMark as number)));
+    expect(made).toBe(1);
+    expect(await walFlushed()).toBe(true);
+  });
+
+  it.skipIf(usingPostgres())('count as flushed by a flushed statement begun after them, not by one begun before (PGlite)', async () => {
+    let made = 0;
+    const lazy = new LazyCommits(t.database.db, () => made++);
+    const store = new DeviceInboxStore(t.database.db, lazy);
+    const claim = (txnId: string) =>
+      store.claimAndEnqueueMany([{ txn: { userId: alice.userId, deviceId: alice.deviceId, endpoint: 'test', txnId }, sender: alice.userId, type: 'org.test.quiet', targets: [] }]);
+    const send = () =>
+      store.claimAndEnqueueMany([{ txn: null, sender: SERVER_USER, type: 'org.test.note', targets: [{ userId: alice.userId, deviceId: alice.deviceId, content: '{}' }] }]);
+
+    const [first] = await claim('lazy-2');
+    await send();
+    expect(await walFlushed()).toBe(true);
+    await lazy.makeDurable(first?.lazyMark as number);
+    expect(made).toBe(0);
+
+    // A flushed statement sent before the lazy one returned may have committed before it.
+    const earlier = send();
+    const [second] = await claim('lazy-3');
+    await earlier;
+    expect(await walFlushed()).toBe(false);
+    await lazy.makeDurable(second?.lazyMark as number);
+    expect(made).toBe(1);
+    expect(await walFlushed()).toBe(true);
+  });
+
+  it('are not lazy when the statement stores messages too', async () => {
+    const lazy = new LazyCommits(t.database.db);
+    const store = new DeviceInboxStore(t.database.db, lazy);
+    const [result] = await store.claimAndEnqueueMany([
+      { txn: { userId: alice.userId, deviceId: alice.deviceId, endpoint: 'test', txnId: 'lazy-4' }, sender: alice.userId, type: 'org.test.note', targets: [{ userId: alice.userId, deviceId: alice.deviceId, content: '{}' }] },
+    ]);
+    expect(result?.claimed).toBe(true);
+    expect(result?.lazyMark).toBeUndefined();
+    expect(await walFlushed()).toBe(true);
+  });
+});
