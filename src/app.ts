@@ -166,11 +166,10 @@ export function createApp(deps: AppDeps): App {
     log,
     counters,
     quietPaths: ['/health', '/health/ready'],
-    beforeRoute: corsPreflight,
+    beforeRoute: (request, path) => corsPreflight(request, path) ?? refuseNulInUrl(request),
     beforeSend: corsHeaders,
   });
   installErrorHandling(app, log);
-  app.use('*', refuseNulInUrl);
 
   const client = new Hono<AppEnv>();
   for (const routes of [

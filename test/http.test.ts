@@ -64,6 +64,22 @@ describe('HTTP surface', () => {
     expect([...ids].every((id) => /^[\w-]{8,}$/.test(id))).toBe(true);
   });
 
+  it('runs /sync and sendToDevice without middleware, and still refuses %00 with a Matrix error carrying CORS headers', async () => {
+    // With a middleware on the path Hono runs the route through compose, whose frames a parked
+    // long-poll would keep for minutes (src/rest/request-log.ts).
+    for (const [method, path] of [
+      ['GET', '/_matrix/client/v3/sync'],
+      ['PUT', '/_matrix/client/v3/sendToDevice/m.x/1'],
+    ] as const) {
+      expect(t.app.router.match(method, path)[0]).toHaveLength(1);
+    }
+    const res = await t.app.request('/_matrix/client/v3/sync?since=%00');
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ errcode: 'M_INVALID_PARAM', error: expect.any(String) });
+    expect(res.headers.get('access-control-allow-origin')).toBe('*');
+    expect(res.headers.get('x-request-id')).toBeTruthy();
+  });
+
   it('answers an unexpected failure with 500 M_UNKNOWN and no internals', async () => {
     const broken = await startTestApp();
     const u = await TestClient.register(broken.app, 'u');

@@ -1,6 +1,4 @@
-import { createMiddleware } from 'hono/factory';
 import { MatrixError } from '../errors/matrix-error.ts';
-import type { AppEnv } from './env.ts';
 
 /**
  * Refuses a request whose path or query carries an encoded NUL (`%00`): it would reach a txn id,
@@ -8,8 +6,13 @@ import type { AppEnv } from './env.ts';
  * The URL is looked at raw, before routing, so every route is covered by this one check. (Lone
  * surrogates cannot come out of a URL: percent-decoding invalid UTF-8 fails and the text is kept
  * as it was written.)
+ *
+ * Called by the request log before the app (its `beforeRoute`), not installed as a middleware:
+ * with any middleware Hono runs every route through `compose`, whose async frames stay suspended
+ * for as long as the route takes, and a parked /sync long-poll takes minutes (see request-log.ts).
  */
-export const refuseNulInUrl = createMiddleware<AppEnv>(async (c, next) => {
-  if (c.req.url.includes('%00')) throw new MatrixError('M_INVALID_PARAM', 'The request path or query contains a NUL character (%00)');
-  await next();
-});
+export function refuseNulInUrl(request: Request): Response | undefined {
+  if (!request.url.includes('%00')) return undefined;
+  const err = new MatrixError('M_INVALID_PARAM', 'The request path or query contains a NUL character (%00)');
+  return Response.json(err.toJSON(), { status: err.status });
+}
