@@ -147,6 +147,9 @@ export class DeviceInboxStore {
    * (with what the batch stored for each), and which of its target users exist.
    */
   async claimAndEnqueueMany(requests: readonly EnqueueRequest[]): Promise<EnqueueResult[]> {
+    if (requests.every((q) => q.targets.length === 0 && (q.remote?.length ?? 0) === 0 && (q.appservices?.length ?? 0) === 0 && q.inbound == null)) {
+      return this.claimTxnIds(requests);
+    }
     const now = Date.now();
     const reqs = JSON.stringify(
       requests.map((q, r) => ({
@@ -335,6 +338,46 @@ export class DeviceInboxStore {
       result.appservicesQueued = [...new Set((q.appservices ?? []).map((a) => a.appserviceId))].filter((id) => queuedFor.has(id));
     });
     return results;
+  }
+
+  /**
+   * A batch that stores nothing but txn ids (sends to the server user alone, from clients):
+   * just the claims, lazily committed when the store has {@link LazyCommits}. The general
+   * statement's CTEs cost a PGlite ping 295 µs here against 168 µs for this (in process).
+   */
+  private async claimTxnIds(requests: readonly EnqueueRequest[]): Promise<EnqueueResult[]> {
+    const lazy = this.lazy;
+    const keys = requests.flatMap((q) => (q.txn === null ? [] : [{ u: q.txn.userId, d: q.txn.deviceId, e: q.txn.endpoint, t: q.txn.txnId }]));
+    // Nothing to write, so nothing to commit or make durable.
+    if (keys.length === 0) return requests.map(() => ({ claimed: true, stored: [], knownUsers: new Set<string>(), appservicesQueued: [] }));
+    const txns = JSON.stringify(keys);
+    const rows = await queryRows<{ k: string; u: string | null; d: string | null; e: string | null; t: string | null }>(
+      this.db,
+      sql`with ${
+        lazy === undefined
+          ? sql``
+          : // This transaction's commit does not wait for its flush; the 'lazy' row below is what
+            // makes the CTE run whether or not anything was claimed.
+            sql`lazy as (select set_config('synchronous_commit', 'off', true) as v),`
+      }
+        claim as (
+          insert into txn_ids (user_id, device_id, endpoint, txn_id, response, created_ts)
+          select q.u, q.d, q.e, q.t, '{}', ${Date.now()} from jsonb_to_recordset(${txns}::jsonb) as q(u text, d text, e text, t text)
+          on conflict do nothing
+          returning user_id, device_id, endpoint, txn_id
+        )
+        select 'claimed' as k, c.user_id as u, c.device_id as d, c.endpoint as e, c.txn_id as t from claim c
+        ${lazy === undefined ? sql`` : sql`union all select 'lazy', null, null, null, null from lazy`}`,
+    );
+    const lazyMark = lazy?.mark();
+    const claimed = new Set(rows.filter((r) => r.k === 'claimed').map((r) => JSON.stringify([r.u, r.d, r.e, r.t])));
+    return requests.map((q) => ({
+      claimed: q.txn === null || claimed.has(JSON.stringify([q.txn.userId, q.txn.deviceId, q.txn.endpoint, q.txn.txnId])),
+      stored: [],
+      knownUsers: new Set<string>(),
+      appservicesQueued: [],
+      lazyMark,
+    }));
   }
 
   /** Acknowledges everything up to and including `streamId` for one device. */
