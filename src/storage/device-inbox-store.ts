@@ -208,9 +208,10 @@ export class DeviceInboxStore {
     const rows = await queryRows<{ k: string; r: number | null; o: number | null; u: string | null; d: string | null; n: string | number | null }>(
       this.db,
       claimsOnly
-        ? // Only claims (a send to the server user alone): none of the storing CTEs. With lazy
-          // commits, this transaction's commit does not wait for its flush; the 'lazy' row is
-          // what makes the CTE run whether or not anything was claimed.
+        ? // Only claims, a federation EDU's among them (sends to the server user alone; client
+          // claims alone go to claimTxnIds): none of the storing CTEs. With lazy commits, this
+          // transaction's commit does not wait for its flush; the 'lazy' row is what makes the
+          // CTE run whether or not anything was claimed.
           sql`${head}${
             lazy === undefined
               ? sql``
