@@ -1,12 +1,16 @@
+import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeBase64 } from '../src/federation/base64.ts';
 import { signingKeyFromSeed } from '../src/federation/ed25519.ts';
 import { verifySignature } from '../src/federation/json-signing.ts';
 import { EDUS_IN_ORDER_FIELD } from '../src/federation/receiver-order.ts';
+import { LAZY_COMMIT_FLUSHES } from '../src/services/counters.ts';
+import { queryRows } from '../src/storage/rows.ts';
 import { federationOutbox } from '../src/storage/schema.ts';
 import { TestClient } from './support/client.ts';
 import { FakeServer } from './support/fake-server.ts';
 import { SERVER_NAME, startTestApp, type TestApp } from './support/test-app.ts';
+import { usingPostgres } from './support/test-database.ts';
 
 const EVIL = 'evil.test';
 let t: TestApp;
@@ -153,5 +157,21 @@ describe('inbound federation transactions', () => {
     const pong = rows.find((r) => r.type === 'org.example.pong');
     expect(pong).toMatchObject({ destination: EVIL, sender: `@:${SERVER_NAME}`, userId: `@mallory:${EVIL}`, deviceId: '*' });
     expect(JSON.parse(pong?.content ?? '{}')).toMatchObject({ nonce: 'fed' });
+  });
+
+  it('answers a transaction of EDUs for the server user alone only once their claims are on disk', async () => {
+    // Its claims commit lazily (src/storage/lazy-commits.ts); with no handler reply to flush them,
+    // the server flushes before the 200. PGlite has no WAL writer, so there the flush shows.
+    const flushed = async () =>
+      usingPostgres() ||
+      (await queryRows<{ f: boolean }>(t.database.db, sql`select pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn() as f`))[0]?.f === true;
+    const txn = { edus: [edu('lazy-edu', { [`@:${SERVER_NAME}`]: { '': {} } }, `@mallory:${EVIL}`, 'org.test.unhandled')] };
+    const before = t.services.counters.get(LAZY_COMMIT_FLUSHES);
+    expect((await sendTxn(txn)).status).toBe(200);
+    expect(t.services.counters.get(LAZY_COMMIT_FLUSHES)).toBe(before + 1);
+    expect(await flushed()).toBe(true);
+    // The same EDU again (a retried transaction): applied once, answered once it is durable.
+    expect((await sendTxn(txn)).status).toBe(200);
+    expect(await flushed()).toBe(true);
   });
 });
