@@ -6,6 +6,9 @@ import { installErrorHandling } from './rest/errors.ts';
 import type { AppEnv } from './rest/env.ts';
 import { clientSupportRoutes } from './rest/routes/client-support.ts';
 import { devicesRoutes } from './rest/routes/devices.ts';
+import { keysRoutes } from './rest/routes/keys.ts';
+import { DeviceLists } from './services/device-lists.ts';
+import { KeysService } from './services/keys.ts';
 import { filterRoutes } from './rest/routes/filters.ts';
 import { loginRoutes } from './rest/routes/login.ts';
 import { registerRoutes } from './rest/routes/register.ts';
@@ -142,9 +145,23 @@ export function createApp(deps: AppDeps): App {
   });
   const modules = new ModuleLifecycle(dispatcher.loaded, database, log);
   const accounts = new AccountsService(database.db, config.serverName);
+  const deviceLists = new DeviceLists({
+    db: database.db,
+    notifier,
+    ...(wakeups === null ? {} : { publish: (position: number, devices: { userId: string; deviceId: string }[]) => wakeups.publishDeviceLists(position, devices) }),
+  });
+  const keys = new KeysService({
+    db: database.db,
+    serverName: config.serverName,
+    deviceLists,
+    ...(wakeups === null ? {} : { publishCountsChanged: (devices: { userId: string; deviceId: string }[]) => wakeups.publishKeyCountsChanged(devices) }),
+  });
+  accounts.devicesChanged = (userId) => deviceLists.changedNow([userId]);
   if (wakeups !== null) {
     accounts.publishRevoked = (hashes) => wakeups.publishRevoked(hashes);
     wakeups.onRevoked = (hashes) => accounts.forgetTokens(hashes);
+    wakeups.onDeviceListPosition = (position) => deviceLists.observe(position);
+    wakeups.onKeyCountsChanged = (devices) => keys.counts.forget(devices);
   }
   const services: Services = {
     config,
@@ -157,6 +174,9 @@ export function createApp(deps: AppDeps): App {
     filters: new FiltersService(database.db),
     appservices,
     sendToDeviceLimiter: new RateLimiter(config.rateLimits.sendToDevice.perSecond, config.rateLimits.sendToDevice.burstCount),
+    keys,
+    deviceLists,
+    keysClaimLimiter: new RateLimiter(config.rateLimits.keysClaim.perSecond, config.rateLimits.keysClaim.burstCount),
   };
 
   let stopping = false;
@@ -178,6 +198,7 @@ export function createApp(deps: AppDeps): App {
     loginRoutes(services),
     devicesRoutes(services),
     sendToDeviceRoutes(services),
+    keysRoutes(services),
     syncRoutes(services),
     slidingSyncRoutes(services),
     filterRoutes(services),

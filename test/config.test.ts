@@ -103,6 +103,8 @@ describe('environment variables', () => {
       MAINTENANCE_INTERVAL_S: '7',
       RATE_LIMIT_SEND_TO_DEVICE_PER_SECOND: '7',
       RATE_LIMIT_SEND_TO_DEVICE_BURST: '7',
+      RATE_LIMIT_KEYS_CLAIM_PER_SECOND: '7',
+      RATE_LIMIT_KEYS_CLAIM_BURST: '7',
       SERVER_USER_DISPATCH_DEADLINE_MS: '7',
       FEDERATION_ENABLED: 'false',
       FEDERATION_LISTEN_HOST: '127.0.0.2',
@@ -129,6 +131,7 @@ describe('environment variables', () => {
     expect(c.registrationEnabled).toBe(true);
     expect(c.limits).toEqual({ syncToDeviceLimit: 7, maxRequestBytes: 2048, maxSyncTimeoutMs: 7, txnRetentionHours: 48, deviceQueueMax: 7, toDeviceTtlHours: 7, maintenanceIntervalS: 7 });
     expect(c.rateLimits.sendToDevice).toEqual({ perSecond: 7, burstCount: 7 });
+    expect(c.rateLimits.keysClaim).toEqual({ perSecond: 7, burstCount: 7 });
     expect(c.serverUser).toEqual({ dispatchDeadlineMs: 7 });
     expect(c.federation).toMatchObject({
       enabled: false,

@@ -107,6 +107,15 @@ export const ConfigFileSchema = v.strictObject({
         }),
         {},
       ),
+      // Per user: each claim uses up another user's one-time keys, so a client that claims in a
+      // loop would drain them all. per_second 0 turns the limit off.
+      keys_claim: v.optional(
+        v.strictObject({
+          per_second: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1_000_000)), 10),
+          burst_count: v.optional(intInRange(1, 1_000_000), 100),
+        }),
+        {},
+      ),
     }),
     {},
   ),
@@ -156,7 +165,10 @@ export interface Config {
     readonly toDeviceTtlHours: number;
     readonly maintenanceIntervalS: number;
   };
-  readonly rateLimits: { readonly sendToDevice: { readonly perSecond: number; readonly burstCount: number } };
+  readonly rateLimits: {
+    readonly sendToDevice: { readonly perSecond: number; readonly burstCount: number };
+    readonly keysClaim: { readonly perSecond: number; readonly burstCount: number };
+  };
   /** Handler modules to load and each one's raw config, validated by the module at start. */
   readonly handlers: readonly { readonly module: string; readonly config?: unknown }[];
   readonly serverUser: { readonly dispatchDeadlineMs: number };
@@ -218,6 +230,8 @@ export const ENV_VARS = {
   MAINTENANCE_INTERVAL_S: { path: ['limits', 'maintenance_interval_s'], kind: 'number' },
   RATE_LIMIT_SEND_TO_DEVICE_PER_SECOND: { path: ['rate_limits', 'send_to_device', 'per_second'], kind: 'number' },
   RATE_LIMIT_SEND_TO_DEVICE_BURST: { path: ['rate_limits', 'send_to_device', 'burst_count'], kind: 'number' },
+  RATE_LIMIT_KEYS_CLAIM_PER_SECOND: { path: ['rate_limits', 'keys_claim', 'per_second'], kind: 'number' },
+  RATE_LIMIT_KEYS_CLAIM_BURST: { path: ['rate_limits', 'keys_claim', 'burst_count'], kind: 'number' },
   SERVER_USER_DISPATCH_DEADLINE_MS: { path: ['server_user', 'dispatch_deadline_ms'], kind: 'number' },
   FEDERATION_ENABLED: { path: ['federation', 'enabled'], kind: 'boolean' },
   FEDERATION_LISTEN_HOST: { path: ['federation', 'listen', 'host'], kind: 'string' },
@@ -307,6 +321,7 @@ export function parseConfig(raw: unknown): Config {
     },
     rateLimits: {
       sendToDevice: { perSecond: c.rate_limits.send_to_device.per_second, burstCount: c.rate_limits.send_to_device.burst_count },
+      keysClaim: { perSecond: c.rate_limits.keys_claim.per_second, burstCount: c.rate_limits.keys_claim.burst_count },
     },
     handlers: c.handlers,
     serverUser: { dispatchDeadlineMs: c.server_user.dispatch_deadline_ms },

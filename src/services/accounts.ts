@@ -48,6 +48,8 @@ export class AccountsService {
   private revocations = 0;
   /** Tells other processes about revoked tokens (PostgreSQL NOTIFY). */
   publishRevoked: (tokenHashes: string[]) => void = () => {};
+  /** Told after a user's devices were deleted or renamed (the device-list stream has the change). */
+  devicesChanged: (userId: string) => Promise<void> = async () => {};
 
   constructor(
     db: Db,
@@ -142,10 +144,12 @@ export class AccountsService {
   async logout(session: Session): Promise<void> {
     if (session.deviceId === null) return;
     this.revoke((await this.store.deleteDevices(session.userId, [session.deviceId])).map((d) => d.tokenHash));
+    await this.devicesChanged(session.userId);
   }
 
   async logoutAll(userId: string): Promise<void> {
     this.revoke((await this.store.deleteDevices(userId, null)).map((d) => d.tokenHash));
+    await this.devicesChanged(userId);
   }
 
   listDevices(userId: string): Promise<DeviceRow[]> {
@@ -162,12 +166,14 @@ export class AccountsService {
     if (!(await this.store.setDeviceDisplayName(userId, deviceId, displayName))) {
       throw new MatrixError('M_NOT_FOUND', 'Unknown device');
     }
+    await this.devicesChanged(userId);
   }
 
   /** Deletes devices after the user re-proved their password (user-interactive auth). */
   async deleteDevices(userId: string, deviceIds: readonly string[], auth: PasswordAuth | undefined): Promise<void> {
     await this.requirePasswordUia(userId, auth);
     this.revoke((await this.store.deleteDevices(userId, deviceIds)).map((d) => d.tokenHash));
+    await this.devicesChanged(userId);
   }
 
   /**
@@ -175,7 +181,7 @@ export class AccountsService {
    * `auth` the answer is a 401 carrying the flows and a new session; a wrong password repeats it
    * with M_FORBIDDEN.
    */
-  private async requirePasswordUia(userId: string, auth: PasswordAuth | undefined): Promise<void> {
+  async requirePasswordUia(userId: string, auth: PasswordAuth | undefined): Promise<void> {
     const challenge = async (session: string, error?: { errcode: 'M_FORBIDDEN'; error: string }) => {
       const extra: Record<string, unknown> = {
         flows: [{ stages: ['m.login.password'] }],

@@ -11,6 +11,10 @@ interface WakePayload {
   devices?: [string, string][];
   /** Hashes of access tokens revoked on the sending process (logout, device deletion). */
   revoked?: string[];
+  /** The device-list stream position the sender wrote; read before `devices` are woken. */
+  dl?: number;
+  /** Devices whose one-time or fallback key counts changed (upload, claim). */
+  keys?: [string, string][];
 }
 
 /**
@@ -22,8 +26,12 @@ export class PgWakeups {
   private listening: { unlisten(): Promise<void> } | null = null;
   private pendingDevices: [string, string][] = [];
   private pendingRevoked: string[] = [];
+  private pendingKeys: [string, string][] = [];
+  private pendingPosition: number | null = null;
   private flushScheduled = false;
   onRevoked: (tokenHashes: string[]) => void = () => {};
+  onDeviceListPosition: (position: number) => void = () => {};
+  onKeyCountsChanged: (devices: { userId: string; deviceId: string }[]) => void = () => {};
 
   constructor(
     private readonly pg: postgres.Sql,
@@ -43,6 +51,17 @@ export class PgWakeups {
 
   publish(devices: readonly { userId: string; deviceId: string }[]): void {
     for (const d of devices) this.pendingDevices.push([d.userId, d.deviceId]);
+    this.scheduleFlush();
+  }
+
+  /** A device-list change at `position`: other processes learn the position, then wake `devices`. */
+  publishDeviceLists(position: number, devices: readonly { userId: string; deviceId: string }[]): void {
+    this.pendingPosition = Math.max(this.pendingPosition ?? 0, position);
+    this.publish(devices);
+  }
+
+  publishKeyCountsChanged(devices: readonly { userId: string; deviceId: string }[]): void {
+    for (const d of devices) this.pendingKeys.push([d.userId, d.deviceId]);
     this.scheduleFlush();
   }
 
@@ -68,19 +87,28 @@ export class PgWakeups {
       send({ from: this.instanceId, revoked: this.pendingRevoked.slice(i, i + 150) });
     }
     this.pendingRevoked = [];
+    // 100 pairs of user and device IDs (each at most 255 bytes) stay under the payload limit.
+    for (let i = 0; i < this.pendingKeys.length; i += 100) send({ from: this.instanceId, keys: this.pendingKeys.slice(i, i + 100) });
+    this.pendingKeys = [];
+    // Each payload that wakes devices carries the position: whichever arrives first, the woken
+    // poll's process already knows there is something to read.
+    const position = this.pendingPosition;
+    this.pendingPosition = null;
+    const withPosition = (payload: WakePayload): WakePayload => (position === null ? payload : { ...payload, dl: position });
+    if (position !== null && this.pendingDevices.length === 0) send(withPosition({ from: this.instanceId }));
     let batch: [string, string][] = [];
     let size = 0;
     for (const entry of new Map(this.pendingDevices.map((d) => [`${d[0]}\u0000${d[1]}`, d])).values()) {
       const bytes = Buffer.byteLength(JSON.stringify(entry)) + 1;
       if (size + bytes > MAX_PAYLOAD && batch.length > 0) {
-        send({ from: this.instanceId, devices: batch });
+        send(withPosition({ from: this.instanceId, devices: batch }));
         batch = [];
         size = 0;
       }
       batch.push(entry);
       size += bytes;
     }
-    if (batch.length > 0) send({ from: this.instanceId, devices: batch });
+    if (batch.length > 0) send(withPosition({ from: this.instanceId, devices: batch }));
     this.pendingDevices = [];
   }
 
@@ -92,6 +120,8 @@ export class PgWakeups {
       return;
     }
     if (parsed.from === this.instanceId) return;
+    if (typeof parsed.dl === 'number') this.onDeviceListPosition(parsed.dl);
+    if (parsed.keys !== undefined && parsed.keys.length > 0) this.onKeyCountsChanged(parsed.keys.map(([userId, deviceId]) => ({ userId, deviceId })));
     for (const [userId, deviceId] of parsed.devices ?? []) this.notifier.notify(userId, deviceId);
     if (parsed.revoked !== undefined && parsed.revoked.length > 0) this.onRevoked(parsed.revoked);
   }

@@ -3,6 +3,8 @@ import type { Config } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
 import type { AccountsService } from './accounts.ts';
 import type { Counters } from './counters.ts';
+import type { DeviceLists } from './device-lists.ts';
+import type { KeysService } from './keys.ts';
 import type { FiltersService } from './filters.ts';
 import type { Notifier } from './notifier.ts';
 import type { RateLimiter } from './rate-limiter.ts';
@@ -21,4 +23,7 @@ export interface Services {
   filters: FiltersService;
   appservices: AppserviceRegistry;
   sendToDeviceLimiter: RateLimiter;
+  keys: KeysService;
+  deviceLists: DeviceLists;
+  keysClaimLimiter: RateLimiter;
 }

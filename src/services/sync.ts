@@ -32,6 +32,12 @@ export interface ToDeviceSyncInput {
   timeoutMs: number;
   /** The client's connection: when it closes, the wait ends and nothing more is fetched. */
   connection?: ClientConnection;
+  /**
+   * Whether something other than to-device messages is waiting for the client (device-list
+   * changes): then the poll answers at once instead of waiting. Asked after subscribing, so a
+   * change that lands meanwhile still wakes the poll.
+   */
+  otherNews?: () => Promise<boolean>;
 }
 
 /**
@@ -55,7 +61,7 @@ export class ToDeviceSyncService {
    * PendingSync holds all of a parked poll's state in one object, around one promise.
    */
   sync<T>(input: ToDeviceSyncInput, respond: (batch: ToDeviceBatch) => T): Promise<T> {
-    return new PendingSync(this, this.store, this.notifier, input, respond).start();
+    return new PendingSync(this, this.store, this.notifier, input, respond).start(input.otherNews);
   }
 
   /** The batch answering a sync, counted (see `delivered`). */
@@ -102,7 +108,7 @@ class PendingSync<T> extends LongPoll {
     this.connection = input.connection;
   }
 
-  start(): Promise<T> {
+  start(otherNewsOf?: () => Promise<boolean>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
@@ -114,11 +120,12 @@ class PendingSync<T> extends LongPoll {
         this.since === null || this.since === 0
           ? this.store.fetch(this.userId, this.deviceId, 0, this.limit).then((rows) => ({ after: 0, rows }))
           : this.store.ackAndFetch(this.userId, this.deviceId, this.since, this.limit);
-      first.then(
-        ({ after, rows }) => {
+      const otherNews = this.timeoutMs > 0 && otherNewsOf !== undefined ? otherNewsOf() : null;
+      (otherNews === null ? first.then((r) => ({ ...r, news: false })) : Promise.all([first, otherNews]).then(([r, news]) => ({ ...r, news }))).then(
+        ({ after, rows, news }) => {
           this.after = after;
           try {
-            if (rows.length > 0 || this.timeoutMs <= 0 || isClosed(this.connection)) this.finish(rows);
+            if (rows.length > 0 || news || this.timeoutMs <= 0 || isClosed(this.connection)) this.finish(rows);
             else this.park(this.timeoutMs, this.connection);
           } catch (e) {
             // Nothing awaits this callback's promise: a throw here must answer the request, not go unhandled.

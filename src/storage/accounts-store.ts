@@ -1,6 +1,7 @@
 import { and, asc, eq, inArray } from 'drizzle-orm';
 import type { Db } from './database.ts';
-import { deviceInbox, devices, users } from './schema.ts';
+import { DeviceListsStore } from './device-lists-store.ts';
+import { deviceInbox, devices, e2eDeviceKeys, e2eFallbackKeys, e2eOneTimeKeys, e2eSignatures, users } from './schema.ts';
 
 export interface DeviceRow {
   userId: string;
@@ -81,18 +82,24 @@ export class AccountsStore {
     return rows[0] ?? null;
   }
 
+  /** Renames a device; the name is in /keys/query answers, so the device list changes. */
   async setDeviceDisplayName(userId: string, deviceId: string, displayName: string | null): Promise<boolean> {
-    const rows = await this.db
-      .update(devices)
-      .set({ displayName })
-      .where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)))
-      .returning({ deviceId: devices.deviceId });
-    return rows.length === 1;
+    return this.db.transaction(async (tx) => {
+      const rows = await tx
+        .update(devices)
+        .set({ displayName })
+        .where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)))
+        .returning({ deviceId: devices.deviceId });
+      if (rows.length !== 1) return false;
+      await DeviceListsStore.appendChanges(tx, [userId]);
+      return true;
+    });
   }
 
   /**
-   * Deletes devices (all of the user's when `deviceIds` is null) with their tokens and their
-   * pending to-device messages, in one transaction. Rows are locked in the same order senders
+   * Deletes devices (all of the user's when `deviceIds` is null) with their tokens, their
+   * pending to-device messages and their keys, in one transaction, recording the change in
+   * the device-list stream. Rows are locked in the same order senders
    * lock them, so a concurrent send cannot deadlock with a logout.
    */
   async deleteDevices(userId: string, deviceIds: readonly string[] | null): Promise<{ deviceId: string; tokenHash: string | null }[]> {
@@ -112,6 +119,11 @@ export class AccountsStore {
       if (ids.length === 0) return [];
       await tx.delete(devices).where(and(eq(devices.userId, userId), inArray(devices.deviceId, ids)));
       await tx.delete(deviceInbox).where(and(eq(deviceInbox.userId, userId), inArray(deviceInbox.deviceId, ids)));
+      await tx.delete(e2eDeviceKeys).where(and(eq(e2eDeviceKeys.userId, userId), inArray(e2eDeviceKeys.deviceId, ids)));
+      await tx.delete(e2eOneTimeKeys).where(and(eq(e2eOneTimeKeys.userId, userId), inArray(e2eOneTimeKeys.deviceId, ids)));
+      await tx.delete(e2eFallbackKeys).where(and(eq(e2eFallbackKeys.userId, userId), inArray(e2eFallbackKeys.deviceId, ids)));
+      await tx.delete(e2eSignatures).where(and(eq(e2eSignatures.targetUserId, userId), inArray(e2eSignatures.targetKeyId, ids)));
+      await DeviceListsStore.appendChanges(tx, [userId]);
       return locked;
     });
   }

@@ -184,3 +184,100 @@ export const queueLeases = pgTable('queue_leases', {
   holder: text('holder').notNull(),
   expiresTs: ms('expires_ts').notNull(),
 });
+
+/** Each device's identity keys as the device uploaded and signed them (JSON text, `signatures` included). */
+export const e2eDeviceKeys = pgTable(
+  'e2e_device_keys',
+  {
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    keyJson: text('key_json').notNull(),
+    createdTs: ms('created_ts').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.deviceId] })],
+);
+
+/** Unclaimed one-time keys; a claim deletes the row it hands out, so no key goes to two claimers. */
+export const e2eOneTimeKeys = pgTable(
+  'e2e_one_time_keys',
+  {
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    algorithm: text('algorithm').notNull(),
+    keyId: text('key_id').notNull(),
+    keyJson: text('key_json').notNull(),
+    createdTs: ms('created_ts').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.deviceId, t.algorithm, t.keyId] })],
+);
+
+/** One fallback key per device and algorithm, handed out when no one-time key is left, until replaced. */
+export const e2eFallbackKeys = pgTable(
+  'e2e_fallback_keys',
+  {
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    algorithm: text('algorithm').notNull(),
+    keyId: text('key_id').notNull(),
+    keyJson: text('key_json').notNull(),
+    used: boolean('used').notNull().default(false),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.deviceId, t.algorithm] })],
+);
+
+/** Cross-signing keys: `master`, `self_signing`, `user_signing`, one of each per user. */
+export const e2eCrossSigningKeys = pgTable(
+  'e2e_cross_signing_keys',
+  {
+    userId: text('user_id').notNull(),
+    keyType: text('key_type').notNull(),
+    keyJson: text('key_json').notNull(),
+    createdTs: ms('created_ts').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.keyType] })],
+);
+
+/**
+ * Signatures uploaded with /keys/signatures/upload, merged into /keys/query answers. The target
+ * is a device (`target_key_id` = its device ID) or a cross-signing key (its public key).
+ */
+export const e2eSignatures = pgTable(
+  'e2e_signatures',
+  {
+    signerUserId: text('signer_user_id').notNull(),
+    signerKeyId: text('signer_key_id').notNull(),
+    targetUserId: text('target_user_id').notNull(),
+    targetKeyId: text('target_key_id').notNull(),
+    signature: text('signature').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.signerUserId, t.signerKeyId, t.targetUserId, t.targetKeyId] }),
+    index('e2e_signatures_target').on(t.targetUserId, t.targetKeyId),
+  ],
+);
+
+/**
+ * The device-list stream: one row each time a user's devices or keys change. Writers hold an
+ * EXCLUSIVE lock on the table while they insert, so stream ids commit in order and a reader
+ * that has seen id N has seen every id below it.
+ */
+export const deviceListChanges = pgTable(
+  'device_list_changes',
+  {
+    streamId: bigserial('stream_id', { mode: 'number' }).primaryKey(),
+    userId: text('user_id').notNull(),
+    createdTs: ms('created_ts').notNull(),
+  },
+  (t) => [index('device_list_changes_user').on(t.userId, t.streamId)],
+);
+
+/** Who is told about whose device-list changes (there are no rooms): set by /keys/query. */
+export const deviceListTrackers = pgTable(
+  'device_list_trackers',
+  {
+    trackerUserId: text('tracker_user_id').notNull(),
+    targetUserId: text('target_user_id').notNull(),
+    createdTs: ms('created_ts').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.trackerUserId, t.targetUserId] }), index('device_list_trackers_target').on(t.targetUserId)],
+);

@@ -1,0 +1,285 @@
+import { MatrixError } from '../errors/matrix-error.ts';
+import { parseUserId } from '../matrix/user-id.ts';
+import type { Db } from '../storage/database.ts';
+import { E2eKeysStore, OneTimeKeyConflict, type ClaimRequest, type KeyCounts, type SignatureRow, type StoredKey } from '../storage/e2e-keys-store.ts';
+import type { DeviceLists } from './device-lists.ts';
+import { KeyCountsCache } from './key-counts-cache.ts';
+import {
+  canonicalOrRefuse,
+  checkCrossSigningKey,
+  checkDeviceKeys,
+  CROSS_SIGNING_TYPES,
+  ed25519PublicKey,
+  hasValidSignature,
+  isObject,
+  signedPart,
+  splitKeyId,
+  withSignatures,
+  type CrossSigningType,
+  type JsonObject,
+} from './key-checks.ts';
+import { canonicalJson } from '../matrix/canonical-json.ts';
+
+/** Most one-time plus fallback keys in one upload (clients upload 50 at a time). */
+export const MAX_KEYS_PER_UPLOAD = 1_000;
+/** Most users in one /keys/query or /keys/claim, and most devices named in one request. */
+export const MAX_USERS_PER_REQUEST = 1_000;
+export const MAX_DEVICES_PER_REQUEST = 10_000;
+
+export interface KeysUploadInput {
+  userId: string;
+  deviceId: string;
+  deviceKeys?: unknown;
+  oneTimeKeys?: Record<string, unknown>;
+  fallbackKeys?: Record<string, unknown>;
+}
+
+export interface KeysServiceDeps {
+  db: Db;
+  serverName: string;
+  deviceLists: DeviceLists;
+  /** Tells other processes whose key counts changed (PostgreSQL NOTIFY). */
+  publishCountsChanged?: (devices: { userId: string; deviceId: string }[]) => void;
+}
+
+type KeyMap = Record<string, Record<string, JsonObject>>;
+
+/**
+ * The client-server "End-to-end encryption" module for this server's users: device keys,
+ * one-time and fallback keys, cross-signing keys and signatures, and what /sync says of them.
+ */
+export class KeysService {
+  private readonly store: E2eKeysStore;
+  readonly counts = new KeyCountsCache();
+
+  constructor(private readonly deps: KeysServiceDeps) {
+    this.store = new E2eKeysStore(deps.db);
+  }
+
+  private isLocal(userId: string): boolean {
+    return parseUserId(userId)?.serverName === this.deps.serverName;
+  }
+
+  /** POST /keys/upload: checks everything first, then stores all of it or nothing. */
+  async upload(input: KeysUploadInput): Promise<Record<string, number>> {
+    const { userId, deviceId } = input;
+    const deviceKeysJson = input.deviceKeys === undefined || input.deviceKeys === null ? null : checkDeviceKeys(input.deviceKeys, userId, deviceId);
+    const oneTimeKeys = keysOf(input.oneTimeKeys ?? {}, 'one_time_keys');
+    const fallbackKeys = keysOf(input.fallbackKeys ?? {}, 'fallback_keys');
+    if (oneTimeKeys.length + fallbackKeys.length > MAX_KEYS_PER_UPLOAD) {
+      throw new MatrixError('M_TOO_LARGE', `At most ${MAX_KEYS_PER_UPLOAD} one-time and fallback keys per upload`);
+    }
+    if (new Set(fallbackKeys.map((k) => k.algorithm)).size !== fallbackKeys.length) {
+      throw new MatrixError('M_INVALID_PARAM', 'fallback_keys: one key per algorithm');
+    }
+    let result;
+    try {
+      result = await this.store.upload({ userId, deviceId, deviceKeysJson, oneTimeKeys, fallbackKeys });
+    } catch (e) {
+      if (e instanceof OneTimeKeyConflict) {
+        throw new MatrixError('M_INVALID_PARAM', `One time key ${e.keyId} already exists with other contents; a key id cannot be reused for another key`);
+      }
+      throw e;
+    }
+    this.countsChanged([{ userId, deviceId }]);
+    if (result.deviceKeysChanged !== null) await this.deps.deviceLists.changed(result.deviceKeysChanged, [userId]);
+    return countsJson(result.counts);
+  }
+
+  /** The counts /sync reports for a device (cached between uploads and claims). */
+  countsFor(userId: string, deviceId: string): Promise<KeyCounts> {
+    return this.counts.get(userId, deviceId, () => this.store.counts(userId, deviceId));
+  }
+
+  private countsChanged(devices: { userId: string; deviceId: string }[]): void {
+    if (devices.length === 0) return;
+    this.counts.forget(devices);
+    this.deps.publishCountsChanged?.(devices);
+  }
+
+  /** POST /keys/query for local users; the requester tracks every user it asked about. */
+  async query(requester: string, deviceKeys: Record<string, readonly string[]>): Promise<JsonObject> {
+    const users = Object.keys(deviceKeys);
+    checkRequestSize(users.length, Object.values(deviceKeys).reduce((n, d) => n + d.length, 0));
+    const local = users.filter((u) => this.isLocal(u));
+    const failures: Record<string, JsonObject> = {};
+    for (const u of users) {
+      if (this.isLocal(u)) continue;
+      const server = parseUserId(u)?.serverName ?? u;
+      failures[server] = { errcode: 'M_UNRECOGNIZED', error: 'Keys of users on other servers are not served yet' };
+    }
+    await this.deps.deviceLists.track(requester, local);
+    const [devices, crossSigning, signatures] = await Promise.all([
+      this.store.deviceKeys(local.map((u) => ({ userId: u, deviceIds: deviceKeys[u] ?? [] }))),
+      this.store.crossSigningKeys(local),
+      this.store.signaturesOn(local, requester),
+    ]);
+    const sigsOn = (userId: string, keyId: string) => signatures.filter((s) => s.targetUserId === userId && s.targetKeyId === keyId);
+    const out: KeyMap = Object.fromEntries(local.map((u) => [u, {}]));
+    for (const d of devices) {
+      const unsigned = d.displayName === null ? {} : { device_display_name: d.displayName };
+      (out[d.userId] ??= {})[d.deviceId] = withSignatures(d.keyJson, sigsOn(d.userId, d.deviceId), unsigned);
+    }
+    const master: Record<string, JsonObject> = {};
+    const selfSigning: Record<string, JsonObject> = {};
+    const userSigning: Record<string, JsonObject> = {};
+    for (const [userId, keys] of crossSigning) {
+      for (const [type, json] of keys) {
+        const pub = publicKeyIdOf(json).slice('ed25519:'.length);
+        const key = withSignatures(json, sigsOn(userId, pub));
+        if (type === 'master') master[userId] = key;
+        else if (type === 'self_signing') selfSigning[userId] = key;
+        else if (type === 'user_signing' && userId === requester) userSigning[userId] = key;
+      }
+    }
+    return { device_keys: out, master_keys: master, self_signing_keys: selfSigning, user_signing_keys: userSigning, failures };
+  }
+
+  /** POST /keys/claim for local users: each one-time key goes to one claimer only. */
+  async claim(oneTimeKeys: Record<string, Record<string, string>>): Promise<JsonObject> {
+    const requests: ClaimRequest[] = [];
+    const failures: Record<string, JsonObject> = {};
+    for (const [userId, devices] of Object.entries(oneTimeKeys)) {
+      if (!this.isLocal(userId)) {
+        failures[parseUserId(userId)?.serverName ?? userId] = { errcode: 'M_UNRECOGNIZED', error: 'Keys of users on other servers are not served yet' };
+        continue;
+      }
+      for (const [deviceId, algorithm] of Object.entries(devices)) requests.push({ userId, deviceId, algorithm });
+    }
+    checkRequestSize(Object.keys(oneTimeKeys).length, requests.length);
+    const claimed = await this.store.claim(requests);
+    const out: Record<string, Record<string, Record<string, unknown>>> = {};
+    for (const k of claimed) ((out[k.userId] ??= {})[k.deviceId] ??= {})[`${k.algorithm}:${k.keyId}`] = JSON.parse(k.keyJson) as unknown;
+    this.countsChanged(claimed.map((k) => ({ userId: k.userId, deviceId: k.deviceId })));
+    return { one_time_keys: out, failures };
+  }
+
+  /** Whether the user has a master key yet (MSC3967: the first upload needs no re-authentication). */
+  async crossSigningUploadNeedsAuth(userId: string, body: Partial<Record<CrossSigningType, unknown>>): Promise<boolean> {
+    const existing = (await this.store.crossSigningKeys([userId])).get(userId);
+    if (existing?.get('master') === undefined) return false;
+    // Uploading exactly what is stored changes nothing, so it needs no proof either (as Synapse).
+    return CROSS_SIGNING_TYPES.some((t) => body[t] !== undefined && canonicalOrRefuse(body[t], `${t}_key`) !== existing.get(t));
+  }
+
+  /** POST /keys/device_signing/upload, after user-interactive auth where it is needed. */
+  async uploadCrossSigning(userId: string, body: Partial<Record<CrossSigningType, unknown>>): Promise<void> {
+    const given = CROSS_SIGNING_TYPES.filter((t) => body[t] !== undefined && body[t] !== null);
+    const checked = new Map(given.map((t) => [t, checkCrossSigningKey(body[t], userId, t)]));
+    const stored = (await this.store.crossSigningKeys([userId])).get(userId);
+    const storedMaster = stored?.get('master');
+    const master = checked.get('master') ?? (storedMaster === undefined ? undefined : checkCrossSigningKey(JSON.parse(storedMaster), userId, 'master'));
+    for (const t of ['self_signing', 'user_signing'] as const) {
+      const key = checked.get(t);
+      if (key === undefined) continue;
+      if (master === undefined) throw new MatrixError('M_INVALID_PARAM', `${t}_key needs a master key: upload master_key first or with it`);
+      if (!hasValidSignature(JSON.parse(key.json) as JsonObject, userId, master.keyId, master.publicKey)) {
+        throw new MatrixError('M_INVALID_SIGNATURE', `${t}_key must be signed by the master key ${master.keyId}`);
+      }
+    }
+    if (checked.size === 0) return;
+    const position = await this.store.setCrossSigningKeys(userId, [...checked].map(([keyType, k]) => ({ keyType, keyJson: k.json })));
+    await this.deps.deviceLists.changed(position, [userId]);
+  }
+
+  /**
+   * POST /keys/signatures/upload: a user's self-signing key over their devices, a device over
+   * its user's master key, a user-signing key over another user's master key. Each signature is
+   * checked against the signer's key and the object against what is stored; refusals are
+   * reported per key in `failures`, the rest stored.
+   */
+  async uploadSignatures(userId: string, body: Record<string, unknown>): Promise<JsonObject> {
+    const failures: Record<string, Record<string, JsonObject>> = {};
+    const fail = (target: string, keyId: string, errcode: string, error: string) => ((failures[target] ??= {})[keyId] = { errcode, error });
+    const targets = Object.keys(body).filter((u) => this.isLocal(u));
+    checkRequestSize(Object.keys(body).length, Object.values(body).reduce<number>((n, m) => n + (isObject(m) ? Object.keys(m).length : 0), 0));
+    const crossSigning = await this.store.crossSigningKeys([...new Set([userId, ...targets])]);
+    const own = crossSigning.get(userId);
+    const keyOf = (user: string, type: CrossSigningType) => {
+      const json = crossSigning.get(user)?.get(type);
+      if (json === undefined) return null;
+      const keyId = publicKeyIdOf(json);
+      return { json, keyId, publicKey: ed25519PublicKey(keyId.slice('ed25519:'.length)) };
+    };
+    const ownDevices = new Map((await this.store.deviceKeys([{ userId, deviceIds: [] }])).map((d) => [d.deviceId, d.keyJson]));
+    const accepted: SignatureRow[] = [];
+    for (const [target, objects] of Object.entries(body)) {
+      if (!isObject(objects)) throw new MatrixError('M_BAD_JSON', `${target}: must map key ids to signed objects`);
+      for (const [keyId, signed] of Object.entries(objects)) {
+        if (!isObject(signed) || !isObject(signed.signatures) || !isObject(signed.signatures[userId])) {
+          fail(target, keyId, 'M_INVALID_SIGNATURE', `no signature by ${userId}`);
+          continue;
+        }
+        const stored = target === userId ? (ownDevices.get(keyId) ?? (keyOf(userId, 'master')?.keyId === `ed25519:${keyId}` ? keyOf(userId, 'master')?.json : undefined)) : keyOf(target, 'master')?.keyId === `ed25519:${keyId}` ? keyOf(target, 'master')?.json : undefined;
+        if (stored === undefined) {
+          fail(target, keyId, 'M_NOT_FOUND', target === userId ? 'No such device or master key' : "Only another user's master key can be signed");
+          continue;
+        }
+        let same: boolean;
+        try {
+          same = canonicalJson(signedPart(signed)) === canonicalJson(signedPart(JSON.parse(stored) as JsonObject));
+        } catch {
+          same = false;
+        }
+        if (!same) {
+          fail(target, keyId, 'M_INVALID_SIGNATURE', 'The signed object differs from the stored key');
+          continue;
+        }
+        // Which of the uploader's keys may sign this target.
+        const signers: { keyId: string; publicKey: Uint8Array | null }[] = [];
+        if (target !== userId) {
+          const usk = keyOf(userId, 'user_signing');
+          if (usk !== null) signers.push(usk);
+        } else if (ownDevices.has(keyId)) {
+          const ssk = keyOf(userId, 'self_signing');
+          if (ssk !== null) signers.push(ssk);
+        } else {
+          for (const [deviceId, json] of ownDevices) {
+            const keys = (JSON.parse(json) as { keys?: Record<string, unknown> }).keys ?? {};
+            signers.push({ keyId: `ed25519:${deviceId}`, publicKey: ed25519PublicKey(keys[`ed25519:${deviceId}`]) });
+          }
+          const master = keyOf(userId, 'master');
+          if (own !== undefined && master !== null) signers.push(master);
+        }
+        const ofUploader = signed.signatures[userId] as Record<string, unknown>;
+        let any = false;
+        for (const [signerKeyId, signature] of Object.entries(ofUploader)) {
+          const signer = signers.find((s) => s.keyId === signerKeyId);
+          if (signer === undefined || signer.publicKey === null || typeof signature !== 'string') continue;
+          if (!hasValidSignature(signed, userId, signerKeyId, signer.publicKey)) continue;
+          if (signerKeyId === `ed25519:${keyId}` && target === userId) continue; // a key's own self-signature is already stored with it
+          accepted.push({ signerUserId: userId, signerKeyId, targetUserId: target, targetKeyId: keyId, signature });
+          any = true;
+        }
+        if (!any) fail(target, keyId, 'M_INVALID_SIGNATURE', 'No valid signature by a key of yours that may sign this');
+      }
+    }
+    const position = await this.store.addSignatures(accepted);
+    if (accepted.length > 0) await this.deps.deviceLists.changed(position, accepted.map((s) => s.targetUserId));
+    return { failures };
+  }
+}
+
+function checkRequestSize(users: number, devices: number): void {
+  if (users > MAX_USERS_PER_REQUEST) throw new MatrixError('M_TOO_LARGE', `At most ${MAX_USERS_PER_REQUEST} users per request`);
+  if (devices > MAX_DEVICES_PER_REQUEST) throw new MatrixError('M_TOO_LARGE', `At most ${MAX_DEVICES_PER_REQUEST} devices per request`);
+}
+
+function keysOf(keys: Record<string, unknown>, field: string): StoredKey[] {
+  if (!isObject(keys)) throw new MatrixError('M_BAD_JSON', `${field} must be an object`);
+  return Object.entries(keys).map(([id, value]) => {
+    if (typeof value !== 'string' && !isObject(value)) throw new MatrixError('M_BAD_JSON', `${field}.${id}: a key is a string or a signed object`);
+    return { ...splitKeyId(id, field), keyJson: canonicalOrRefuse(value, `${field}.${id}`) };
+  });
+}
+
+/** `ed25519:<public key>` of a stored cross-signing key. */
+function publicKeyIdOf(json: string): string {
+  const keys = (JSON.parse(json) as { keys?: Record<string, string> }).keys ?? {};
+  return Object.keys(keys)[0] ?? '';
+}
+
+/** `one_time_key_counts`, with `signed_curve25519` always present as clients expect (as Synapse does). */
+export function countsJson(counts: KeyCounts): Record<string, number> {
+  return { signed_curve25519: 0, ...counts.oneTimeKeys };
+}
