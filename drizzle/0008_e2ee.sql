@@ -1,3 +1,10 @@
+CREATE TABLE "dehydrated_devices" (
+	"user_id" text PRIMARY KEY NOT NULL,
+	"device_id" text NOT NULL,
+	"device_data" text NOT NULL,
+	"created_ts" bigint NOT NULL
+);
+--> statement-breakpoint
 CREATE TABLE "device_list_changes" (
 	"stream_id" bigserial PRIMARY KEY NOT NULL,
 	"user_id" text NOT NULL,

@@ -7,6 +7,8 @@ import type { AppEnv } from './rest/env.ts';
 import { clientSupportRoutes } from './rest/routes/client-support.ts';
 import { devicesRoutes } from './rest/routes/devices.ts';
 import { keysRoutes } from './rest/routes/keys.ts';
+import { dehydratedDeviceRoutes } from './rest/routes/dehydrated-device.ts';
+import { DehydratedDevices } from './services/dehydrated-devices.ts';
 import { DeviceLists } from './services/device-lists.ts';
 import { KeysService } from './services/keys.ts';
 import { filterRoutes } from './rest/routes/filters.ts';
@@ -176,6 +178,7 @@ export function createApp(deps: AppDeps): App {
     sendToDeviceLimiter: new RateLimiter(config.rateLimits.sendToDevice.perSecond, config.rateLimits.sendToDevice.burstCount),
     keys,
     deviceLists,
+    dehydratedDevices: new DehydratedDevices(database.db, accounts, keys),
     keysClaimLimiter: new RateLimiter(config.rateLimits.keysClaim.perSecond, config.rateLimits.keysClaim.burstCount),
   };
 
@@ -199,6 +202,7 @@ export function createApp(deps: AppDeps): App {
     devicesRoutes(services),
     sendToDeviceRoutes(services),
     keysRoutes(services),
+    dehydratedDeviceRoutes(services),
     syncRoutes(services),
     slidingSyncRoutes(services),
     filterRoutes(services),

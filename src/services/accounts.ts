@@ -169,6 +169,12 @@ export class AccountsService {
     await this.devicesChanged(userId);
   }
 
+  /** Deletes devices the server itself replaces (a user's previous dehydrated device). */
+  async deleteDevicesWithoutAuth(userId: string, deviceIds: readonly string[]): Promise<void> {
+    this.revoke((await this.store.deleteDevices(userId, deviceIds)).map((d) => d.tokenHash));
+    await this.devicesChanged(userId);
+  }
+
   /** Deletes devices after the user re-proved their password (user-interactive auth). */
   async deleteDevices(userId: string, deviceIds: readonly string[], auth: PasswordAuth | undefined): Promise<void> {
     await this.requirePasswordUia(userId, auth);

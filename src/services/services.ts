@@ -3,6 +3,7 @@ import type { Config } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
 import type { AccountsService } from './accounts.ts';
 import type { Counters } from './counters.ts';
+import type { DehydratedDevices } from './dehydrated-devices.ts';
 import type { DeviceLists } from './device-lists.ts';
 import type { KeysService } from './keys.ts';
 import type { FiltersService } from './filters.ts';
@@ -26,4 +27,5 @@ export interface Services {
   keys: KeysService;
   deviceLists: DeviceLists;
   keysClaimLimiter: RateLimiter;
+  dehydratedDevices: DehydratedDevices;
 }

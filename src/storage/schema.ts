@@ -281,3 +281,15 @@ export const deviceListTrackers = pgTable(
   },
   (t) => [primaryKey({ columns: [t.trackerUserId, t.targetUserId] }), index('device_list_trackers_target').on(t.targetUserId)],
 );
+
+/**
+ * Each user's dehydrated device (MSC3814): a device with no access token whose to-device
+ * messages wait in its inbox until a new login rehydrates it. `device_data` is the client's
+ * encrypted pickle, kept as JSON text and returned as it came.
+ */
+export const dehydratedDevices = pgTable('dehydrated_devices', {
+  userId: text('user_id').primaryKey(),
+  deviceId: text('device_id').notNull(),
+  deviceData: text('device_data').notNull(),
+  createdTs: ms('created_ts').notNull(),
+});
