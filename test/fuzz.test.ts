@@ -27,6 +27,17 @@ const ENDPOINTS: [string, string][] = [
   ['DELETE', '/_matrix/client/v3/devices/DEV'],
   ['POST', '/_matrix/client/v3/delete_devices'],
   ['POST', '/_matrix/client/v3/user/@fuzzer:test.local/filter'],
+  ['POST', '/_matrix/client/v3/keys/upload'],
+  ['POST', '/_matrix/client/v3/keys/query'],
+  ['POST', '/_matrix/client/v3/keys/claim'],
+  ['GET', '/_matrix/client/v3/keys/changes'],
+  ['POST', '/_matrix/client/v3/keys/signatures/upload'],
+  ['POST', '/_matrix/client/v3/keys/device_signing/upload'],
+  ['PUT', '/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device'],
+  ['GET', '/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device'],
+  ['DELETE', '/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device'],
+  ['GET', '/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/DEV/events'],
+  ['POST', '/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/DEV/events'],
   ['PUT', '/_matrix/federation/v1/send/TXN'],
 ];
 
@@ -51,8 +62,15 @@ const body = fc.oneof(
     return `{"type":"m.login.password","identifier":{"type":"m.id.user","user":"fuzzer"},"${where}":${s},"auth":{"type":"m.login.dummy"}}`;
   }),
   fc.constantFrom('1.0', '1e2', '-0', '1.5', '1E400', '-0.0').map((n) => `{"messages":{"@fuzzer:test.local":{"*":{"n":${n}}}}}`),
+  // Key endpoints: every field they read, with anything in it.
+  fc.dictionary(fc.string(), fc.jsonValue()).map((d) =>
+    JSON.stringify({ device_keys: d, one_time_keys: d, fallback_keys: d, master_key: d, self_signing_key: d, user_signing_key: d, device_id: 'DEV', device_data: d }),
+  ),
+  fc.tuple(fc.string(), fc.jsonValue()).map(([id, v]) => JSON.stringify({ one_time_keys: { [id]: v }, device_keys: { '@fuzzer:test.local': [id] } })),
+  fc.tuple(fc.string(), fc.jsonValue()).map(([id, v]) => JSON.stringify({ one_time_keys: { '@fuzzer:test.local': { [id]: v } }, '@fuzzer:test.local': { [id]: v } })),
+  fc.jsonValue().map((v) => JSON.stringify({ device_keys: { user_id: '@fuzzer:test.local', device_id: 'DEV', algorithms: v, keys: v, signatures: v } })),
 );
-const query = fc.array(fc.tuple(fc.constantFrom('since', 'timeout', 'filter', 'full_state', 'set_presence', 'user_id', 'device_id', 'access_token', fc.string() as unknown as string), fc.string()), { maxLength: 4 });
+const query = fc.array(fc.tuple(fc.constantFrom('since', 'timeout', 'filter', 'full_state', 'set_presence', 'user_id', 'device_id', 'access_token', 'from', 'to', 'next_batch', fc.string() as unknown as string), fc.string()), { maxLength: 4 });
 const segment = fc.oneof(fc.string(), fc.constantFrom('%', '%zz', '..', '%00', '\u0000', 'a%00b', '%ED%A0%80', '%C0%80', '@:test.local', '*'));
 
 async function check(res: Response): Promise<void> {

@@ -49,6 +49,14 @@ export class ServerProcess {
     return p;
   }
 
+  /** A second process of the same deployment: same server name, same PostgreSQL database (which the first one drops). */
+  static sharing(first: ServerProcess, port: number): ServerProcess {
+    if (first.pg === null) throw new Error('processes share a database only on PostgreSQL');
+    const p = new ServerProcess(first.serverName, port, first.config);
+    p.pg = { url: first.pg.url, drop: async () => {} };
+    return p;
+  }
+
   async start(): Promise<void> {
     const configFile = join(this.dir, 'config.yaml');
     writeFileSync(
