@@ -10,6 +10,8 @@ export interface LoadSpec {
   method: 'PUT' | 'POST' | 'GET';
   /** Each request goes to `${pathPrefix}/${runTag}-${n}`: distinct txnIds. */
   pathPrefix: string;
+  /** Every request to `pathPrefix` itself (an endpoint without a txnId, e.g. /keys/claim). */
+  fixedPath?: boolean;
   headers: Record<string, string>;
   body: string;
   connections: number;
@@ -84,7 +86,7 @@ function run(spec: LoadSpec, tag: string, measured: boolean): Promise<Autocannon
       {
         method: spec.method,
         setupRequest: (req) => {
-          req.path = `${spec.pathPrefix}/${tag}-${n++}`;
+          req.path = spec.fixedPath === true ? spec.pathPrefix : `${spec.pathPrefix}/${tag}-${n++}`;
           return req;
         },
       },

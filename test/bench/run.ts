@@ -14,7 +14,7 @@
  * PostgreSQL at 32 connections.
  *
  * Knobs (environment): BENCH_DATABASE_URL (an admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
- * BENCH_ONLY (comma list of F1,F2,F3,S1,S2,S3,S4,S5,S6,S7,PGLITE), BENCH_SECONDS (measured seconds per
+ * BENCH_ONLY (comma list of F1,F2,F3,S1,S2,S3,S4,S5,S6,S7,K1,K2,PGLITE), BENCH_SECONDS (measured seconds per
  * throughput run at 32 connections, 10), BENCH_SCALE_CONNECTIONS (the concurrencies of S1 and its floors,
  * 1,8,32,128), BENCH_SCALE_SECONDS (measured seconds at the other concurrencies than 32, 5),
  * BENCH_S3_SCALE_DEVICES (S3's other device counts besides 1,000, 100,5000), BENCH_S5_CONNECTIONS (10000), BENCH_S5_DEVICES (distinct devices behind
@@ -40,6 +40,7 @@ import { hashToken, newAccessToken } from '../../src/services/tokens.ts';
 import { HttpClient, pool, summarize } from './http-client.ts';
 import { appserviceScenario } from './appservice-scenario.ts';
 import { federationScenario } from './federation-scenario.ts';
+import { keysScenario } from './keys-scenario.ts';
 import type { LoadResult, LoadSpec } from './load.ts';
 import type { BenchContext, BenchRow } from './scenario-support.ts';
 
@@ -456,7 +457,7 @@ async function floors(): Promise<Floors> {
     }
   }
   // Every PostgreSQL target but S5's memory and S7's is a ratio to F2 (S7's is to S1, itself judged against F2).
-  if (['F2', 'S1', 'S2', 'S3', 'S4', 'S5', 'S6'].some(want)) {
+  if (['F2', 'S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'K1', 'K2'].some(want)) {
     const dbName = `tds_bench_f2_${randomBytes(4).toString('hex')}`;
     const url = await createDatabase(dbName);
     const f2 = await startFloor('f2', url);
@@ -965,12 +966,13 @@ function benchContext(fl: Floors): BenchContext {
     dropDatabase,
     spawnNode,
     waitReady,
+    runLoad,
     stopServer,
     productScript: PRODUCT_SCRIPT,
     productNodeArgs,
     scratchDir: logDir,
     notes,
-    references: { s1PostgresReqPerSec, f2SerialP50Ms: fl.f2.serial?.p50 ?? null },
+    references: { s1PostgresReqPerSec, f2SerialP50Ms: fl.f2.serial?.p50 ?? null, f2ReqPerSec: fl.f2.byConnections.get(CONNECTIONS)?.reqPerSec ?? null },
   };
 }
 
@@ -1023,7 +1025,7 @@ async function machine(): Promise<string[]> {
 }
 
 /** Rows grouped by id in the order of ORDER, by rank within an id, else as measured. */
-const ORDER = ['F1', 'F2', 'F3', 'S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7'];
+const ORDER = ['F1', 'F2', 'F3', 'S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'K1', 'K2'];
 
 function table(): string[] {
   const head = '| # | scenario | figure | floor | ratio / target | result |';
@@ -1042,7 +1044,7 @@ async function main(): Promise<void> {
   watchdog.unref();
 
   const header = await machine();
-  if (['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'PGLITE'].some(want)) buildProduct();
+  if (['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'K1', 'K2', 'PGLITE'].some(want)) buildProduct();
   const fl = await floors();
   if (['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7'].some(want)) {
     try {
@@ -1060,6 +1062,7 @@ async function main(): Promise<void> {
   }
   if (want('S6')) rows.push(...(await federationScenario(benchContext(fl))));
   if (want('S7')) rows.push(...(await appserviceScenario(benchContext(fl))));
+  if (want('K1') || want('K2')) rows.push(...(await keysScenario(benchContext(fl), { claim: want('K1'), query: want('K2') })));
 
   const minutes = (performance.now() - started) / 60_000;
   const out = [

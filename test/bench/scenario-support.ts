@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import type { HttpClient } from './http-client.ts';
+import type { LoadResult, LoadSpec } from './load.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const BENCH_DIR = fileURLToPath(new URL('.', import.meta.url));
@@ -42,6 +43,8 @@ export interface BenchContext {
   /** A `node script` child (`--import tsx` for a .ts script) with a clean environment plus `env`; output to logFile. */
   spawnNode(name: string, nodeArgs: string[], script: string, args: string[], env: Record<string, string>): { proc: ChildProcess; logFile: string };
   waitReady(name: string, proc: ChildProcess, port: number, readyPath: string, logFile: string): Promise<void>;
+  /** An autocannon run in a process of its own (load.ts). */
+  runLoad(spec: LoadSpec): Promise<LoadResult>;
   stopServer(s: BenchServer): Promise<void>;
   /** The built product's entry point (dist/src/main.js, built before any scenario runs). */
   productScript: string;
@@ -57,6 +60,8 @@ export interface BenchContext {
     s1PostgresReqPerSec: number | null;
     /** F2's serial (one connection) PUT p50. */
     f2SerialP50Ms: number | null;
+    /** F2 at 32 connections. */
+    f2ReqPerSec: number | null;
   };
 }
 
