@@ -30,7 +30,7 @@ import { ToDeviceService } from './services/to-device.ts';
 import type { Database } from './storage/database.ts';
 import { AppserviceSender } from './appservice/appservice-sender.ts';
 import { AppserviceRegistry } from './appservice/registration.ts';
-import type { SigningKey } from './federation/ed25519.ts';
+import type { SigningKey } from './shared/ed25519.ts';
 import { FederationClient } from './federation/federation-client.ts';
 import { ReceiverOrder } from './federation/receiver-order.ts';
 import { KEY_FETCH_DEADLINE_MS, RemoteKeys } from './federation/remote-keys.ts';

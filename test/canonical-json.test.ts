@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { canonicalJson, canonicalJsonByteLength, CanonicalJsonError } from '../src/matrix/canonical-json.ts';
-import { parseUserId } from '../src/matrix/user-id.ts';
+import { canonicalJson, canonicalJsonByteLength, CanonicalJsonError } from '../src/shared/canonical-json.ts';
+import { parseUserId } from '../src/shared/user-id.ts';
 
 /**
  * The examples of the Matrix spec, appendices §"Canonical JSON" (matrix-org/matrix-spec,

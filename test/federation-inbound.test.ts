@@ -1,7 +1,7 @@
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeBase64 } from '../src/federation/base64.ts';
-import { signingKeyFromSeed } from '../src/federation/ed25519.ts';
+import { decodeBase64 } from '../src/shared/base64.ts';
+import { signingKeyFromSeed } from '../src/shared/ed25519.ts';
 import { verifySignature } from '../src/federation/json-signing.ts';
 import { EDUS_IN_ORDER_FIELD } from '../src/federation/receiver-order.ts';
 import { LAZY_COMMIT_FLUSHES } from '../src/services/counters.ts';

@@ -1,8 +1,8 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeBase64 } from '../src/federation/base64.ts';
-import { signingKeyFromSeed } from '../src/federation/ed25519.ts';
+import { encodeBase64 } from '../src/shared/base64.ts';
+import { signingKeyFromSeed } from '../src/shared/ed25519.ts';
 import { signJson } from '../src/federation/json-signing.ts';
 import { KEY_FETCH_DEADLINE_MS } from '../src/federation/remote-keys.ts';
 import { TestClient } from './support/client.ts';

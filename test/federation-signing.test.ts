@@ -1,12 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decodeBase64, encodeBase64 } from '../src/federation/base64.ts';
-import { signingKeyFromSeed } from '../src/federation/ed25519.ts';
+import { decodeBase64, encodeBase64 } from '../src/shared/base64.ts';
+import { signingKeyFromSeed } from '../src/shared/ed25519.ts';
 import { packEdus, MAX_EDU_CONTENT_BYTES } from '../src/federation/edu-packer.ts';
 import { signJson, verifySignature } from '../src/federation/json-signing.ts';
 import { ServerDiscovery } from '../src/federation/server-discovery.ts';
 import { formatXMatrix, parseXMatrix } from '../src/federation/x-matrix.ts';
-import { canonicalJson } from '../src/matrix/canonical-json.ts';
+import { canonicalJson } from '../src/shared/canonical-json.ts';
 import type { OutboxRow } from '../src/storage/federation-outbox-store.ts';
 
 // Spec appendix "Signing JSON" test vectors.

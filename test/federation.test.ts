@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canonicalJson } from '../src/matrix/canonical-json.ts';
+import { canonicalJson } from '../src/shared/canonical-json.ts';
 import { collectToDevice, overHttp, TestClient } from './support/client.ts';
 import { startRecordingProxy } from './support/recording-proxy.ts';
 import { freePort, ServerProcess } from './support/server-process.ts';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import franking from '../handlers/franking/index.ts';
 import { frankingTag, signedFrankBytes } from '../handlers/franking/frank.ts';
-import { verifyBytes } from '../src/federation/ed25519.ts';
+import { verifyBytes } from '../src/shared/ed25519.ts';
 import type { HandlerModule } from '../src/server-user/define-handler.ts';
 import { TestClient, type ToDeviceEventJson } from './support/client.ts';
 import { Inbox } from './support/inbox.ts';

@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import type { Config } from '../config/config.ts';
 import { MatrixError } from '../errors/matrix-error.ts';
 import { createLogger, type Logger } from '../logger.ts';
-import { formatUserId } from '../matrix/user-id.ts';
+import { formatUserId } from '../shared/user-id.ts';
 import { ServerUserDispatcher, type HandlerToLoad } from '../server-user/dispatcher.ts';
 import { loadHandlerModules } from '../server-user/loader.ts';
 import { AccountsService } from '../services/accounts.ts';

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import * as v from 'valibot';
 import { parse as parseYaml } from 'yaml';
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../logger.ts';
-import { isValidServerName } from '../matrix/user-id.ts';
+import { isValidServerName } from '../shared/user-id.ts';
 
 /**
  * Server configuration: defaults, then an optional YAML file, then environment variables.

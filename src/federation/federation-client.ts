@@ -1,8 +1,8 @@
 import http from 'node:http';
 import https from 'node:https';
 import { rootCertificates } from 'node:tls';
-import { canonicalJson } from '../matrix/canonical-json.ts';
-import type { SigningKey } from './ed25519.ts';
+import { canonicalJson } from '../shared/canonical-json.ts';
+import type { SigningKey } from '../shared/ed25519.ts';
 import { signatureOf } from './json-signing.ts';
 import type { ServerDiscovery } from './server-discovery.ts';
 import { formatXMatrix } from './x-matrix.ts';

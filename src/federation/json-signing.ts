@@ -1,6 +1,6 @@
-import { canonicalJson } from '../matrix/canonical-json.ts';
-import { decodeBase64, encodeBase64 } from './base64.ts';
-import { signBytes, verifyBytes, type SigningKey } from './ed25519.ts';
+import { canonicalJson } from '../shared/canonical-json.ts';
+import { decodeBase64, encodeBase64 } from '../shared/base64.ts';
+import { signBytes, verifyBytes, type SigningKey } from '../shared/ed25519.ts';
 
 type JsonObject = Record<string, unknown>;
 

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Db } from '../storage/database.ts';
 import { FederationKeysStore } from '../storage/federation-keys-store.ts';
-import { decodeBase64, encodeBase64 } from './base64.ts';
-import { signingKeyFromSeed, type SigningKey } from './ed25519.ts';
+import { decodeBase64, encodeBase64 } from '../shared/base64.ts';
+import { signingKeyFromSeed, type SigningKey } from '../shared/ed25519.ts';
 
 /** Loads this server's signing key, generating and persisting it on first start. */
 export async function loadOwnSigningKey(db: Db): Promise<SigningKey> {

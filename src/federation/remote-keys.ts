@@ -1,6 +1,6 @@
 import * as v from 'valibot';
 import type { FederationKeysStore } from '../storage/federation-keys-store.ts';
-import { decodeBase64 } from './base64.ts';
+import { decodeBase64 } from '../shared/base64.ts';
 import type { FederationClient } from './federation-client.ts';
 import { verifySignature } from './json-signing.ts';
 

@@ -1,6 +1,6 @@
 import type { Context } from 'hono';
 import { MatrixError } from '../errors/matrix-error.ts';
-import { isValidServerName } from '../matrix/user-id.ts';
+import { isValidServerName } from '../shared/user-id.ts';
 import { verifySignature } from '../federation/json-signing.ts';
 import type { RemoteKeys } from '../federation/remote-keys.ts';
 import { parseXMatrix } from '../federation/x-matrix.ts';

@@ -28,10 +28,10 @@ export type { Db } from '../storage/database.ts';
 export type { Origin } from '../services/to-device.ts';
 /** The largest content of one to-device message (canonical JSON bytes); larger is refused with M_TOO_LARGE. */
 export { MAX_CONTENT_BYTES } from '../services/to-device.ts';
-export { formatUserId, parseUserId, type UserId } from '../matrix/user-id.ts';
-export { canonicalJson, canonicalJsonByteLength } from '../matrix/canonical-json.ts';
-export { decodeBase64, encodeBase64 } from '../federation/base64.ts';
-export { signBytes, signingKeyFromSeed, verifyBytes, type SigningKey } from '../federation/ed25519.ts';
+export { formatUserId, parseUserId, type UserId } from '../shared/user-id.ts';
+export { canonicalJson, canonicalJsonByteLength } from '../shared/canonical-json.ts';
+export { decodeBase64, encodeBase64 } from '../shared/base64.ts';
+export { signBytes, signingKeyFromSeed, verifyBytes, type SigningKey } from '../shared/ed25519.ts';
 export { queryRows } from '../storage/rows.ts';
 export { intParam } from '../rest/query.ts';
 export { RateLimiter } from '../services/rate-limiter.ts';

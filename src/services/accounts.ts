@@ -1,5 +1,5 @@
 import { MatrixError } from '../errors/matrix-error.ts';
-import { formatUserId, isValidNewLocalpart, parseUserId } from '../matrix/user-id.ts';
+import { formatUserId, isValidNewLocalpart, parseUserId } from '../shared/user-id.ts';
 import { AccountsStore, type DeviceRow } from '../storage/accounts-store.ts';
 import type { Db } from '../storage/database.ts';
 import { UiaStore } from '../storage/uia-store.ts';

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import * as v from 'valibot';
 import { MatrixError } from '../errors/matrix-error.ts';
-import { canonicalJson } from '../matrix/canonical-json.ts';
+import { canonicalJson } from '../shared/canonical-json.ts';
 import { jsonValueProblem, MAX_FEDERATION_JSON_DEPTH } from '../matrix/input-checks.ts';
-import { parseUserId } from '../matrix/user-id.ts';
+import { parseUserId } from '../shared/user-id.ts';
 import type { Logger } from '../logger.ts';
 import type { Counters } from './counters.ts';
 import type { SendToDeviceInput, ToDeviceService } from './to-device.ts';

@@ -1,7 +1,7 @@
 import { MatrixError } from '../errors/matrix-error.ts';
-import { decodeBase64 } from '../federation/base64.ts';
+import { decodeBase64 } from '../shared/base64.ts';
 import { verifySignature } from '../federation/json-signing.ts';
-import { canonicalJson, CanonicalJsonError } from '../matrix/canonical-json.ts';
+import { canonicalJson, CanonicalJsonError } from '../shared/canonical-json.ts';
 
 /**
  * The rules a key must follow before it is stored or believed: shapes, ids and self-signatures

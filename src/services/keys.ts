@@ -1,5 +1,5 @@
 import { MatrixError } from '../errors/matrix-error.ts';
-import { parseUserId } from '../matrix/user-id.ts';
+import { parseUserId } from '../shared/user-id.ts';
 import type { Db } from '../storage/database.ts';
 import { E2eKeysStore, OneTimeKeyConflict, type ClaimRequest, type KeyCounts, type SignatureRow, type StoredKey } from '../storage/e2e-keys-store.ts';
 import type { DeviceLists } from './device-lists.ts';
@@ -18,7 +18,7 @@ import {
   type CrossSigningType,
   type JsonObject,
 } from './key-checks.ts';
-import { canonicalJson } from '../matrix/canonical-json.ts';
+import { canonicalJson } from '../shared/canonical-json.ts';
 
 /** Most one-time plus fallback keys in one upload (clients upload 50 at a time). */
 export const MAX_KEYS_PER_UPLOAD = 1_000;

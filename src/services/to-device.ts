@@ -1,6 +1,6 @@
-import { CanonicalJsonError, canonicalJsonByteLength } from '../matrix/canonical-json.ts';
+import { CanonicalJsonError, canonicalJsonByteLength } from '../shared/canonical-json.ts';
 import { MatrixError } from '../errors/matrix-error.ts';
-import { parseUserId } from '../matrix/user-id.ts';
+import { parseUserId } from '../shared/user-id.ts';
 import type { Db } from '../storage/database.ts';
 import {
   DeviceInboxStore,

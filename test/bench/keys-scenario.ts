@@ -12,8 +12,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { encodeBase64 } from '../../src/federation/base64.ts';
-import { signingKeyFromSeed } from '../../src/federation/ed25519.ts';
+import { encodeBase64 } from '../../src/shared/base64.ts';
+import { signingKeyFromSeed } from '../../src/shared/ed25519.ts';
 import { signatureOf } from '../../src/federation/json-signing.ts';
 import { HttpClient, pool, summarize } from './http-client.ts';
 import { CLIENT, PASSWORD, type BenchContext, type BenchRow, type BenchServer, type Device, atLeast, failedRow, fmt, ms, register, startConfiguredServer } from './scenario-support.ts';

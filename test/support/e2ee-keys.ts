@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { encodeBase64 } from '../../src/federation/base64.ts';
-import { signingKeyFromSeed, type SigningKey } from '../../src/federation/ed25519.ts';
+import { encodeBase64 } from '../../src/shared/base64.ts';
+import { signingKeyFromSeed, type SigningKey } from '../../src/shared/ed25519.ts';
 import { signatureOf } from '../../src/federation/json-signing.ts';
 
 type Json = Record<string, unknown>;

@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { encodeBase64 } from '../../src/federation/base64.ts';
-import { signingKeyFromSeed, type SigningKey } from '../../src/federation/ed25519.ts';
+import { encodeBase64 } from '../../src/shared/base64.ts';
+import { signingKeyFromSeed, type SigningKey } from '../../src/shared/ed25519.ts';
 import { signatureOf, signJson } from '../../src/federation/json-signing.ts';
 import { formatXMatrix } from '../../src/federation/x-matrix.ts';
 

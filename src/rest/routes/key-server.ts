@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
-import { encodeBase64 } from '../../federation/base64.ts';
-import type { SigningKey } from '../../federation/ed25519.ts';
+import { encodeBase64 } from '../../shared/base64.ts';
+import type { SigningKey } from '../../shared/ed25519.ts';
 import { signJson } from '../../federation/json-signing.ts';
 import type { AppEnv } from '../env.ts';
 
