@@ -23,8 +23,8 @@ import { Counters } from './services/counters.ts';
 import { FiltersService } from './services/filters.ts';
 import { Maintenance } from './services/maintenance.ts';
 import { PgWakeups } from './services/pg-wakeups.ts';
-import { RateLimiter } from './services/rate-limiter.ts';
-import { newInstanceId, releaseAllLeases, stopTakingLeases } from './services/queue-lease.ts';
+import { RateLimiter } from './shared/rate-limiter.ts';
+import { newInstanceId, releaseAllLeases, stopTakingLeases, taskLeases } from './services/queue-lease.ts';
 import type { Services } from './services/services.ts';
 import { ToDeviceService } from './services/to-device.ts';
 import type { Database } from './storage/database.ts';
@@ -43,6 +43,7 @@ import { FederationKeysStore } from './storage/federation-keys-store.ts';
 import { ServerUserDispatcher, type HandlerToLoad } from './server-user/dispatcher.ts';
 import { ModuleLifecycle } from './server-user/module-lifecycle.ts';
 import { moduleRoutes } from './server-user/module-routes.ts';
+import { systemClock } from './server-user/system-clock.ts';
 import { CountingNotifier } from './metrics/counting-notifier.ts';
 import { CountingToDeviceSync } from './metrics/counting-sync.ts';
 import { ServerMetrics } from './metrics/server-metrics.ts';
@@ -138,14 +139,16 @@ export function createApp(deps: AppDeps): App {
   const federation = deps.signingKey !== undefined && config.federation.enabled ? buildFederation(deps, deps.signingKey, log, counters, instanceId) : null;
   const dispatcher: ServerUserDispatcher = new ServerUserDispatcher({
     handlers: deps.handlers ?? [],
-    db: database.db,
+    dbFor: (schema) => database.withSchema(schema),
+    clock: systemClock,
+    leases: taskLeases(database.db, instanceId),
     log,
     counters,
     serverUserId,
     deadlineMs: config.serverUser.dispatchDeadlineMs,
     send: (userId, deviceId, type, content): Promise<void> => toDevice.sendAsServer(userId, deviceId, type, content),
   });
-  const modules = new ModuleLifecycle(dispatcher.loaded, database, log);
+  const modules = new ModuleLifecycle(dispatcher.loaded, database, log, { setupMs: config.serverUser.setupDeadlineMs, stopMs: config.serverUser.stopDeadlineMs });
   const accounts = new AccountsService(database.db, config.serverName);
   const deviceLists = new DeviceLists({
     db: database.db,
@@ -207,7 +210,7 @@ export function createApp(deps: AppDeps): App {
     slidingSyncRoutes(services),
     filterRoutes(services),
     clientSupportRoutes(services),
-    moduleRoutes(dispatcher.loaded, services),
+    moduleRoutes(dispatcher.loaded, services, log),
   ]) {
     client.route('/', routes);
   }

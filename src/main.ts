@@ -6,6 +6,7 @@ import { loadOwnSigningKey } from './federation/own-signing-key.ts';
 import { createApp } from './app.ts';
 import { createLogger } from './logger.ts';
 import { answerClientErrorsAsMatrix } from './rest/client-error-answer.ts';
+import { formatProblem, ModuleError } from './sdk/module-errors.ts';
 import { HandlerLoadError } from './server-user/dispatcher.ts';
 import { DataDirLockedError } from './storage/data-dir-lock.ts';
 import { openDatabase } from './storage/database.ts';
@@ -66,7 +67,7 @@ async function main(): Promise<void> {
   try {
     await built.start();
   } catch (e) {
-    console.error((e as Error).message);
+    console.error(e instanceof ModuleError ? formatProblem(e) : (e as Error).message);
     await built.stop();
     await database.close();
     process.exit(1);

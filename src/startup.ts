@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { loadAppserviceRegistrations } from './appservice/load-registrations.ts';
 import { AppserviceConfigError, type AppserviceRegistry } from './appservice/registration.ts';
 import { ConfigError, loadConfig, type Config } from './config/config.ts';
+import { formatProblem } from './sdk/module-errors.ts';
 import { checkModules, type HandlerToLoad } from './server-user/module-checks.ts';
 import { importHandlerModules } from './server-user/loader.ts';
 
@@ -41,9 +42,9 @@ export async function prepareStartup(env: NodeJS.ProcessEnv = process.env, cwd =
   let handlers: HandlerToLoad[] = [];
   if (handlerEntries !== undefined) {
     const imported = await importHandlerModules(handlerEntries, cwd);
-    problems.push(...imported.problems);
+    problems.push(...imported.problems.map(formatProblem));
     const checked = checkModules(imported.handlers);
-    problems.push(...checked.problems);
+    problems.push(...checked.problems.map(formatProblem));
     handlers = imported.handlers;
   }
   let appservices: AppserviceRegistry | null = null;

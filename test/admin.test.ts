@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import ping from '../handlers/ping/index.ts';
 import { runAdmin } from '../src/admin/commands.ts';
 import { AppserviceRegistry } from '../src/appservice/registration.ts';
-import type { HandlerModule } from '../src/server-user/define-handler.ts';
+import type { HandlerModule } from '../src/sdk/define-handler.ts';
 import { hashToken } from '../src/services/tokens.ts';
 import { AccountsStore } from '../src/storage/accounts-store.ts';
 import { TestClient } from './support/client.ts';

@@ -106,6 +106,8 @@ describe('environment variables', () => {
       RATE_LIMIT_KEYS_CLAIM_PER_SECOND: '7',
       RATE_LIMIT_KEYS_CLAIM_BURST: '7',
       SERVER_USER_DISPATCH_DEADLINE_MS: '7',
+      SERVER_USER_SETUP_DEADLINE_MS: '7',
+      SERVER_USER_STOP_DEADLINE_MS: '7',
       FEDERATION_ENABLED: 'false',
       FEDERATION_LISTEN_HOST: '127.0.0.2',
       FEDERATION_LISTEN_PORT: '8448',
@@ -132,7 +134,7 @@ describe('environment variables', () => {
     expect(c.limits).toEqual({ syncToDeviceLimit: 7, maxRequestBytes: 2048, maxSyncTimeoutMs: 7, txnRetentionHours: 48, deviceQueueMax: 7, toDeviceTtlHours: 7, maintenanceIntervalS: 7 });
     expect(c.rateLimits.sendToDevice).toEqual({ perSecond: 7, burstCount: 7 });
     expect(c.rateLimits.keysClaim).toEqual({ perSecond: 7, burstCount: 7 });
-    expect(c.serverUser).toEqual({ dispatchDeadlineMs: 7 });
+    expect(c.serverUser).toEqual({ dispatchDeadlineMs: 7, setupDeadlineMs: 7, stopDeadlineMs: 7 });
     expect(c.federation).toMatchObject({
       enabled: false,
       listen: { host: '127.0.0.2', port: 8448, tlsCert: '/c.pem', tlsKey: '/k.pem' },
@@ -306,12 +308,12 @@ describe('the server process', () => {
     expect(problems).toEqual([
       expect.stringMatching(/^config: listen\.port: Invalid value: Expected <=65535/),
       'config: limts: unknown setting',
-      expect.stringMatching(/^handler module "no-such-module" not found: no folder .*handlers\/no-such-module, and no package "no-such-module" in node_modules of /),
-      expect.stringMatching(/^handler module "\.\/nowhere\/module\.js" not found: nothing at .*\/nowhere\/module\.js$/),
-      'handler module "ping" takes no config, but the server config gives it one',
-      expect.stringMatching(/^handler module "mls" config\.ciphersuites\.0: /),
-      'handler module "mls" config.max_key_packages: unknown setting',
-      'handler module "franking" config.moderators.0: not a user ID',
+      expect.stringMatching(/^TDS_ERR_MODULE_NOT_FOUND: handler module "no-such-module" not found: no folder .*handlers\/no-such-module, and no package "no-such-module" in node_modules of /),
+      expect.stringMatching(/^TDS_ERR_MODULE_NOT_FOUND: handler module "\.\/nowhere\/module\.js" not found: nothing at .*\/nowhere\/module\.js$/),
+      'TDS_ERR_CONFIG_UNEXPECTED: handler module "ping" takes no config, but the server config gives it one',
+      expect.stringMatching(/^TDS_ERR_CONFIG_INVALID: handler module "mls" config\.ciphersuites\.0: /),
+      'TDS_ERR_CONFIG_UNKNOWN_KEY: handler module "mls" config.max_key_packages: unknown setting',
+      'TDS_ERR_CONFIG_INVALID: handler module "franking" config.moderators.0: not a user ID',
     ]);
     expect(r.stderr).toMatch(/^Cannot start: 8 problems\n/);
     expect(existsSync(join(dir, 'never-created'))).toBe(false);

@@ -5,7 +5,7 @@ import { signingKeyFromSeed } from '../src/shared/ed25519.ts';
 import { verifySignature } from '../src/federation/json-signing.ts';
 import { EDUS_IN_ORDER_FIELD } from '../src/federation/receiver-order.ts';
 import { LAZY_COMMIT_FLUSHES } from '../src/services/counters.ts';
-import { queryRows } from '../src/storage/rows.ts';
+import { queryRows } from '../src/shared/query-rows.ts';
 import { federationOutbox } from '../src/storage/schema.ts';
 import { TestClient } from './support/client.ts';
 import { FakeServer } from './support/fake-server.ts';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import franking from '../handlers/franking/index.ts';
 import mls from '../handlers/mls/index.ts';
-import type { HandlerModule } from '../src/server-user/define-handler.ts';
+import type { HandlerModule } from '../src/sdk/define-handler.ts';
 import { serveOverHttp } from './support/http-server.ts';
 import { runScript } from './support/run-script.ts';
 import { SERVER_NAME, startTestApp, type TestApp } from './support/test-app.ts';

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import franking from '../handlers/franking/index.ts';
 import { frankingTag, signedFrankBytes } from '../handlers/franking/frank.ts';
 import { verifyBytes } from '../src/shared/ed25519.ts';
-import type { HandlerModule } from '../src/server-user/define-handler.ts';
+import type { HandlerModule } from '../src/sdk/define-handler.ts';
 import { TestClient, type ToDeviceEventJson } from './support/client.ts';
 import { Inbox } from './support/inbox.ts';
 import { SERVER_NAME, startTestApp, type TestApp } from './support/test-app.ts';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import franking from '../handlers/franking/index.ts';
 import mls from '../handlers/mls/index.ts';
-import type { HandlerModule } from '../src/server-user/define-handler.ts';
+import type { HandlerModule } from '../src/sdk/define-handler.ts';
 import { DISPATCH_COUNTER } from '../src/server-user/dispatcher.ts';
 import { TestClient } from './support/client.ts';
 import { MlsMember, T } from './support/mls-member.ts';

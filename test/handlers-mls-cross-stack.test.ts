@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mls from '../handlers/mls/index.ts';
-import type { HandlerModule } from '../src/server-user/define-handler.ts';
+import type { HandlerModule } from '../src/sdk/define-handler.ts';
 import { DISPATCH_COUNTER } from '../src/server-user/dispatcher.ts';
 import { TestClient, type ToDeviceEventJson } from './support/client.ts';
 import { CoreCryptoMember, loadCoreCrypto } from './support/core-crypto-member.ts';

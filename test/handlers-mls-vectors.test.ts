@@ -3,7 +3,7 @@ import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mls from '../handlers/mls/index.ts';
 import { mlsGroupMembers, mlsGroups } from '../handlers/mls/schema.ts';
-import type { HandlerModule } from '../src/server-user/define-handler.ts';
+import type { HandlerModule } from '../src/sdk/define-handler.ts';
 import { DISPATCH_COUNTER } from '../src/server-user/dispatcher.ts';
 import { TestClient, type ToDeviceEventJson } from './support/client.ts';
 import { Inbox } from './support/inbox.ts';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mls from '../handlers/mls/index.ts';
-import type { HandlerModule } from '../src/server-user/define-handler.ts';
+import type { HandlerModule } from '../src/sdk/define-handler.ts';
 import { federationOutbox } from '../src/storage/schema.ts';
 import { TestClient } from './support/client.ts';
 import { formGroup, MlsMember, T } from './support/mls-member.ts';

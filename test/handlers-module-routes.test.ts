@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
 import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { defineHandler, type HandlerModule, type ModuleRouteEnv } from '../src/server-user/define-handler.ts';
+import { defineHandler, type HandlerModule, type ModuleRouteEnv } from '../src/sdk/define-handler.ts';
 import { TestClient } from './support/client.ts';
 import { startTestApp, type TestApp } from './support/test-app.ts';
 

@@ -4,7 +4,7 @@ import { createApp, type App } from '../src/app.ts';
 import { parseConfig } from '../src/config/config.ts';
 import { loadOwnSigningKey } from '../src/federation/own-signing-key.ts';
 import { createLogger } from '../src/logger.ts';
-import type { HandlerModule } from '../src/server-user/define-handler.ts';
+import type { HandlerModule } from '../src/sdk/define-handler.ts';
 import type { Database } from '../src/storage/database.ts';
 import { TestClient } from './support/client.ts';
 import { serveOverHttp } from './support/http-server.ts';

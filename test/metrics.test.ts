@@ -7,7 +7,7 @@ import { createApp } from '../src/app.ts';
 import { AppserviceRegistry } from '../src/appservice/registration.ts';
 import { parseConfig } from '../src/config/config.ts';
 import { Counters, MAX_SERIES, STORED_COUNTER } from '../src/services/counters.ts';
-import { defineHandler, type HandlerModule } from '../src/server-user/define-handler.ts';
+import { defineHandler, type HandlerModule } from '../src/sdk/define-handler.ts';
 import { TestClient } from './support/client.ts';
 import { startFailingPeer } from './support/failing-peer.ts';
 import { SERVER_NAME, startTestApp, type TestApp } from './support/test-app.ts';

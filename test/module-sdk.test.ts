@@ -211,7 +211,7 @@ describe('the test kit', () => {
           schema: v.object({ n: v.number() }),
           async handle(event, ctx) {
             await ctx.reply('org.example.answer', { n: event.content.n + 1 }, { deviceId: 'PHONE' });
-            await ctx.send('@carol:test.local', 'TABLET', 'org.example.cc', { from: event.sender });
+            await ctx.send('org.example.cc', { from: event.sender }, { userId: '@carol:test.local', deviceId: 'TABLET' });
           },
         },
       },

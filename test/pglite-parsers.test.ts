@@ -4,7 +4,7 @@ import { drizzle } from 'drizzle-orm/pglite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../src/storage/database.ts';
 import { withoutRedundantParsers } from '../src/storage/pglite-parsers.ts';
-import { queryRows } from '../src/storage/rows.ts';
+import { queryRows } from '../src/shared/query-rows.ts';
 
 // The server's PGlite client takes drizzle's raw-text parsers once instead of with every query
 // (src/storage/pglite-parsers.ts); what queries return must not change.

@@ -1,7 +1,7 @@
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../src/storage/database.ts';
-import { queryRows } from '../src/storage/rows.ts';
+import { queryRows } from '../src/shared/query-rows.ts';
 import { devices, users } from '../src/storage/schema.ts';
 
 // PGlite's queries run as prepared statements (src/storage/pglite-prepared.ts): one session, so

@@ -1,7 +1,7 @@
 import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import ping from '../handlers/ping/index.ts';
-import { defineHandler, type HandlerModule, type ServerUserEvent } from '../src/server-user/define-handler.ts';
+import { defineHandler, type HandlerModule, type ServerUserEvent } from '../src/sdk/define-handler.ts';
 import { DISPATCH_COUNTER, HandlerLoadError } from '../src/server-user/dispatcher.ts';
 import { loadHandlerModules } from '../src/server-user/loader.ts';
 import { hashToken } from '../src/services/tokens.ts';
@@ -28,7 +28,7 @@ const recorder = defineHandler({
     'org.test.broadcast': {
       schema: v.object({ to: v.string(), device: v.string() }),
       async handle(event, ctx) {
-        await ctx.send(event.content.to, event.content.device, 'org.test.broadcasted', { from: event.sender });
+        await ctx.send('org.test.broadcasted', { from: event.sender }, { userId: event.content.to, deviceId: event.content.device });
       },
     },
     'org.test.throw': {
@@ -241,8 +241,8 @@ describe('loading handler modules', () => {
     ]).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(HandlerLoadError);
     expect((err as HandlerLoadError).problems).toEqual([
-      'handler module "ping" is loaded twice',
-      'event type "org.example.ping" is claimed by both "ping" and "clash"',
+      { code: 'TDS_ERR_MODULE_DUPLICATE', message: 'handler module "ping" is loaded twice' },
+      { code: 'TDS_ERR_EVENT_TYPE_TAKEN', message: 'event type "org.example.ping" is claimed by both "ping" and "clash"' },
     ]);
   });
 

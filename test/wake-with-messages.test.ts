@@ -7,7 +7,7 @@ import { ToDeviceService } from '../src/services/to-device.ts';
 import type { Database } from '../src/storage/database.ts';
 import { DeviceInboxStore, type EnqueueResult } from '../src/storage/device-inbox-store.ts';
 import { NewMessages } from '../src/storage/new-messages.ts';
-import { queryRows } from '../src/storage/rows.ts';
+import { queryRows } from '../src/shared/query-rows.ts';
 import { deviceInbox, devices } from '../src/storage/schema.ts';
 import { createTestDatabase, usingPostgres } from './support/test-database.ts';
 

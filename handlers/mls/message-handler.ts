@@ -54,7 +54,7 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
   const reject = async (reason: RejectReason, groupId: string | null, epoch: number | null): Promise<void> => {
     ctx.log.debug('mls message rejected', { sender: event.sender, reason });
     const to = deviceId ?? '*';
-    await ctx.send(event.sender, to, MLS_REJECTED, { ...requestId, group_id: groupId, epoch, reason, error: ERRORS[reason] });
+    await ctx.send(MLS_REJECTED, { ...requestId, group_id: groupId, epoch, reason, error: ERRORS[reason] }, { userId: event.sender, deviceId: to });
   };
 
   const { decodeMlsMessageBase64, framedMessageInfo } = await mlsWire();
@@ -72,7 +72,7 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
     if (!fits(relay)) return reject('too_large', info.groupId, null);
     const check = await groups.checkMember(info.groupId, info.epoch, sender);
     if (check.kind === 'rejected') return reject(check.reason, info.groupId, check.epoch);
-    for (const to of check.recipients) await ctx.send(to.userId, to.deviceId, MLS_RELAY, relay);
+    for (const to of check.recipients) await ctx.send(MLS_RELAY, relay, to);
     return;
   }
 
@@ -119,7 +119,7 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
   });
   if (outcome.kind === 'rejected') return reject(outcome.reason, info.groupId, outcome.epoch);
   if (outcome.kind === 'duplicate') {
-    await ctx.send(sender.userId, sender.deviceId, MLS_ACCEPTED, { ...requestId, group_id: info.groupId, epoch: outcome.epoch, duplicate: true });
+    await ctx.send(MLS_ACCEPTED, { ...requestId, group_id: info.groupId, epoch: outcome.epoch, duplicate: true }, sender);
     return;
   }
 
@@ -127,12 +127,12 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
   // Existing members (including those this commit removes: they learn of it from the commit).
   for (const to of outcome.recipients) {
     if (added.some((a) => a.userId === to.userId && a.deviceId === to.deviceId)) continue;
-    await ctx.send(to.userId, to.deviceId, MLS_COMMIT, commitEvent);
+    await ctx.send(MLS_COMMIT, commitEvent, to);
   }
   // RFC 9420 §14: a Welcome goes out only once the DS has accepted its commit, so a losing
   // commit can never leave a device joined to an epoch the group never reached.
   if (welcomeEvent !== null) {
-    for (const to of added) await ctx.send(to.userId, to.deviceId, MLS_WELCOME, welcomeEvent);
+    for (const to of added) await ctx.send(MLS_WELCOME, welcomeEvent, to);
   }
-  await ctx.send(sender.userId, sender.deviceId, MLS_ACCEPTED, { ...requestId, group_id: info.groupId, epoch: outcome.epoch });
+  await ctx.send(MLS_ACCEPTED, { ...requestId, group_id: info.groupId, epoch: outcome.epoch }, sender);
 }

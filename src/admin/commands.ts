@@ -5,6 +5,7 @@ import { createLogger, type Logger } from '../logger.ts';
 import { formatUserId } from '../shared/user-id.ts';
 import { ServerUserDispatcher, type HandlerToLoad } from '../server-user/dispatcher.ts';
 import { loadHandlerModules } from '../server-user/loader.ts';
+import { systemClock } from '../server-user/system-clock.ts';
 import { AccountsService } from '../services/accounts.ts';
 import { Counters } from '../services/counters.ts';
 import { Notifier } from '../services/notifier.ts';
@@ -144,7 +145,9 @@ export async function runAdmin(argv: readonly string[], ctx: AdminContext): Prom
         arity(0);
         const dispatcher = new ServerUserDispatcher({
           handlers: ctx.handlers ?? (await loadHandlerModules(ctx.config.handlers)),
-          db: ctx.database.db,
+          dbFor: (schema) => ctx.database.withSchema(schema),
+          clock: systemClock,
+          leases: { acquire: async () => false, release: async () => {} },
           log,
           counters: new Counters(),
           serverUserId: accounts.serverUserId,

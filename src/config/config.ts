@@ -125,6 +125,10 @@ export const ConfigFileSchema = v.strictObject({
     v.strictObject({
       // How long a sender's request waits for its server-user messages to be handled.
       dispatch_deadline_ms: v.optional(intInRange(0, 600_000), 5000),
+      // How long a handler module's setup may take at start before the start fails.
+      setup_deadline_ms: v.optional(intInRange(1, 600_000), 30_000),
+      // How long shutdown waits for a module's in-flight handlers, and then for its stop.
+      stop_deadline_ms: v.optional(intInRange(1, 600_000), 10_000),
     }),
     {},
   ),
@@ -171,7 +175,7 @@ export interface Config {
   };
   /** Handler modules to load and each one's raw config, validated by the module at start. */
   readonly handlers: readonly { readonly module: string; readonly config?: unknown }[];
-  readonly serverUser: { readonly dispatchDeadlineMs: number };
+  readonly serverUser: { readonly dispatchDeadlineMs: number; readonly setupDeadlineMs: number; readonly stopDeadlineMs: number };
   readonly appservices: readonly string[];
   readonly federation: {
     readonly enabled: boolean;
@@ -233,6 +237,8 @@ export const ENV_VARS = {
   RATE_LIMIT_KEYS_CLAIM_PER_SECOND: { path: ['rate_limits', 'keys_claim', 'per_second'], kind: 'number' },
   RATE_LIMIT_KEYS_CLAIM_BURST: { path: ['rate_limits', 'keys_claim', 'burst_count'], kind: 'number' },
   SERVER_USER_DISPATCH_DEADLINE_MS: { path: ['server_user', 'dispatch_deadline_ms'], kind: 'number' },
+  SERVER_USER_SETUP_DEADLINE_MS: { path: ['server_user', 'setup_deadline_ms'], kind: 'number' },
+  SERVER_USER_STOP_DEADLINE_MS: { path: ['server_user', 'stop_deadline_ms'], kind: 'number' },
   FEDERATION_ENABLED: { path: ['federation', 'enabled'], kind: 'boolean' },
   FEDERATION_LISTEN_HOST: { path: ['federation', 'listen', 'host'], kind: 'string' },
   FEDERATION_LISTEN_PORT: { path: ['federation', 'listen', 'port'], kind: 'number' },
@@ -324,7 +330,11 @@ export function parseConfig(raw: unknown): Config {
       keysClaim: { perSecond: c.rate_limits.keys_claim.per_second, burstCount: c.rate_limits.keys_claim.burst_count },
     },
     handlers: c.handlers,
-    serverUser: { dispatchDeadlineMs: c.server_user.dispatch_deadline_ms },
+    serverUser: {
+      dispatchDeadlineMs: c.server_user.dispatch_deadline_ms,
+      setupDeadlineMs: c.server_user.setup_deadline_ms,
+      stopDeadlineMs: c.server_user.stop_deadline_ms,
+    },
     appservices: c.appservices,
     federation: {
       enabled: c.federation.enabled,

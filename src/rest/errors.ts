@@ -9,16 +9,21 @@ export function errorResponse(c: Context, err: MatrixError): Response {
   return c.json(err.toJSON(), err.status as ContentfulStatusCode);
 }
 
+/** The error handler itself, for apps mounted without inheriting it (a module's routes). */
+export function matrixErrorHandler(log: Logger): (err: Error, c: Context<AppEnv>) => Response {
+  return (err, c) => {
+    if (err instanceof MatrixError) return errorResponse(c, err);
+    log.error('unhandled error', { requestId: c.env?.scope?.requestId, method: c.req.method, path: c.req.path, err: String(err), stack: err.stack });
+    return errorResponse(c, new MatrixError('M_UNKNOWN', 'Internal server error'));
+  };
+}
+
 /**
  * Every failure leaves as a Matrix error body: our own errors as they are, anything else as
  * 500 M_UNKNOWN with the details in the log only.
  */
 export function installErrorHandling(app: Hono<AppEnv>, log: Logger): void {
-  app.onError((err, c) => {
-    if (err instanceof MatrixError) return errorResponse(c, err);
-    log.error('unhandled error', { requestId: c.env?.scope?.requestId, method: c.req.method, path: c.req.path, err: String(err), stack: (err as Error).stack });
-    return errorResponse(c, new MatrixError('M_UNKNOWN', 'Internal server error'));
-  });
+  app.onError(matrixErrorHandler(log));
 
   let patterns: { method: string; re: RegExp }[] | null = null;
   app.notFound((c) => {

@@ -2,20 +2,37 @@ import * as mittModule from 'mitt';
 import type { Emitter } from 'mitt';
 import * as v from 'valibot';
 import type { Logger } from '../logger.ts';
+import type { Clock } from '../sdk/clock.ts';
+import type { Db, HandlerContext, HandlerModule, ModuleContext, SendTarget } from '../sdk/define-handler.ts';
 import { DISPATCH_SECONDS, type Counters } from '../services/counters.ts';
 import type { ServerUserMessage } from '../services/to-device.ts';
-import type { Db } from '../storage/database.ts';
-import type { HandlerContext, HandlerModule, ModuleContext } from './define-handler.ts';
 import { checkModules, HandlerLoadError, type HandlerToLoad } from './module-checks.ts';
+import { ModuleTimers } from './module-timers.ts';
+import { PeriodicTasks, type TaskLeases } from './periodic-tasks.ts';
+import { checkModuleSend } from './send-checks.ts';
 
 export { HandlerLoadError, type HandlerToLoad } from './module-checks.ts';
 
+/** What the server keeps of a running module beside its context, for stopping it in order. */
+export interface ModuleRuntime {
+  timers: ModuleTimers;
+  tasks: PeriodicTasks;
+  /** Handlers still running (past the dispatch deadline too), and how to abort each. */
+  inFlight: Set<{ done: Promise<void>; aborter: AbortController }>;
+  /** Set when shutdown has begun: new messages for the module are dropped. */
+  stopping: boolean;
+}
+
 /** A module that passed the checks at start, with its validated config in its context. */
 export interface LoadedModule {
-  module: HandlerModule<unknown, unknown>;
+  module: HandlerModule<unknown, unknown, AnySchema>;
   /** Shared by its handlers and routes; `state` is filled in by `setup` at start (module-lifecycle.ts). */
-  ctx: ModuleContext<unknown, unknown>;
+  ctx: ModuleContext<unknown, unknown, AnySchema>;
+  runtime: ModuleRuntime;
 }
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnySchema = Record<string, any>;
 
 /** How one dispatched message ended, as counted in server_user_dispatch_total. */
 export type DispatchOutcome = 'handled' | 'error' | 'timeout' | 'invalid_content' | 'unknown_type';
@@ -25,7 +42,12 @@ export type SendAsServer = (userId: string, deviceId: string, type: string, cont
 
 export interface DispatcherDeps {
   handlers: readonly HandlerToLoad[];
-  db: Db;
+  /** A drizzle database on the server's connection, typed with (and knowing) a module's schema. */
+  dbFor: (schema: AnySchema | undefined) => Db<AnySchema>;
+  /** The time modules see: the real clock, or the test kit's. */
+  clock: Clock;
+  /** Leases of `deployment` periodic tasks, held in this process's name. */
+  leases: TaskLeases;
   log: Logger;
   counters: Counters;
   serverUserId: string;
@@ -42,6 +64,8 @@ interface Envelope {
   /** Records how the message ended when that is known without waiting (invalid content). */
   outcome(outcome: DispatchOutcome): void;
 }
+
+const noop = (): void => {};
 
 // mitt ships ESM at run time but CommonJS-style typings, which NodeNext reads as a namespace.
 const mitt = mittModule.default as unknown as typeof mittModule.default.default;
@@ -64,24 +88,44 @@ export class ServerUserDispatcher {
     if (problems.length > 0) throw new HandlerLoadError(problems);
     this.modules = checked.map(({ module }) => ({ name: module.name, eventTypes: Object.keys(module.events) }));
     this.loaded = checked.map(({ module, config }) => {
-      const ctx: ModuleContext<unknown, unknown> = {
-        send: this.deps.send,
-        db: this.deps.db,
-        log: this.deps.log.child({ handler: module.name }),
+      const log = this.deps.log.child({ handler: module.name });
+      const timers = new ModuleTimers(this.deps.clock);
+      const tasks = new PeriodicTasks(module.name, timers, this.deps.leases, log);
+      const runtime: ModuleRuntime = { timers, tasks, inFlight: new Set(), stopping: false };
+      const ctx: ModuleContext<unknown, unknown, AnySchema> = {
+        send: (type, content, to) => this.sendChecked(type, content, to),
+        db: this.deps.dbFor(module.schema),
+        log,
         config,
         serverUserId: this.deps.serverUserId,
+        clock: timers,
+        periodic: (task) => tasks.add(task),
         state: undefined,
       };
-      this.register(module, ctx);
-      return { module, ctx };
+      const loaded = { module, ctx, runtime };
+      this.register(loaded);
+      return loaded;
     });
   }
 
-  private register(module: HandlerModule<unknown, unknown>, moduleCtx: ModuleContext<unknown, unknown>): void {
+  /** Every send and reply of every module passes here, in the server and the test kit alike. */
+  private async sendChecked(type: string, content: Record<string, unknown>, to: SendTarget): Promise<void> {
+    checkModuleSend(this.deps.serverUserId, type, content, to);
+    await this.deps.send(to.userId, to.deviceId, type, content);
+  }
+
+  private register({ module, ctx: moduleCtx, runtime }: LoadedModule): void {
     const { log } = moduleCtx;
     for (const [type, spec] of Object.entries(module.events)) {
       this.emitter.on(type, (envelope) => {
         const { message } = envelope;
+        if (runtime.stopping) {
+          // Shutdown has begun: the module's stop must not overlap a handler started now.
+          this.count(type, 'error', envelope.startedAt);
+          envelope.outcome('error');
+          log.warn('message dropped: the module is stopping', { type, sender: message.sender });
+          return;
+        }
         const parsed = v.safeParse(spec.schema, message.content);
         if (!parsed.success) {
           this.count(type, 'invalid_content', envelope.startedAt);
@@ -91,9 +135,9 @@ export class ServerUserDispatcher {
         }
         const aborter = new AbortController();
         // Spread per event: the module context is one object, but `state` is read at call time.
-        const ctx: HandlerContext<unknown, unknown> = {
+        const ctx: HandlerContext<unknown, unknown, AnySchema> = {
           ...moduleCtx,
-          reply: (replyType, content, opts) => this.deps.send(message.sender, message.senderDevice ?? opts?.deviceId ?? '*', replyType, content),
+          reply: (replyType, content, opts) => this.sendChecked(replyType, content, { userId: message.sender, deviceId: message.senderDevice ?? opts?.deviceId ?? '*' }),
           signal: aborter.signal,
         };
         let work: Promise<void>;
@@ -102,6 +146,9 @@ export class ServerUserDispatcher {
         } catch (e) {
           work = Promise.reject(e);
         }
+        const inFlight = { done: work.then(noop, noop), aborter };
+        runtime.inFlight.add(inFlight);
+        void inFlight.done.then(() => runtime.inFlight.delete(inFlight));
         envelope.track(work, aborter, (outcome) => log.warn('handler finished after the deadline', { type, outcome }));
       });
     }

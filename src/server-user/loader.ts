@@ -1,9 +1,10 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import type { HandlerModule } from './define-handler.ts';
+import type { HandlerModule } from '../sdk/define-handler.ts';
 import { migrationsFolder } from './module-lifecycle.ts';
-import { HandlerLoadError, type HandlerToLoad } from './module-checks.ts';
+import type { ModuleProblem } from '../sdk/module-errors.ts';
+import { HandlerLoadError, problem, type HandlerToLoad } from './module-checks.ts';
 
 const HANDLERS_DIR = fileURLToPath(new URL('../../handlers', import.meta.url));
 
@@ -16,7 +17,7 @@ export interface HandlerConfigEntry {
   config?: unknown;
 }
 
-type Located = { file: string } | { problem: string };
+type Located = { file: string } | { problem: ModuleProblem };
 
 const BUILT_IN = /^[a-z0-9][a-z0-9_-]*$/i;
 const PACKAGE_NAME = /^(@[a-z0-9][\w.-]*\/)?[a-z0-9][\w.-]*$/i;
@@ -43,18 +44,18 @@ function packageEntry(dir: string, spec: string): Located {
   const manifest = join(dir, 'package.json');
   if (!existsSync(manifest)) {
     for (const file of ['index.ts', 'index.js']) if (existsSync(join(dir, file))) return { file: join(dir, file) };
-    return { problem: `handler module "${spec}": the folder ${dir} has neither a package.json nor an index.ts or index.js` };
+    return { problem: problem('TDS_ERR_MODULE_ENTRY', `handler module "${spec}": the folder ${dir} has neither a package.json nor an index.ts or index.js`) };
   }
   let pkg: { exports?: unknown; main?: unknown };
   try {
     pkg = JSON.parse(readFileSync(manifest, 'utf8')) as typeof pkg;
   } catch (e) {
-    return { problem: `handler module "${spec}": ${manifest} is not valid JSON (${(e as Error).message})` };
+    return { problem: problem('TDS_ERR_MODULE_ENTRY', `handler module "${spec}": ${manifest} is not valid JSON (${(e as Error).message})`) };
   }
   const target = pkg.exports !== undefined ? exportTarget(pkg.exports) : typeof pkg.main === 'string' ? pkg.main : 'index.js';
-  if (target === null) return { problem: `handler module "${spec}": ${manifest} "exports" has no "." entry for import` };
+  if (target === null) return { problem: problem('TDS_ERR_MODULE_ENTRY', `handler module "${spec}": ${manifest} "exports" has no "." entry for import`) };
   const file = resolve(dir, target);
-  if (!existsSync(file)) return { problem: `handler module "${spec}": its entry ${file} does not exist (is the module built?)` };
+  if (!existsSync(file)) return { problem: problem('TDS_ERR_MODULE_ENTRY', `handler module "${spec}": its entry ${file} does not exist (is the module built?)`) };
   return { file };
 }
 
@@ -74,7 +75,7 @@ function locate(spec: string, cwd: string): Located {
   const isPath = spec.startsWith('.') || isAbsolute(spec) || (!PACKAGE_NAME.test(spec) && spec.includes('/'));
   if (isPath) {
     const path = resolve(cwd, spec);
-    if (!existsSync(path)) return { problem: `handler module "${spec}" not found: nothing at ${path}` };
+    if (!existsSync(path)) return { problem: problem('TDS_ERR_MODULE_NOT_FOUND', `handler module "${spec}" not found: nothing at ${path}`) };
     return statSync(path).isDirectory() ? packageEntry(path, spec) : { file: path };
   }
   if (BUILT_IN.test(spec)) {
@@ -88,7 +89,10 @@ function locate(spec: string, cwd: string): Located {
     if (dir !== null) return packageEntry(dir, spec);
   }
   return {
-    problem: `handler module "${spec}" not found: no folder ${join(HANDLERS_DIR, spec)}, and no package "${spec}" in node_modules of ${cwd} or above (a path of your own starts with ./ or /)`,
+    problem: problem(
+      'TDS_ERR_MODULE_NOT_FOUND',
+      `handler module "${spec}" not found: no folder ${join(HANDLERS_DIR, spec)}, and no package "${spec}" in node_modules of ${cwd} or above (a path of your own starts with ./ or /)`,
+    ),
   };
 }
 
@@ -103,17 +107,17 @@ function isHandlerModule(value: unknown): value is HandlerModule<unknown, unknow
 }
 
 /** Problems in what a module declares that the type checker cannot catch in JavaScript. */
-function shapeProblems(spec: string, module: HandlerModule<unknown, unknown>): string[] {
-  const problems: string[] = [];
+export function shapeProblems(spec: string, module: HandlerModule<unknown, unknown>): ModuleProblem[] {
+  const problems: ModuleProblem[] = [];
   const label = `handler module "${spec}"`;
-  if (module.setup !== undefined && typeof module.setup !== 'function') problems.push(`${label}: setup must be a function`);
+  if (module.setup !== undefined && typeof module.setup !== 'function') problems.push(problem('TDS_ERR_MODULE_SHAPE', `${label}: setup must be a function`));
   for (const [type, handler] of Object.entries(module.events)) {
-    if (typeof handler?.handle !== 'function' || typeof handler.schema !== 'object') problems.push(`${label}: event "${type}" needs a schema and a handle function`);
+    if (typeof handler?.handle !== 'function' || typeof handler.schema !== 'object') problems.push(problem('TDS_ERR_MODULE_SHAPE', `${label}: event "${type}" needs a schema and a handle function`));
   }
   if (module.migrations !== undefined) {
     const folder = migrationsFolder(module.migrations);
     if (!existsSync(join(folder, 'meta', '_journal.json'))) {
-      problems.push(`${label}: migrations folder ${folder} has no meta/_journal.json (make it with drizzle-kit generate, and ship it with the module)`);
+      problems.push(problem('TDS_ERR_MIGRATIONS_MISSING', `${label}: migrations folder ${folder} has no meta/_journal.json (make it with drizzle-kit generate, and ship it with the module)`));
     }
   }
   return problems;
@@ -124,8 +128,8 @@ function shapeProblems(spec: string, module: HandlerModule<unknown, unknown>): s
  * rather than stopping at the first, so one run reports them all. Does no I/O beyond reading
  * the modules' files.
  */
-export async function importHandlerModules(entries: readonly HandlerConfigEntry[], cwd = process.cwd()): Promise<{ handlers: HandlerToLoad[]; problems: string[] }> {
-  const problems: string[] = [];
+export async function importHandlerModules(entries: readonly HandlerConfigEntry[], cwd = process.cwd()): Promise<{ handlers: HandlerToLoad[]; problems: ModuleProblem[] }> {
+  const problems: ModuleProblem[] = [];
   const handlers: HandlerToLoad[] = [];
   for (const entry of entries) {
     const located = locate(entry.module, cwd);
@@ -140,13 +144,16 @@ export async function importHandlerModules(entries: readonly HandlerConfigEntry[
       const code = (e as { code?: unknown }).code;
       if (code === 'ERR_UNKNOWN_FILE_EXTENSION' && /\.[mc]?ts$/.test(located.file)) {
         problems.push(
-          `handler module "${entry.module}": ${located.file} is TypeScript, and this server runs without a TypeScript loader (the production build): build the module to JavaScript (tsc) and name the .js file or the module's package`,
+          problem(
+            'TDS_ERR_MODULE_TYPESCRIPT',
+            `handler module "${entry.module}": ${located.file} is TypeScript, and this server runs without a TypeScript loader (the production build): build the module to JavaScript (tsc) and name the .js file or the module's package`,
+          ),
         );
-      } else problems.push(`handler module "${entry.module}" failed to import: ${(e as Error).message}`);
+      } else problems.push(problem('TDS_ERR_MODULE_IMPORT', `handler module "${entry.module}" failed to import: ${(e as Error).message}`));
       continue;
     }
     if (!isHandlerModule(imported.default)) {
-      problems.push(`handler module "${entry.module}" has no default export made with defineHandler()`);
+      problems.push(problem('TDS_ERR_MODULE_NOT_A_MODULE', `handler module "${entry.module}" has no default export made with defineHandler()`));
       continue;
     }
     const shape = shapeProblems(entry.module, imported.default);

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Db } from '../storage/database.ts';
+import type { TaskLeases } from '../server-user/periodic-tasks.ts';
 import { QueueLeaseStore } from '../storage/queue-lease-store.ts';
 
 /** A name for one server instance (one createApp): the holder of its leases, the source of its NOTIFYs. */
@@ -50,4 +51,18 @@ export function stopTakingLeases(holder: string): void {
 export async function releaseAllLeases(db: Db, holder: string): Promise<void> {
   await new QueueLeaseStore(db).releaseAll(holder);
   shuttingDown.set(holder, 'released');
+}
+
+/**
+ * Leases for handler modules' `deployment` periodic tasks, in the same table and under the same
+ * shutdown rules as the queues' (a process shutting down takes none).
+ */
+export function taskLeases(db: Db, holder: string): TaskLeases {
+  const store = new QueueLeaseStore(db);
+  return {
+    acquire: async (key, ttlMs, now) => shuttingDown.get(holder) === undefined && store.acquire(key, holder, ttlMs, now),
+    release: async (key) => {
+      if (shuttingDown.get(holder) !== 'released') await store.release(key, holder);
+    },
+  };
 }

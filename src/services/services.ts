@@ -8,7 +8,7 @@ import type { DeviceLists } from './device-lists.ts';
 import type { KeysService } from './keys.ts';
 import type { FiltersService } from './filters.ts';
 import type { Notifier } from './notifier.ts';
-import type { RateLimiter } from './rate-limiter.ts';
+import type { RateLimiter } from '../shared/rate-limiter.ts';
 import type { ToDeviceSyncService } from './sync.ts';
 import type { ToDeviceService } from './to-device.ts';
 

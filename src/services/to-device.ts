@@ -1,4 +1,5 @@
-import { CanonicalJsonError, canonicalJsonByteLength } from '../shared/canonical-json.ts';
+import { checkContent } from '../shared/content-checks.ts';
+import type { Origin } from '../sdk/define-handler.ts';
 import { MatrixError } from '../errors/matrix-error.ts';
 import { parseUserId } from '../shared/user-id.ts';
 import type { Db } from '../storage/database.ts';
@@ -23,10 +24,8 @@ import { GROUP_COMMIT_BATCH_SIZE, LAZY_COMMIT_FLUSHES, STORED_COUNTER, type Coun
 import { GroupCommit } from './group-commit.ts';
 import type { Notifier } from './notifier.ts';
 
-/** Synapse's cap, which we share so that what we accept can be relayed to Synapse peers. */
-export const MAX_CONTENT_BYTES = 65_536;
-
-export type Origin = 'client' | 'federation' | 'appservice';
+export { MAX_CONTENT_BYTES } from '../shared/content-checks.ts';
+export type { Origin } from '../sdk/define-handler.ts';
 
 /** A message addressed to the server user `@:<server_name>`, handed to dispatch, never stored. */
 export interface ServerUserMessage {
@@ -405,17 +404,4 @@ function appserviceCopiesOf(
     }
   });
   return out;
-}
-
-function checkContent(content: Record<string, unknown>): void {
-  let size: number;
-  try {
-    size = canonicalJsonByteLength(content);
-  } catch (e) {
-    if (e instanceof CanonicalJsonError) throw new MatrixError('M_BAD_JSON', `Message content is not canonical JSON: ${e.message}`);
-    throw e;
-  }
-  if (size > MAX_CONTENT_BYTES) {
-    throw new MatrixError('M_TOO_LARGE', `A message's content is ${size} bytes; the limit is ${MAX_CONTENT_BYTES}`);
-  }
 }

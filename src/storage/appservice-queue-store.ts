@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from './database.ts';
-import { queryRows } from './rows.ts';
+import { queryRows } from '../shared/query-rows.ts';
 import { appservicePendingTxns, appserviceQueue } from './schema.ts';
 
 export interface AppserviceMessage {

@@ -25,6 +25,14 @@ export interface Database {
    * Returns how many migrations were new.
    */
   migrate(migrations: MigrationsSource): Promise<number>;
+  /**
+   * A drizzle database on the same connection, typed with and knowing another schema (a handler
+   * module's own tables, for its `db.query.<table>`); closed with this one.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  withSchema<S extends Record<string, any>>(schema: S | undefined): PgDatabase<PgQueryResultHKT, S>;
+  /** PGlite only: the whole cluster as a tarball, to start copies of it (the test kit's template). */
+  dumpDataDir?(): Promise<Blob>;
   close(): Promise<void>;
 }
 
@@ -40,6 +48,8 @@ export type DatabaseOptions =
       dataDir: string | null;
       /** Default true: every commit is on disk before it is acknowledged (see pglite-durable.ts). */
       fsync?: boolean;
+      /** In memory only: start from this dump (dumpDataDir) instead of an empty cluster; the test kit's template. */
+      loadDataDir?: Blob;
     };
 
 const MIGRATIONS = fileURLToPath(new URL('../../drizzle', import.meta.url));
@@ -59,7 +69,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
     // Before PGlite touches the directory: a second process must not even start recovery on it.
     const lock = opts.dataDir === null ? null : lockDataDir(opts.dataDir);
     try {
-      const raw = opts.dataDir === null ? new PGlite() : new PGlite(pgliteOptions(opts.dataDir, opts.fsync ?? true));
+      const raw = opts.dataDir === null ? new PGlite(opts.loadDataDir === undefined ? {} : { loadDataDir: opts.loadDataDir }) : new PGlite(pgliteOptions(opts.dataDir, opts.fsync ?? true));
       await raw.waitReady;
       installRawTextParsers(raw);
       const client = withPglitePrepared(raw);
@@ -70,6 +80,8 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
         kind: 'pglite',
         pg: null,
         migrate: (m) => countingApplied(db as unknown as Db, m.table, () => migratePglite(db, { migrationsFolder: m.folder, migrationsTable: m.table })),
+        withSchema: (s) => drizzlePglite(client, { schema: s ?? {} }) as never,
+        dumpDataDir: async () => raw.dumpDataDir('none'),
         close: async () => {
           try {
             await client.close();
@@ -90,12 +102,14 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
     // A dead server must fail requests quickly, not hang them.
     connect_timeout: 10,
   });
-  const db = drizzlePostgres(opts.preparedStatements === false ? client : withPreparedStatements(client), { schema });
+  const sqlClient = opts.preparedStatements === false ? client : withPreparedStatements(client);
+  const db = drizzlePostgres(sqlClient, { schema });
   return {
     db: db as unknown as Db,
     kind: 'postgres',
     pg: client,
     migrate: (m) => migrate(opts.url, m),
+    withSchema: (s) => drizzlePostgres(sqlClient, { schema: s ?? {} }) as never,
     close: () => client.end({ timeout: 5 }),
   };
 }

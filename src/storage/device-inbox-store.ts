@@ -1,7 +1,7 @@
 import { and, asc, eq, gt, lt, lte, sql, type SQL } from 'drizzle-orm';
 import type { Db } from './database.ts';
 import type { LazyCommits } from './lazy-commits.ts';
-import { queryRows } from './rows.ts';
+import { queryRows } from '../shared/query-rows.ts';
 import { NewMessages } from './new-messages.ts';
 import type { TxnKey } from './txn-store.ts';
 import { deviceInbox } from './schema.ts';

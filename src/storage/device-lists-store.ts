@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from './database.ts';
-import { queryRows } from './rows.ts';
+import { queryRows } from '../shared/query-rows.ts';
 
 /** The transaction handle drizzle gives `db.transaction`'s callback. */
 export type Tx = Parameters<Parameters<Db['transaction']>[0]>[0];

@@ -1,7 +1,7 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from './database.ts';
 import { DeviceListsStore } from './device-lists-store.ts';
-import { queryRows } from './rows.ts';
+import { queryRows } from '../shared/query-rows.ts';
 
 export interface StoredKey {
   algorithm: string;

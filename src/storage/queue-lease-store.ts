@@ -7,8 +7,7 @@ export class QueueLeaseStore {
   constructor(private readonly db: Db) {}
 
   /** Takes or renews the lease; false while another live holder has it. */
-  async acquire(queue: string, holder: string, ttlMs: number): Promise<boolean> {
-    const now = Date.now();
+  async acquire(queue: string, holder: string, ttlMs: number, now = Date.now()): Promise<boolean> {
     const rows = await this.db
       .insert(queueLeases)
       .values({ queue, holder, expiresTs: now + ttlMs })

@@ -2,29 +2,36 @@
  * `matrix-to-device-server/testing`: runs one handler module in isolation, the way the server
  * runs it — content validated by its schemas, its config by its config schema, its migrations
  * applied, `setup` before the first event and `stop` at `close()`, the dispatch deadline and
- * `ctx.signal` — on an in-memory database, with what it sends recorded instead of delivered.
- * In the spirit of Hono's `app.request()`: no ports, no sockets, no /sync.
+ * `ctx.signal`, the same checks on what it sends — on an in-memory database, with what it sends
+ * recorded instead of delivered, and a clock the test drives. In the spirit of Hono's
+ * `app.request()`: no ports, no sockets, no /sync.
  *
  *   const kit = await testModule(myModule, { config: { greeting: 'hi' } });
  *   const { outcome, sent } = await kit.deliver('org.example.hello', { name: 'alice' });
  *   expect(sent).toEqual([{ userId: '@alice:test.local', deviceId: 'ALICEDEVICE', type: 'org.example.hi', content: { … } }]);
  *   await kit.close();
  */
+import { randomBytes } from 'node:crypto';
 import { Hono } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { createLogger, type Logger } from '../logger.ts';
 import { installErrorHandling } from '../rest/errors.ts';
 import type { AppEnv } from '../rest/env.ts';
+import type { Db, HandlerModule, ModuleRouteEnv, Origin } from '../sdk/define-handler.ts';
 import { Counters } from '../services/counters.ts';
-import type { Origin } from '../services/to-device.ts';
-import { openDatabase, type Database, type Db } from '../storage/database.ts';
-import type { HandlerModule, ModuleRouteEnv } from '../server-user/define-handler.ts';
+import { taskLeases } from '../services/queue-lease.ts';
+import { openDatabase, type Database } from '../storage/database.ts';
 import { ServerUserDispatcher, type DispatchOutcome } from '../server-user/dispatcher.ts';
+import { importHandlerModules, shapeProblems } from '../server-user/loader.ts';
+import { checkModules, HandlerLoadError } from '../server-user/module-checks.ts';
 import { ModuleLifecycle } from '../server-user/module-lifecycle.ts';
+import { TestClock } from './test-clock.ts';
 
 export type { DispatchOutcome } from '../server-user/dispatcher.ts';
 export type { Database } from '../storage/database.ts';
+export { TestClock } from './test-clock.ts';
 
+/** @since 1.0.0 */
 export interface TestModuleOptions {
   /** The module's block of the server config, raw: validated by the module's schema as at start. */
   config?: unknown;
@@ -32,16 +39,26 @@ export interface TestModuleOptions {
   serverName?: string;
   /** `server_user.dispatch_deadline_ms`; default 5000. */
   deadlineMs?: number;
+  /** `server_user.setup_deadline_ms`; default 30000. */
+  setupDeadlineMs?: number;
+  /** `server_user.stop_deadline_ms`; default 10000. */
+  stopDeadlineMs?: number;
   /**
    * A database to run on (it stays open at `close()`), e.g. `openDatabase({ kind: 'postgres', … })`
-   * to test on PostgreSQL; default a fresh in-memory PGlite, closed at `close()`.
+   * to test on PostgreSQL. Two kits on one database are two server processes of one deployment
+   * (`deployment` periodic tasks run on one of them). Default: a fresh in-memory PGlite, closed
+   * at `close()`.
    */
   database?: Database;
   /** Where the module's log lines go; default nowhere. */
   log?: Logger;
+  /** The clock the module sees; default a new TestClock at the current time. */
+  clock?: TestClock;
+  /** When the module is given by name or path: where to look it up, as the server's working directory. Default `process.cwd()`. */
+  cwd?: string;
 }
 
-/** One message the module sent (as `@:<serverName>`). */
+/** One message the module sent (as `@:<serverName>`). @since 1.0.0 */
 export interface SentMessage {
   userId: string;
   /** A device ID, or `*` for every device of the user. */
@@ -50,7 +67,7 @@ export interface SentMessage {
   content: Record<string, unknown>;
 }
 
-/** Who an event comes from; by default a local client, `@alice:<serverName>` on device `ALICEDEVICE`. */
+/** Who an event comes from; by default a local client, `@alice:<serverName>` on device `ALICEDEVICE`. @since 1.0.0 */
 export interface DeliverOptions {
   sender?: string;
   /** Default `ALICEDEVICE`, or null for `origin: 'federation'` (federation names no device). */
@@ -58,6 +75,7 @@ export interface DeliverOptions {
   origin?: Origin;
 }
 
+/** @since 1.0.0 */
 export interface Delivery {
   /** How the dispatch ended: `handled`, `error`, `timeout`, `invalid_content` or `unknown_type`. */
   outcome: DispatchOutcome;
@@ -65,28 +83,77 @@ export interface Delivery {
   sent: SentMessage[];
 }
 
+/** Whom a route request is authenticated as; default `@alice:<serverName>` on `ALICEDEVICE`. @since 1.0.0 */
+export interface RequestAs {
+  userId?: string;
+  /** Null: an appservice acting as the user without naming a device. */
+  deviceId?: string | null;
+}
+
+/** A running module under test: what `testModule` returns. @since 1.0.0 */
 export interface ModuleTester {
   /** Dispatches one event to the server user, as a request to `/sendToDevice` would. */
   deliver(type: string, content: Record<string, unknown>, opts?: DeliverOptions): Promise<Delivery>;
-  /** Everything the module has sent so far, across deliveries and `setup`. */
+  /** Everything the module has sent so far, across deliveries, `setup` and periodic tasks. */
   readonly sent: readonly SentMessage[];
-  /** The module's database, to look at its tables. */
+  /** The module's database (typed without the module's schema; import your tables to query it). */
   readonly db: Db;
   readonly serverUserId: string;
+  /** The module's clock: `await kit.clock.advance(ms)` fires its timers and periodic tasks. */
+  readonly clock: TestClock;
   /**
    * Calls the module's HTTP routes (a path relative to its namespace, e.g. `/reports?limit=5`)
    * as an authenticated user; errors come back as the server would answer them.
    */
-  request(path: string, init?: RequestInit, as?: { userId?: string; deviceId?: string | null }): Promise<Response>;
-  /** Stops the module (its `stop`), then closes the database the kit opened. */
+  request(path: string, init?: RequestInit, as?: RequestAs): Promise<Response>;
+  /** Stops the module as shutdown does (tasks, in-flight handlers, `stop`), then closes the database the kit opened. */
   close(): Promise<void>;
 }
 
-export async function testModule<Config, State>(module: HandlerModule<Config, State>, opts: TestModuleOptions = {}): Promise<ModuleTester> {
+// The core's migrations run once per process: later kits start from a dump of that database.
+let template: Promise<Blob> | null = null;
+
+async function freshDatabase(): Promise<Database> {
+  if (template === null) {
+    const first = await openDatabase({ kind: 'pglite', dataDir: null });
+    template = (first.dumpDataDir as () => Promise<Blob>)();
+    template.catch(() => (template = null));
+    return first;
+  }
+  return openDatabase({ kind: 'pglite', dataDir: null, loadDataDir: await template });
+}
+
+/**
+ * Runs one handler module as the server would: given as the module itself, or by the name or
+ * path a server config would give it (looked up the same way, with the same messages). Every
+ * check that needs no database — config, SDK range, shape, migrations folder — runs first, so a
+ * refusal is quick and throws the server's HandlerLoadError (`problems`, each with its code).
+ *
+ * @since 1.0.0
+ */
+export async function testModule<Config, State, Schema extends Record<string, unknown>>(
+  module: HandlerModule<Config, State, Schema> | string,
+  opts: TestModuleOptions = {},
+): Promise<ModuleTester> {
+  let resolved: HandlerModule<unknown, unknown>;
+  if (typeof module === 'string') {
+    const imported = await importHandlerModules([{ module }], opts.cwd ?? process.cwd());
+    if (imported.problems.length > 0) throw new HandlerLoadError(imported.problems);
+    resolved = (imported.handlers[0] as { module: HandlerModule<unknown, unknown> }).module;
+  } else {
+    resolved = module as unknown as HandlerModule<unknown, unknown>;
+    const shape = shapeProblems(resolved.name, resolved);
+    if (shape.length > 0) throw new HandlerLoadError(shape);
+  }
+  const handlers = [{ module: resolved, config: opts.config }];
+  const checked = checkModules(handlers);
+  if (checked.problems.length > 0) throw new HandlerLoadError(checked.problems);
+
   const serverName = opts.serverName ?? 'test.local';
   const serverUserId = `@:${serverName}`;
   const log = opts.log ?? createLogger('silent');
-  const database = opts.database ?? (await openDatabase({ kind: 'pglite', dataDir: null }));
+  const clock = opts.clock ?? new TestClock();
+  const database = opts.database ?? (await freshDatabase());
   const sent: SentMessage[] = [];
   const listeners = new Set<(m: SentMessage) => void>();
   const closeOwned = async (): Promise<void> => {
@@ -95,8 +162,10 @@ export async function testModule<Config, State>(module: HandlerModule<Config, St
   let dispatcher: ServerUserDispatcher;
   try {
     dispatcher = new ServerUserDispatcher({
-      handlers: [{ module: module as HandlerModule<unknown, unknown>, config: opts.config }],
-      db: database.db,
+      handlers,
+      dbFor: (schema) => database.withSchema(schema),
+      clock,
+      leases: taskLeases(database.db, `kit-${randomBytes(6).toString('hex')}`),
       log,
       counters: new Counters(),
       serverUserId,
@@ -111,21 +180,26 @@ export async function testModule<Config, State>(module: HandlerModule<Config, St
     await closeOwned();
     throw e;
   }
-  const lifecycle = new ModuleLifecycle(dispatcher.loaded, database, log);
+  const loaded = dispatcher.loaded[0];
+  clock.settle = async () => {
+    await loaded?.runtime.tasks.idle();
+    await new Promise((resolve) => setImmediate(resolve));
+  };
+  const lifecycle = new ModuleLifecycle(dispatcher.loaded, database, log, { setupMs: opts.setupDeadlineMs ?? 30_000, stopMs: opts.stopDeadlineMs ?? 10_000 });
   try {
     await lifecycle.start();
   } catch (e) {
     await closeOwned();
     throw e;
   }
-  const loaded = dispatcher.loaded[0];
   let routes: Hono<AppEnv> | null = null;
   const alice = `@alice:${serverName}`;
 
   return {
     sent,
-    db: database.db,
+    db: database.db as unknown as Db,
     serverUserId,
+    clock,
     async deliver(type, content, deliverOpts = {}) {
       const origin = deliverOpts.origin ?? 'client';
       const senderDevice = deliverOpts.senderDevice !== undefined ? deliverOpts.senderDevice : origin === 'federation' ? null : 'ALICEDEVICE';
@@ -140,7 +214,7 @@ export async function testModule<Config, State>(module: HandlerModule<Config, St
       }
     },
     async request(path, init, as = {}) {
-      if (loaded?.module.routes === undefined) throw new Error(`handler module "${module.name}" has no routes`);
+      if (loaded?.module.routes === undefined) throw new Error(`handler module "${resolved.name}" has no routes`);
       if (routes === null) {
         const app = new Hono<AppEnv & ModuleRouteEnv>();
         installErrorHandling(app as unknown as Hono<AppEnv>, log);
@@ -150,7 +224,10 @@ export async function testModule<Config, State>(module: HandlerModule<Config, St
           await next();
         });
         app.use('*', user);
-        app.route('/', loaded.module.routes.build(loaded.ctx));
+        // The server mounts module routes with moduleRoutes(); the kit the same way, error handler included.
+        const moduleApp = loaded.module.routes.build(loaded.ctx);
+        moduleApp.onError((app as unknown as { errorHandler: Parameters<typeof moduleApp.onError>[0] }).errorHandler);
+        app.route('/', moduleApp);
         routes = app as unknown as Hono<AppEnv>;
       }
       const headers = new Headers(init?.headers);

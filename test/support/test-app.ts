@@ -1,7 +1,7 @@
 import { createApp, type App } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/config.ts';
 import type { Database } from '../../src/storage/database.ts';
-import type { HandlerModule } from '../../src/server-user/define-handler.ts';
+import type { HandlerModule } from '../../src/sdk/define-handler.ts';
 import type { HandlerToLoad } from '../../src/server-user/dispatcher.ts';
 import ping from '../../handlers/ping/index.ts';
 import type { AppserviceRegistry } from '../../src/appservice/registration.ts';

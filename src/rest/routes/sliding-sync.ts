@@ -8,7 +8,7 @@ import { authenticate, deviceOf } from '../auth.ts';
 import { clientConnectionOf } from '../client-connection.ts';
 import type { AppEnv } from '../env.ts';
 import { readJsonBody } from '../json-body.ts';
-import { intParam } from '../query.ts';
+import { intParam } from '../../shared/query-params.ts';
 import { encodeSyncToken, parseSyncToken } from '../sync-token.ts';
 
 const SlidingSyncBody = v.object({

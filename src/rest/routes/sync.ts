@@ -8,7 +8,7 @@ import { toDeviceEventsJson, type ToDeviceBatch } from '../../services/sync.ts';
 import { authenticate, deviceOf } from '../auth.ts';
 import { clientConnectionOf } from '../client-connection.ts';
 import type { AppEnv } from '../env.ts';
-import { boolParam, intParam } from '../query.ts';
+import { boolParam, intParam } from '../../shared/query-params.ts';
 import { encodeSyncToken, parseSyncToken } from '../sync-token.ts';
 
 const PRESENCE = new Set(['online', 'offline', 'unavailable']);

@@ -1,0 +1,28 @@
+import { MatrixError } from '../errors/matrix-error.ts';
+import { CanonicalJsonError, canonicalJsonByteLength } from './canonical-json.ts';
+
+/**
+ * The largest content of one to-device message, in bytes of canonical JSON: Synapse's cap,
+ * which we share so that what we accept can be relayed to Synapse peers. Larger is refused
+ * with M_TOO_LARGE.
+ *
+ * @since 1.0.0
+ */
+export const MAX_CONTENT_BYTES = 65_536;
+
+/**
+ * Refuses content a to-device message may not carry: not canonical JSON (`M_BAD_JSON`), or over
+ * MAX_CONTENT_BYTES (`M_TOO_LARGE`). The one check for clients, federation and modules alike.
+ */
+export function checkContent(content: Record<string, unknown>): void {
+  let size: number;
+  try {
+    size = canonicalJsonByteLength(content);
+  } catch (e) {
+    if (e instanceof CanonicalJsonError) throw new MatrixError('M_BAD_JSON', `Message content is not canonical JSON: ${e.message}`);
+    throw e;
+  }
+  if (size > MAX_CONTENT_BYTES) {
+    throw new MatrixError('M_TOO_LARGE', `A message's content is ${size} bytes; the limit is ${MAX_CONTENT_BYTES}`);
+  }
+}
