@@ -11,7 +11,12 @@
  *   expect(sent).toEqual([{ userId: '@alice:test.local', deviceId: 'ALICEDEVICE', type: 'org.example.hi', content: { … } }]);
  *   await kit.close();
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Hono } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { createLogger, type Logger } from '../logger.ts';
@@ -110,17 +115,44 @@ export interface ModuleTester {
   close(): Promise<void>;
 }
 
-// The core's migrations run once per process: later kits start from a dump of that database.
-let template: Promise<Blob> | null = null;
+// The core's migrations are applied once per machine and version: the migrated cluster is kept
+// as a tarball in the temporary folder (named by the migrations and PGlite versions), and every
+// later kit, in this process or another, starts from it rather than migrating again.
+let template: Promise<Blob | null> | null = null;
+
+function templateFile(): string {
+  const journal = readFileSync(fileURLToPath(new URL('../../drizzle/meta/_journal.json', import.meta.url)));
+  // PGlite's entry file stands for its version (its package.json is not exported).
+  const pglite = import.meta.resolve('@electric-sql/pglite');
+  const key = createHash('sha256').update(journal).update(pglite).update(String(statSync(fileURLToPath(pglite)).mtimeMs)).digest('hex').slice(0, 16);
+  return join(tmpdir(), `matrix-to-device-kit-${key}.tar`);
+}
+
+async function readTemplate(): Promise<Blob | null> {
+  try {
+    return new Blob([await readFile(templateFile())]);
+  } catch {
+    return null;
+  }
+}
 
 async function freshDatabase(): Promise<Database> {
-  if (template === null) {
-    const first = await openDatabase({ kind: 'pglite', dataDir: null });
-    template = (first.dumpDataDir as () => Promise<Blob>)();
-    template.catch(() => (template = null));
-    return first;
-  }
-  return openDatabase({ kind: 'pglite', dataDir: null, loadDataDir: await template });
+  template ??= readTemplate();
+  const blob = await template;
+  if (blob !== null) return openDatabase({ kind: 'pglite', dataDir: null, loadDataDir: blob });
+  const first = await openDatabase({ kind: 'pglite', dataDir: null });
+  const dumped = (first.dumpDataDir as () => Promise<Blob>)();
+  template = dumped.catch(() => null);
+  // Written beside, then renamed: a kit in another process reads a whole file or none.
+  void dumped
+    .then(async (b) => {
+      const file = templateFile();
+      const partial = `${file}.${process.pid}.partial`;
+      await writeFile(partial, new Uint8Array(await b.arrayBuffer()));
+      await rename(partial, file);
+    })
+    .catch(() => {});
+  return first;
 }
 
 /**

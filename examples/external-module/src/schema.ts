@@ -11,3 +11,7 @@ export const exampleCounters = pgTable(
   },
   (t) => [primaryKey({ columns: [t.userId, t.name] })],
 );
+
+/** Every table of the module: what `ctx.db` is typed with (`defineHandler({ schema })`). */
+export const counterSchema = { exampleCounters };
+export type CounterSchema = typeof counterSchema;

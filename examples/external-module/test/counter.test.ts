@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { testModule, type ModuleTester } from 'matrix-to-device-server/testing';
 import counter from '../src/index.ts';
+import { exampleCounters } from '../src/schema.ts';
 
 describe('counter module', () => {
   let kit: ModuleTester | undefined;
@@ -29,7 +30,24 @@ describe('counter module', () => {
     expect(long.sent[0]?.content).toMatchObject({ name: 'cof', errcode: 'M_INVALID_PARAM' });
   });
 
-  it('refuses an unknown config key, as the server would at start', async () => {
-    await expect(testModule(counter, { config: { max_name_lenght: 3 } })).rejects.toThrow(/config\.max_name_lenght: unknown setting/);
+  it('refuses an unknown config key with its code, as the server would at start', async () => {
+    await expect(testModule(counter, { config: { max_name_lenght: 3 } })).rejects.toThrow(/TDS_ERR_CONFIG_UNKNOWN_KEY: handler module "counter" config\.max_name_lenght: unknown setting/);
+  });
+
+  it('answers its route with the caller\'s counter, and a Matrix 404 for one that does not exist', async () => {
+    kit = await testModule(counter);
+    await kit.deliver('org.example.counter.bump', { name: 'tea' });
+    const found = await kit.request('/counters/tea');
+    expect({ status: found.status, body: await found.json() }).toEqual({ status: 200, body: { name: 'tea', count: 1 } });
+    const missing = await kit.request('/counters/tea', {}, { userId: '@bob:test.local' });
+    expect({ status: missing.status, body: await missing.json() }).toEqual({ status: 404, body: { errcode: 'M_NOT_FOUND', error: 'No counter named tea' } });
+  });
+
+  it('stamps counters with the module clock, which the test drives', async () => {
+    kit = await testModule(counter);
+    await kit.clock.advance(60_000);
+    await kit.deliver('org.example.counter.bump', { name: 'later' });
+    const [row] = await kit.db.select({ updatedTs: exampleCounters.updatedTs }).from(exampleCounters);
+    expect(row?.updatedTs).toBe(kit.clock.now());
   });
 });
