@@ -21,6 +21,12 @@ export default tseslint.config(
     },
   },
   {
+    // CI's scripts run as plain Node.
+    files: ['.ci/**/*.mjs'],
+    languageOptions: { globals: { console: 'readonly', process: 'readonly', fetch: 'readonly', setTimeout: 'readonly' } },
+    rules: { 'no-console': 'off' },
+  },
+  {
     files: ['examples/**', 'test/bench/**', 'src/main.ts'],
     rules: { 'no-console': 'off' },
   },
