@@ -21,6 +21,13 @@ export default tseslint.config(
     },
   },
   {
+    // Their tests beside them use the test kit (matrix-to-device-server/testing), as an outside author's do.
+    files: ['handlers/**/*.test.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ regex: '^\\.\\./\\.\\./src/(?!(sdk|testing)/index\\.ts$)', message: 'Module tests import the server only from src/sdk/index.ts and src/testing/index.ts.' }] }],
+    },
+  },
+  {
     // CI's scripts run as plain Node.
     files: ['.ci/**/*.mjs'],
     languageOptions: { globals: { console: 'readonly', process: 'readonly', fetch: 'readonly', setTimeout: 'readonly' } },

@@ -21,7 +21,7 @@ export async function handleFrank(event: ServerUserEvent<v.InferOutput<typeof fr
     return;
   }
   const key = await ctx.state.keys.current();
-  const fields = { frankingTag: tag, context, acceptedTs: Date.now(), sender: event.sender };
+  const fields = { frankingTag: tag, context, acceptedTs: ctx.clock.now(), sender: event.sender };
   const frank = serverFrank(key.hmacKey, fields);
   await ctx.reply(FRANKED, {
     ...withRequestId(requestId),

@@ -39,11 +39,13 @@ export class FrankingKeyStore {
   constructor(
     private readonly db: Db,
     private readonly currentCacheMs = 0,
+    // The module's clock (ctx.clock.now), so tests can move time; Date.now without a module.
+    private readonly clockNow: () => number = Date.now,
   ) {}
 
   /** The key new franks are made with, created on first use. */
   async current(): Promise<FrankingKey> {
-    const now = Date.now();
+    const now = this.clockNow();
     if (this.cached !== null && now < this.cached.until) return this.cached.key;
     const [row] = await this.db.select().from(frankingKeys).orderBy(desc(frankingKeys.version)).limit(1);
     if (row === undefined) {
@@ -66,7 +68,7 @@ export class FrankingKeyStore {
   }
 
   /** Makes a new current key; older ones are marked retired but kept for verification. */
-  async rotate(now = Date.now()): Promise<FrankingKey> {
+  async rotate(now = this.clockNow()): Promise<FrankingKey> {
     await this.current();
     await this.insertNext(now);
     this.cached = null;
@@ -75,7 +77,7 @@ export class FrankingKeyStore {
     return latest;
   }
 
-  private async insertNext(now = Date.now()): Promise<void> {
+  private async insertNext(now = this.clockNow()): Promise<void> {
     const seed = randomBytes(32);
     const publicKey = signingKeyFromSeed('new', seed).publicKey;
     await this.db.execute(sql`

@@ -58,7 +58,7 @@ export async function handleReport(event: ServerUserEvent<ReportContent>, ctx: H
     serverFrank: encodeBase64(claimedFrank),
     message: c.message,
     reason: c.reason ?? null,
-    createdTs: Date.now(),
+    createdTs: ctx.clock.now(),
   });
   ctx.log.info('franking report verified', { reporter: event.sender, reportId });
   await ctx.reply(VERDICT, { ...withRequestId(c.request_id), verdict: 'verified', report_id: reportId });

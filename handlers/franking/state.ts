@@ -12,7 +12,7 @@ const CURRENT_KEY_CACHE_MS = 10_000;
 
 /** Makes sure a franking key exists before the first frank, so the first sender does not wait for it. */
 export async function setupFranking(ctx: SetupContext<FrankingConfig>): Promise<SetupResult<FrankingState>> {
-  const keys = new FrankingKeyStore(ctx.db, CURRENT_KEY_CACHE_MS);
+  const keys = new FrankingKeyStore(ctx.db, CURRENT_KEY_CACHE_MS, () => ctx.clock.now());
   const key = await keys.current();
   ctx.log.debug('franking key ready', { version: key.version });
   return { state: { keys } };

@@ -35,18 +35,18 @@ export async function handleUpload(event: ServerUserEvent<v.InferOutput<typeof u
   const valid: StoredKeyPackage[] = [];
   const { count: stored } = await store.count(uploader.userId, uploader.deviceId);
   for (const [index, text] of event.content.key_packages.entries()) {
-    const verdict = await validateKeyPackage(text, uploader, ctx.config.ciphersuites);
+    const verdict = await validateKeyPackage(text, uploader, ctx.config.ciphersuites, ctx.clock.now());
     if (!verdict.ok) rejected.push({ index, reason: verdict.problem });
     // A soft cap: two uploads racing may together exceed it by one batch, which is harmless.
     else if (stored + valid.length >= ctx.config.max_key_packages_per_device) rejected.push({ index, reason: 'too_many' });
     else valid.push({ ref: verdict.ref, ciphersuite: verdict.ciphersuite, keyPackage: text });
   }
-  await store.addOneTime(uploader.userId, uploader.deviceId, valid);
+  await store.addOneTime(uploader.userId, uploader.deviceId, valid, ctx.clock.now());
   let lastResort: { accepted: boolean; reason?: KeyPackageProblem } | undefined;
   if (event.content.last_resort !== undefined) {
-    const verdict = await validateKeyPackage(event.content.last_resort, uploader, ctx.config.ciphersuites);
+    const verdict = await validateKeyPackage(event.content.last_resort, uploader, ctx.config.ciphersuites, ctx.clock.now());
     if (verdict.ok) {
-      await store.setLastResort(uploader.userId, uploader.deviceId, { ref: verdict.ref, ciphersuite: verdict.ciphersuite, keyPackage: event.content.last_resort });
+      await store.setLastResort(uploader.userId, uploader.deviceId, { ref: verdict.ref, ciphersuite: verdict.ciphersuite, keyPackage: event.content.last_resort }, ctx.clock.now());
       lastResort = { accepted: true };
     } else {
       lastResort = { accepted: false, reason: verdict.problem };

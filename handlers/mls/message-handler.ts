@@ -116,7 +116,7 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
     commitSha256: createHash('sha256').update(decoded.bytes).digest('base64'),
     added,
     removed,
-  });
+  }, ctx.clock.now());
   if (outcome.kind === 'rejected') return reject(outcome.reason, info.groupId, outcome.epoch);
   if (outcome.kind === 'duplicate') {
     await ctx.send(MLS_ACCEPTED, { ...requestId, group_id: info.groupId, epoch: outcome.epoch, duplicate: true }, sender);

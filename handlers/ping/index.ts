@@ -18,7 +18,7 @@ export default defineHandler({
       }),
       async handle(event, ctx) {
         const { nonce, device_id: deviceId } = event.content;
-        await ctx.reply('org.example.pong', { nonce, server_ts: Date.now() }, deviceId === undefined ? {} : { deviceId });
+        await ctx.reply('org.example.pong', { nonce, server_ts: ctx.clock.now() }, deviceId === undefined ? {} : { deviceId });
       },
     },
   },

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import franking from '../handlers/franking/index.ts';
-import { frankingTag } from '../handlers/franking/frank.ts';
-import { testModule, type ModuleTester } from '../src/testing/index.ts';
-import { createTestDatabase } from './support/test-database.ts';
-import type { Database } from '../src/storage/database.ts';
+import franking from './index.ts';
+import { frankingTag } from './frank.ts';
+import { testModule, type ModuleTester } from '../../src/testing/index.ts';
+import { createTestDatabase } from '../../test/support/test-database.ts';
+import type { Database } from '../../src/testing/index.ts';
 
 const P = 'org.example.franking';
 const b64 = (b: Uint8Array) => Buffer.from(b).toString('base64').replace(/=+$/, '');
