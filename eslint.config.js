@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'dist/', 'examples/external-module/node_modules/', 'examples/external-module/dist/', 'data/', 'drizzle/', 'coverage/', 'scratch/', 'test/support/crypto-stub/'] },
+  { ignores: ['node_modules/', 'dist/', 'examples/external-module/node_modules/', 'examples/external-module/dist/', 'data/', 'drizzle/', 'coverage/', 'scratch/', 'test/support/crypto-stub/', 'docs/api/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

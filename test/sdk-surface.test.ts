@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { SDK_VERSION } from '../src/sdk/index.ts';
+import { MODULE_ERROR_CODES, SDK_VERSION } from '../src/sdk/index.ts';
 import { currentSurface, recordedSurface } from './support/sdk-surface.ts';
 import { surfaceVerdict } from './support/surface-verdict.ts';
 
@@ -26,6 +26,12 @@ describe('the SDK surface (matrix-to-device-server/sdk and /testing)', () => {
   it('is the package version, which npm sees', () => {
     const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
     expect(SDK_VERSION).toBe(pkg.version);
+  });
+
+  it('documents every module error code in docs/modules.md, and no code that does not exist', () => {
+    const guide = readFileSync(new URL('../docs/modules.md', import.meta.url), 'utf8');
+    const documented = new Set([...guide.matchAll(/^\| `(TDS_ERR_[A-Z_]+)` \|/gm)].map((m) => m[1]));
+    expect([...documented].sort()).toEqual(Object.keys(MODULE_ERROR_CODES).sort());
   });
 
   it('re-exports only from src/sdk/, src/shared/ and src/errors/, never from the internals', () => {
