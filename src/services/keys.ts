@@ -248,7 +248,7 @@ export class KeysService {
           if (signer === undefined || signer.publicKey === null || typeof signature !== 'string') continue;
           if (!hasValidSignature(signed, userId, signerKeyId, signer.publicKey)) continue;
           if (signerKeyId === `ed25519:${keyId}` && target === userId) continue; // a key's own self-signature is already stored with it
-          accepted.push({ signerUserId: userId, signerKeyId, targetUserId: target, targetKeyId: keyId, signature });
+          accepted.push({ signerUserId: userId, signerKeyId, targetUserId: target, targetKeyId: keyId, signature, targetIsDevice: target === userId && ownDevices.has(keyId) });
           any = true;
         }
         if (!any) fail(target, keyId, 'M_INVALID_SIGNATURE', 'No valid signature by a key of yours that may sign this');
