@@ -84,10 +84,15 @@ export class DeviceListsStore {
   /** `destination` follows these local users' device lists from now on (it asked for their keys). */
   async trackRemotely(destination: string, userIds: readonly string[]): Promise<void> {
     if (userIds.length === 0) return;
-    await this.db.execute(sql`
-      insert into device_list_remote_trackers (destination, user_id, last_stream_id, created_ts)
-      select ${destination}, u, null, ${Date.now()} from jsonb_array_elements_text(${JSON.stringify([...new Set(userIds)])}::jsonb) as u
-      on conflict do nothing`);
+    // SHARE waits for changes being written and holds new ones back until this commits: a change
+    // either is in what the caller reads next, or sees this row and queues an EDU for it.
+    await this.db.transaction(async (tx) => {
+      await tx.execute(sql`lock table device_list_changes in share mode`);
+      await tx.execute(sql`
+        insert into device_list_remote_trackers (destination, user_id, last_stream_id, created_ts)
+        select ${destination}, u, null, ${Date.now()} from jsonb_array_elements_text(${JSON.stringify([...new Set(userIds)])}::jsonb) as u
+        on conflict do nothing`);
+    });
   }
 
   /** The servers following these users, whose outbox a change may have filled. */
