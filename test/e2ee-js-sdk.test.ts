@@ -9,6 +9,7 @@ import {
   loginDevice,
   matrixRequest,
   registerUser,
+  sendAndReceiveEncrypted,
   verifyWithSas,
   waitFor,
   type Credentials,
@@ -57,8 +58,6 @@ async function start(creds: Credentials, opts: { secretStorageKey?: Uint8Array }
   return c;
 }
 
-const target = (c: CryptoClient) => ({ userId: c.userId, deviceId: c.deviceId });
-
 /** One user's two devices, each knowing the other's keys. */
 async function oneUserTwoDevices(): Promise<{ alice: Credentials; a1: CryptoClient; a2: CryptoClient }> {
   const alice = await registerUser(baseUrl, username('alice'));
@@ -69,23 +68,6 @@ async function oneUserTwoDevices(): Promise<{ alice: Credentials; a1: CryptoClie
   await a1.waitForDevices({ [alice.userId]: [a2.deviceId] });
   await a2.waitForDevices({ [alice.userId]: [a1.deviceId] });
   return { alice, a1, a2 };
-}
-
-/** Sends an Olm-encrypted message and checks it arrived decrypted, from the right device, and was ciphertext on the wire. */
-async function sendAndReceiveEncrypted(from: CryptoClient, to: CryptoClient, text: string): Promise<void> {
-  const type = 'org.example.e2ee_test';
-  await from.sendEncrypted(type, [target(to)], { text });
-  const got = await to.waitForToDevice((m) => m.message.type === type && m.message.content.text === text);
-  expect(got.message.sender).toBe(from.userId);
-  expect(got.encryptionInfo).toMatchObject({
-    sender: from.userId,
-    senderDevice: from.deviceId,
-    senderCurve25519KeyBase64: (await from.crypto.getOwnDeviceKeys()).curve25519,
-  });
-  const onTheWire = to.syncResponses.flatMap((s) => s.to_device?.events ?? []).filter((e) => e.sender === from.userId && e.type === 'm.room.encrypted');
-  expect(onTheWire.length).toBeGreaterThan(0);
-  expect(onTheWire.every((e) => e.content.algorithm === 'm.olm.v1.curve25519-aes-sha2')).toBe(true);
-  expect(JSON.stringify(to.syncResponses)).not.toContain(text);
 }
 
 function base64Unpadded(text: string): Buffer {

@@ -6,6 +6,7 @@
 import { DehydratedDeviceKey, UserId, type OlmMachine } from '@matrix-org/matrix-sdk-crypto-wasm';
 import { ClientEvent, createClient, type AuthDict, type MatrixClient, type SyncState } from 'matrix-js-sdk';
 import { CryptoEvent, VerificationPhase, VerificationRequestEvent, VerifierEvent, type CryptoApi, type ShowSasCallbacks, type VerificationRequest, type Verifier } from 'matrix-js-sdk/lib/crypto-api/index.js';
+import { expect } from 'vitest';
 import { logger as globalLogger, type Logger } from 'matrix-js-sdk/lib/logger.js';
 import type { ReceivedToDeviceMessage } from 'matrix-js-sdk/lib/sync-accumulator.js';
 
@@ -624,4 +625,23 @@ export async function verifyWithSas(initiator: CryptoClient, responder: CryptoCl
   await verified;
   await Promise.all([waitForPhase(initiator, request, [VerificationPhase.Done], timeoutMs), waitForPhase(responder, theirs, [VerificationPhase.Done], timeoutMs)]);
   return { initiator: { request, verifier, sas }, responder: { request: theirs, verifier: theirVerifier, sas: theirSas } };
+}
+
+const target = (c: CryptoClient) => ({ userId: c.userId, deviceId: c.deviceId });
+
+/** Sends an Olm-encrypted message and checks it arrived decrypted, from the right device, and was ciphertext on the wire. */
+export async function sendAndReceiveEncrypted(from: CryptoClient, to: CryptoClient, text: string): Promise<void> {
+  const type = 'org.example.e2ee_test';
+  await from.sendEncrypted(type, [target(to)], { text });
+  const got = await to.waitForToDevice((m) => m.message.type === type && m.message.content.text === text);
+  expect(got.message.sender).toBe(from.userId);
+  expect(got.encryptionInfo).toMatchObject({
+    sender: from.userId,
+    senderDevice: from.deviceId,
+    senderCurve25519KeyBase64: (await from.crypto.getOwnDeviceKeys()).curve25519,
+  });
+  const onTheWire = to.syncResponses.flatMap((s) => s.to_device?.events ?? []).filter((e) => e.sender === from.userId && e.type === 'm.room.encrypted');
+  expect(onTheWire.length).toBeGreaterThan(0);
+  expect(onTheWire.every((e) => e.content.algorithm === 'm.olm.v1.curve25519-aes-sha2')).toBe(true);
+  expect(JSON.stringify(to.syncResponses)).not.toContain(text);
 }
