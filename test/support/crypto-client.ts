@@ -575,7 +575,8 @@ function waitForPhase(side: CryptoClient, request: VerificationRequest, phases: 
     },
     () => {
       if (request.phase === VerificationPhase.Cancelled && !phases.includes(VerificationPhase.Cancelled)) {
-        return Promise.reject(new Error(`verification cancelled (${request.cancellationCode ?? '?'}) by ${request.cancellingUserId ?? '?'}${side.diagnostics()}`));
+        const seen = side.syncResponses.flatMap((r) => (r.to_device?.events ?? []).map((e) => (e.type === 'm.room.encrypted' ? e.type : `${e.type} ${JSON.stringify(e.content)}`)));
+        return Promise.reject(new Error(`verification cancelled (${request.cancellationCode ?? '?'}) by ${request.cancellingUserId ?? '?'}${side.diagnostics()}\nto-device received: ${seen.join('\n  ')}`));
       }
       return phases.includes(request.phase) ? request.phase : undefined;
     },
@@ -610,6 +611,7 @@ export async function verifyWithSas(initiator: CryptoClient, responder: CryptoCl
   const incoming = responder.waitForVerificationRequest(initiator.userId, timeoutMs);
   const request = await initiator.crypto.requestDeviceVerification(responder.userId, responder.deviceId);
   const theirs = await incoming;
+  if (theirs.phase === VerificationPhase.Cancelled) throw new Error(`request arrived cancelled (${theirs.cancellationCode ?? "?"}) by ${theirs.cancellingUserId ?? "?"}${responder.diagnostics()}`);
   await theirs.accept();
   await waitForPhase(initiator, request, [VerificationPhase.Ready], timeoutMs);
   const verifier = await request.startVerification('m.sas.v1');
