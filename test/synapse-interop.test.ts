@@ -273,6 +273,6 @@ describe.skipIf(!live)(`end-to-end encryption with a live Synapse (${SYNAPSE || 
     }
     expect(seen).toContain(second2.deviceId);
     mark('new Synapse device in our /keys/query');
-    console.info(`E2EE with Synapse: ${JSON.stringify(times)} ms from the start`);
+    console.warn(`E2EE with Synapse: ${JSON.stringify(times)} ms from the start`);
   }, 180_000);
 });
