@@ -193,6 +193,7 @@ export function createApp(deps: AppDeps): App {
   };
 
   let stopping = false;
+  let remotePoll: NodeJS.Timeout | null = null;
   const health = healthRoutes({ checkDatabase: () => new OperationsStore(database.db).ping(), stopping: () => stopping });
   const app = new Hono<AppEnv>();
   installRequestLog(app, {
@@ -250,9 +251,17 @@ export function createApp(deps: AppDeps): App {
       await wakeups?.start();
       await federation?.sender.resumeAll();
       await appserviceSender.resumeAll();
+      const pollS = config.federation.remoteDeviceListPollS;
+      if (federation !== null && pollS > 0) {
+        remotePoll = setInterval(() => {
+          federation.deviceKeys.pollUnsubscribed(pollS * 1000, 100).catch((e: unknown) => log.warn('polling remote device lists failed', { err: String(e) }));
+        }, pollS * 1000);
+        remotePoll.unref();
+      }
     },
     async stop() {
       stopping = true;
+      if (remotePoll !== null) clearInterval(remotePoll);
       stopTakingLeases(instanceId);
       await Promise.all([wakeups?.stop(), appserviceSender.stop(), federation?.sender.stop()]);
       await releaseAllLeases(database.db, instanceId).catch((e: unknown) => log.warn('releasing queue leases failed', { err: String(e) }));

@@ -194,4 +194,26 @@ describe('keys from a server that lies', () => {
     expect(asked).toBe(true);
     expect(devices).toEqual(['R1']);
   });
+
+  it('asks a server that sends no device-list updates again when polled, and tells its trackers of a change', async () => {
+    const gina = await TestClient.register(overHttp(aHttp.baseUrl), 'gina');
+    const sam = '@sam:evil.test';
+    const one = deviceKeysFor(sam, 'S1');
+    const two = deviceKeysFor(sam, 'S2');
+    let devices: Record<string, Json> = { S1: one.keys };
+    let asked = 0;
+    evil.answer = (method, url) => {
+      if (method !== 'POST' || url !== '/_matrix/federation/v1/user/keys/query') return null;
+      asked++;
+      return { status: 200, json: { device_keys: { [sam]: devices } } };
+    };
+    expect(Object.keys((await query(gina, { [sam]: [] })).device_keys[sam] ?? {})).toEqual(['S1']);
+    // Never told by evil.test, so each query asks it again (the cache is not trusted).
+    await query(gina, { [sam]: [] });
+    expect(asked).toBe(2);
+    const start = (await gina.sync()) as Lists;
+    devices = { S1: one.keys, S2: two.keys };
+    expect(await a.federation?.deviceKeys.pollUnsubscribed(0, 100)).toBeGreaterThanOrEqual(1);
+    await waitChanged(gina, start.next_batch, sam);
+  });
 });
