@@ -156,12 +156,15 @@ class PendingSync<T> extends LongPoll {
     this.notifier.unsubscribe(this.userId, this.deviceId, this.wake);
     // MSC3944 (see stale-requests.ts): key and secret requests are recorded as read before a
     // response carries them, and any a cancellation removed since they were read are left out.
-    // Only a response with such a message pays this statement.
-    let requests: number[] | null = null;
-    for (const r of rows) if (REQUEST_TYPES.has(r.type)) (requests ??= []).push(r.streamId);
+    // Only a response with such a message pays this statement. Contents are stored as
+    // JSON.stringify wrote them, so every `action: request` shows as this substring (a nested
+    // one too, which costs a lock and nothing else).
+    let requests: Set<number> | null = null;
+    for (const r of rows) if (REQUEST_TYPES.has(r.type) && r.content.includes('"action":"request"')) (requests ??= new Set()).add(r.streamId);
     if (requests !== null) {
-      this.store.recordRequestsRead(this.userId, this.deviceId, requests).then(
-        (kept) => this.answer(rows.filter((r) => kept.has(r.streamId) || !REQUEST_TYPES.has(r.type))),
+      const asked = requests;
+      this.store.recordRequestsRead(this.userId, this.deviceId, [...asked]).then(
+        (kept) => this.answer(rows.filter((r) => !asked.has(r.streamId) || kept.has(r.streamId))),
         (e: unknown) => this.reject(e),
       );
       return;
