@@ -328,3 +328,28 @@ export const dehydratedDevices = pgTable('dehydrated_devices', {
   deviceData: text('device_data').notNull(),
   createdTs: ms('created_ts').notNull(),
 });
+
+/**
+ * MSC3944: the (sender device, request_id) of each `m.room_key_request` / `m.secret.request`
+ * (`action: request`) that a sync response has carried to a device, written just before the
+ * response is sent. A cancellation finding a row here must be delivered; its key's row is then
+ * deleted (the device will see that cancellation after everything it was sent). The rows outlive
+ * the acknowledgement of the request itself, so a request_id re-used for a re-request (as the
+ * spec asks) is still known to have reached the device. See ToDeviceService's cancellation path.
+ */
+export const toDeviceRequestReads = pgTable(
+  'to_device_request_reads',
+  {
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    sender: text('sender').notNull(),
+    type: text('type').notNull(),
+    requestingDeviceId: text('requesting_device_id').notNull(),
+    requestId: text('request_id').notNull(),
+    readTs: ms('read_ts').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.userId, t.deviceId, t.sender, t.type, t.requestingDeviceId, t.requestId] }),
+    index('to_device_request_reads_read').on(t.readTs),
+  ],
+);
