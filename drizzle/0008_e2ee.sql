@@ -8,7 +8,16 @@ CREATE TABLE "dehydrated_devices" (
 CREATE TABLE "device_list_changes" (
 	"stream_id" bigserial PRIMARY KEY NOT NULL,
 	"user_id" text NOT NULL,
+	"device_id" text,
 	"created_ts" bigint NOT NULL
+);
+--> statement-breakpoint
+CREATE TABLE "device_list_remote_trackers" (
+	"destination" text NOT NULL,
+	"user_id" text NOT NULL,
+	"last_stream_id" bigint,
+	"created_ts" bigint NOT NULL,
+	CONSTRAINT "device_list_remote_trackers_destination_user_id_pk" PRIMARY KEY("destination","user_id")
 );
 --> statement-breakpoint
 CREATE TABLE "device_list_trackers" (
@@ -63,6 +72,17 @@ CREATE TABLE "e2e_signatures" (
 	CONSTRAINT "e2e_signatures_signer_user_id_signer_key_id_target_user_id_target_key_id_pk" PRIMARY KEY("signer_user_id","signer_key_id","target_user_id","target_key_id")
 );
 --> statement-breakpoint
+CREATE TABLE "remote_device_lists" (
+	"user_id" text PRIMARY KEY NOT NULL,
+	"stream_id" bigint,
+	"keys_json" text NOT NULL,
+	"subscribed" boolean DEFAULT false NOT NULL,
+	"stale" boolean DEFAULT false NOT NULL,
+	"fetched_ts" bigint NOT NULL
+);
+--> statement-breakpoint
+ALTER TABLE "federation_outbox" ADD COLUMN "edu_type" text;--> statement-breakpoint
 CREATE INDEX "device_list_changes_user" ON "device_list_changes" USING btree ("user_id","stream_id");--> statement-breakpoint
+CREATE INDEX "device_list_remote_trackers_user" ON "device_list_remote_trackers" USING btree ("user_id");--> statement-breakpoint
 CREATE INDEX "device_list_trackers_target" ON "device_list_trackers" USING btree ("target_user_id");--> statement-breakpoint
 CREATE INDEX "e2e_signatures_target" ON "e2e_signatures" USING btree ("target_user_id","target_key_id");

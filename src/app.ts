@@ -37,6 +37,8 @@ import { KEY_FETCH_DEADLINE_MS, RemoteKeys } from './federation/remote-keys.ts';
 import { FederationSender } from './federation/sender.ts';
 import { ServerDiscovery } from './federation/server-discovery.ts';
 import { federationRoutes } from './rest/routes/federation.ts';
+import { federationKeysRoutes } from './rest/routes/federation-keys.ts';
+import { FederatedKeys } from './services/federated-keys.ts';
 import { keyServerRoutes } from './rest/routes/key-server.ts';
 import { FederationInbound } from './services/federation-inbound.ts';
 import { FederationKeysStore } from './storage/federation-keys-store.ts';
@@ -76,6 +78,10 @@ export interface Federation {
   /** Keys, version probes and `.well-known`: short requests with a short timeout. */
   lookups: FederationClient;
   keys: RemoteKeys;
+  /** Other servers' users' end-to-end encryption keys and device lists. */
+  deviceKeys: FederatedKeys;
+  /** Key queries and claims: connections of their own, so a slow server never delays transactions. */
+  keysClient: FederationClient;
 }
 
 export interface App {
@@ -136,7 +142,22 @@ export function createApp(deps: AppDeps): App {
       for (const d of destinations) federation?.sender.wake(d);
     },
   });
-  const federation = deps.signingKey !== undefined && config.federation.enabled ? buildFederation(deps, deps.signingKey, log, counters, instanceId) : null;
+  const deviceLists = new DeviceLists({
+    db: database.db,
+    notifier,
+    onRemoteQueued: (destinations) => {
+      for (const d of destinations) federation?.sender.wake(d);
+    },
+    ...(wakeups === null ? {} : { publish: (position: number, devices: { userId: string; deviceId: string }[]) => wakeups.publishDeviceLists(position, devices) }),
+  });
+  const keys = new KeysService({
+    db: database.db,
+    serverName: config.serverName,
+    deviceLists,
+    ...(wakeups === null ? {} : { publishCountsChanged: (devices: { userId: string; deviceId: string }[]) => wakeups.publishKeyCountsChanged(devices) }),
+  });
+  const federation = deps.signingKey !== undefined && config.federation.enabled ? buildFederation(deps, deps.signingKey, log, counters, instanceId, deviceLists) : null;
+  if (federation !== null) keys.remote = federation.deviceKeys;
   const dispatcher: ServerUserDispatcher = new ServerUserDispatcher({
     handlers: deps.handlers ?? [],
     dbFor: (schema) => database.withSchema(schema),
@@ -150,17 +171,6 @@ export function createApp(deps: AppDeps): App {
   });
   const modules = new ModuleLifecycle(dispatcher.loaded, database, log, { setupMs: config.serverUser.setupDeadlineMs, stopMs: config.serverUser.stopDeadlineMs });
   const accounts = new AccountsService(database.db, config.serverName);
-  const deviceLists = new DeviceLists({
-    db: database.db,
-    notifier,
-    ...(wakeups === null ? {} : { publish: (position: number, devices: { userId: string; deviceId: string }[]) => wakeups.publishDeviceLists(position, devices) }),
-  });
-  const keys = new KeysService({
-    db: database.db,
-    serverName: config.serverName,
-    deviceLists,
-    ...(wakeups === null ? {} : { publishCountsChanged: (devices: { userId: string; deviceId: string }[]) => wakeups.publishKeyCountsChanged(devices) }),
-  });
   accounts.devicesChanged = (userId) => deviceLists.changedNow([userId]);
   if (wakeups !== null) {
     accounts.publishRevoked = (hashes) => wakeups.publishRevoked(hashes);
@@ -186,6 +196,7 @@ export function createApp(deps: AppDeps): App {
   };
 
   let stopping = false;
+  let remotePoll: NodeJS.Timeout | null = null;
   const health = healthRoutes({ checkDatabase: () => new OperationsStore(database.db).ping(), stopping: () => stopping });
   const app = new Hono<AppEnv>();
   installRequestLog(app, {
@@ -217,8 +228,9 @@ export function createApp(deps: AppDeps): App {
   app.route('/_matrix/client', client);
   app.route('/', health);
   if (federation !== null && deps.signingKey !== undefined) {
-    const inbound = new FederationInbound(toDevice, counters, log);
+    const inbound = new FederationInbound(toDevice, counters, log, federation.deviceKeys);
     app.route('/_matrix/federation', federationRoutes({ services, keys: federation.keys, inbound }));
+    app.route('/_matrix/federation', federationKeysRoutes(services, federation.keys));
     app.route('/_matrix/key', keyServerRoutes(config.serverName, deps.signingKey));
   }
 
@@ -242,20 +254,29 @@ export function createApp(deps: AppDeps): App {
       await wakeups?.start();
       await federation?.sender.resumeAll();
       await appserviceSender.resumeAll();
+      const pollS = config.federation.remoteDeviceListPollS;
+      if (federation !== null && pollS > 0) {
+        remotePoll = setInterval(() => {
+          federation.deviceKeys.pollUnsubscribed(pollS * 1000, 100).catch((e: unknown) => log.warn('polling remote device lists failed', { err: String(e) }));
+        }, pollS * 1000);
+        remotePoll.unref();
+      }
     },
     async stop() {
       stopping = true;
+      if (remotePoll !== null) clearInterval(remotePoll);
       stopTakingLeases(instanceId);
       await Promise.all([wakeups?.stop(), appserviceSender.stop(), federation?.sender.stop()]);
       await releaseAllLeases(database.db, instanceId).catch((e: unknown) => log.warn('releasing queue leases failed', { err: String(e) }));
       federation?.client.close();
       federation?.lookups.close();
+      federation?.keysClient.close();
       await modules.stop();
     },
   };
 }
 
-function buildFederation(deps: AppDeps, signingKey: SigningKey, log: Logger, counters: Counters, instanceId: string): Federation {
+function buildFederation(deps: AppDeps, signingKey: SigningKey, log: Logger, counters: Counters, instanceId: string, deviceLists: DeviceLists): Federation {
   const { config, database } = deps;
   const fed = config.federation;
   let lookups: FederationClient | null = null;
@@ -276,5 +297,7 @@ function buildFederation(deps: AppDeps, signingKey: SigningKey, log: Logger, cou
   lookups = new FederationClient({ ...clientOptions, timeoutMs: KEY_FETCH_DEADLINE_MS });
   const receiverOrder = new ReceiverOrder(lookups);
   const sender = new FederationSender({ serverName: config.serverName, db: database.db, client, receiverOrder, log, counters, instanceId, backoff: fed.backoff, maxConcurrent: fed.maxConcurrentDestinations });
-  return { sender, client, lookups, keys: new RemoteKeys(new FederationKeysStore(database.db), lookups) };
+  const keysClient = new FederationClient({ ...clientOptions, timeoutMs: 60_000 });
+  const deviceKeys = new FederatedKeys({ db: database.db, client: keysClient, deviceLists, log: log.child({ component: 'federated-keys' }) });
+  return { sender, client, lookups, keys: new RemoteKeys(new FederationKeysStore(database.db), lookups), deviceKeys, keysClient };
 }

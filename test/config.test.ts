@@ -120,6 +120,7 @@ describe('environment variables', () => {
       FEDERATION_INBOUND_DEDUPE_DAYS: '30',
       FEDERATION_MAX_CONCURRENT_DESTINATIONS: '7',
       FEDERATION_DESTINATION_QUEUE_MAX: '7',
+      FEDERATION_REMOTE_DEVICE_LIST_POLL_S: '7',
       METRICS_ENABLED: 'false',
       METRICS_HOST: '0.0.0.0',
       METRICS_PORT: '9999',
@@ -144,6 +145,7 @@ describe('environment variables', () => {
       inboundDedupeDays: 30,
       maxConcurrentDestinations: 7,
       destinationQueueMax: 7,
+      remoteDeviceListPollS: 7,
     });
     expect(c.metrics).toEqual({ enabled: false, host: '0.0.0.0', port: 9999 });
     expect(c.log).toEqual({ level: 'debug', format: 'pretty' });

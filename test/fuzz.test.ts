@@ -39,6 +39,9 @@ const ENDPOINTS: [string, string][] = [
   ['GET', '/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/DEV/events'],
   ['POST', '/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/DEV/events'],
   ['PUT', '/_matrix/federation/v1/send/TXN'],
+  ['POST', '/_matrix/federation/v1/user/keys/query'],
+  ['POST', '/_matrix/federation/v1/user/keys/claim'],
+  ['GET', '/_matrix/federation/v1/user/devices/@fuzzer:test.local'],
 ];
 
 const body = fc.oneof(

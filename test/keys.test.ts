@@ -234,3 +234,25 @@ describe('cross-signing', () => {
     expect(await masterSigs(alice)).toEqual([jo.userId]);
   });
 });
+
+describe('sliding sync e2ee extension', () => {
+  it('carries the key counts, unused fallback types and device-list changes, with the position in pos', async () => {
+    const kim = await TestClient.register(t.app, 'kim', { deviceId: 'KIM1' });
+    const lee = await TestClient.register(t.app, 'lee', { deviceId: 'LEE1' });
+    const { key } = deviceKeysFor(kim.userId, 'KIM1');
+    await upload(kim, { one_time_keys: oneTimeKeys(kim.userId, key, 4), fallback_keys: { 'signed_curve25519:F': signAs({ key: 'Zg', fallback: true }, kim.userId, key) } });
+    await query(kim, { [lee.userId]: [] });
+    const path = (pos?: string) => `/unstable/org.matrix.simplified_msc3575/sync${pos === undefined ? '' : `?pos=${pos}&timeout=0`}`;
+    type Sliding = { pos: string; extensions: { e2ee?: { device_lists: { changed: string[]; left: string[] }; device_one_time_keys_count: Record<string, number>; device_unused_fallback_key_types: string[] } } };
+    const first = await kim.json<Sliding>('POST', path(), { extensions: { e2ee: { enabled: true } } });
+    expect(first.status).toBe(200);
+    expect(first.body.extensions.e2ee).toEqual({ device_lists: { changed: [], left: [] }, device_one_time_keys_count: { signed_curve25519: 4 }, device_unused_fallback_key_types: ['signed_curve25519'] });
+    await upload(lee, { device_keys: deviceKeysFor(lee.userId, 'LEE1').keys });
+    const next = await kim.json<Sliding>('POST', path(first.body.pos), { extensions: { e2ee: { enabled: true } } });
+    expect(next.body.extensions.e2ee?.device_lists.changed).toEqual([lee.userId]);
+    const quiet = await kim.json<Sliding>('POST', path(next.body.pos), { extensions: { e2ee: { enabled: true } } });
+    expect(quiet.body.extensions.e2ee?.device_lists.changed).toEqual([]);
+    // Without the extension, none of it.
+    expect((await kim.json<Sliding>('POST', path(quiet.body.pos), {})).body.extensions).toEqual({});
+  });
+});

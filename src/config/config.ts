@@ -93,6 +93,9 @@ export const ConfigFileSchema = v.strictObject({
       inbound_dedupe_days: v.optional(intInRange(7, 365), 7),
       max_concurrent_destinations: v.optional(intInRange(1, 10_000), 50),
       destination_queue_max: v.optional(intInRange(1, 100_000_000), 100_000),
+      // How often remote users that local users track, on servers that send no device-list
+      // updates (Synapse without a shared room), are asked for their keys again; 0 never.
+      remote_device_list_poll_s: v.optional(intInRange(0, 7 * 24 * 3600), 300),
     }),
     {},
   ),
@@ -187,6 +190,7 @@ export interface Config {
     readonly inboundDedupeDays: number;
     readonly maxConcurrentDestinations: number;
     readonly destinationQueueMax: number;
+    readonly remoteDeviceListPollS: number;
   };
   readonly metrics: { readonly enabled: boolean; readonly host: string; readonly port: number };
   /** `format` null: chosen by whether stderr is a terminal. */
@@ -251,6 +255,7 @@ export const ENV_VARS = {
   FEDERATION_INBOUND_DEDUPE_DAYS: { path: ['federation', 'inbound_dedupe_days'], kind: 'number' },
   FEDERATION_MAX_CONCURRENT_DESTINATIONS: { path: ['federation', 'max_concurrent_destinations'], kind: 'number' },
   FEDERATION_DESTINATION_QUEUE_MAX: { path: ['federation', 'destination_queue_max'], kind: 'number' },
+  FEDERATION_REMOTE_DEVICE_LIST_POLL_S: { path: ['federation', 'remote_device_list_poll_s'], kind: 'number' },
   METRICS_ENABLED: { path: ['metrics', 'enabled'], kind: 'boolean' },
   METRICS_HOST: { path: ['metrics', 'host'], kind: 'string' },
   METRICS_PORT: { path: ['metrics', 'port'], kind: 'number' },
@@ -354,6 +359,7 @@ export function parseConfig(raw: unknown): Config {
       inboundDedupeDays: c.federation.inbound_dedupe_days,
       maxConcurrentDestinations: c.federation.max_concurrent_destinations,
       destinationQueueMax: c.federation.destination_queue_max,
+      remoteDeviceListPollS: c.federation.remote_device_list_poll_s,
     },
     metrics: { enabled: c.metrics.enabled, host: c.metrics.host, port: c.metrics.port },
     log: { level: c.log.level, format: c.log.format ?? null },

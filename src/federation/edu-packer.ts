@@ -14,8 +14,14 @@ export interface DirectToDeviceEdu {
   };
 }
 
+/** An EDU queued whole (a device-list update): sent as it is, in queue order. */
+export interface OtherEdu {
+  edu_type: string;
+  content: unknown;
+}
+
 export interface PackedTxn {
-  edus: DirectToDeviceEdu[];
+  edus: (DirectToDeviceEdu | OtherEdu)[];
   /** The outbox rows these EDUs carry, deleted once the destination acknowledged them. */
   streamIds: number[];
 }
@@ -53,7 +59,7 @@ const entryBytes = (userId: string, deviceId: string, content: string) =>
  * one device from one sender are spread over several.
  */
 export function packEdus(rows: readonly OutboxRow[], opts: PackOptions): PackedTxn {
-  const edus: DirectToDeviceEdu[] = [];
+  const edus: (DirectToDeviceEdu | OtherEdu)[] = [];
   const sizes: number[] = [];
   const streamIds: number[] = [];
   // Per (sender, user, device) and per (sender, user) for `*`: the index of the last EDU taken
@@ -65,7 +71,23 @@ export function packEdus(rows: readonly OutboxRow[], opts: PackOptions): PackedT
   const leftUser = new Set<string>();
   // The EDUs of each (sender, type), in order.
   const bySenderType = new Map<string, number[]>();
+  // Whole EDUs are chained per user (`prev_id`): one left behind holds back that user's later ones,
+  // and a receiver that applies EDUs concurrently gets at most one per user per transaction.
+  const wholeTaken = new Set<string>();
+  const wholeLeft = new Set<string>();
   for (const row of rows) {
+    if (row.eduType !== undefined && row.eduType !== null) {
+      const key = `${row.eduType}\u0000${row.userId}`;
+      if (wholeLeft.has(key) || edus.length === MAX_EDUS_PER_TXN || (wholeTaken.has(key) && !opts.receiverAppliesInOrder)) {
+        wholeLeft.add(key);
+        continue;
+      }
+      edus.push({ edu_type: row.eduType, content: JSON.parse(row.content) as unknown });
+      sizes.push(MAX_EDU_CONTENT_BYTES);
+      streamIds.push(row.streamId);
+      wholeTaken.add(key);
+      continue;
+    }
     const userKey = `${row.sender}\u0000${row.userId}`;
     const deviceKey = `${userKey}\u0000${row.deviceId}`;
     const star = row.deviceId === '*';

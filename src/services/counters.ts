@@ -1,4 +1,5 @@
 import { Counter, Histogram, Registry } from 'prom-client';
+import { STALE_DROPPED } from './stale-requests.ts';
 
 /**
  * Named event counters (messages dropped by reason, dispatch outcomes…) and latency histograms,
@@ -124,6 +125,11 @@ export const COUNTERS: Record<string, CounterSpec> = {
     help: 'To-device messages not stored, by reason',
     labelNames: ['reason'],
     initial: ['invalid_user', 'unknown_user', 'unknown_device', 'server_user_device', 'not_local', 'duplicate_edu', 'no_handler', 'queue_cap', 'ttl'].map((reason) => ({ reason })),
+  },
+  [STALE_DROPPED]: {
+    help: 'MSC3944: undelivered key/secret requests removed by their cancellation, and those cancellations (not stored), by event type',
+    labelNames: ['type'],
+    initial: [{ type: 'm.room_key_request' }, { type: 'm.secret.request' }],
   },
   [LAZY_COMMIT_FLUSHES]: {
     help: 'Flushes made to put a lazily committed txn claim on disk before answering (none when a later commit had flushed it)',

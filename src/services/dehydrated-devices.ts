@@ -4,6 +4,7 @@ import { DehydratedDevicesStore } from '../storage/dehydrated-devices-store.ts';
 import { DeviceInboxStore, type DeliveredMessage } from '../storage/device-inbox-store.ts';
 import type { AccountsService } from './accounts.ts';
 import { checkDeviceKeys, type JsonObject } from './key-checks.ts';
+import { requestRowIds } from './stale-requests.ts';
 import type { KeysService } from './keys.ts';
 
 export interface DehydrateInput {
@@ -82,7 +83,12 @@ export class DehydratedDevices {
     }
     const { rows } = since === 0 ? { rows: await this.inbox.fetch(userId, deviceId, 0, EVENTS_PER_PAGE) } : await this.inbox.ackAndFetch(userId, deviceId, since, EVENTS_PER_PAGE);
     const last = rows[rows.length - 1];
-    return { events: rows, nextBatch: last === undefined ? null : String(last.streamId) };
+    // A reader like /sync: key and secret requests are recorded as carried (MSC3944, see
+    // stale-requests.ts), and any a cancellation removed meanwhile are left out.
+    const requests = requestRowIds(rows);
+    const kept = requests === null ? null : await this.inbox.recordRequestsRead(userId, deviceId, [...requests]);
+    const events = requests === null || kept === null ? rows : rows.filter((r) => !requests.has(r.streamId) || kept.has(r.streamId));
+    return { events, nextBatch: last === undefined ? null : String(last.streamId) };
   }
 
   private async remove(userId: string, deviceId: string): Promise<void> {

@@ -16,6 +16,8 @@ export interface DeviceListsDeps {
   notifier: Notifier;
   /** Tells other processes the new position and which devices to wake (PostgreSQL NOTIFY). */
   publish?: (position: number, devices: { userId: string; deviceId: string }[]) => void;
+  /** Told which servers following the changed users may have new EDUs queued. */
+  onRemoteQueued?: (destinations: string[]) => void;
 }
 
 /**
@@ -49,14 +51,24 @@ export class DeviceLists {
   async changed(position: number, userIds: readonly string[]): Promise<void> {
     if (position <= 0 || userIds.length === 0) return;
     this.observe(position);
-    const devices = await this.store.devicesToTell(userIds);
+    const [devices, destinations] = await Promise.all([this.store.devicesToTell(userIds), this.deps.onRemoteQueued === undefined ? [] : this.store.remoteTrackersOf(userIds)]);
     for (const d of devices) this.deps.notifier.notify(d.userId, d.deviceId);
     this.deps.publish?.(position, devices);
+    if (destinations.length > 0) this.deps.onRemoteQueued?.(destinations);
   }
 
   /** As `changed`, for a change whose caller did not keep the position (device deletion, renames). */
   async changedNow(userIds: readonly string[]): Promise<void> {
     await this.changed(await this.store.position(), userIds);
+  }
+
+  /** Another server follows these local users from now on (its users asked for their keys). */
+  trackRemotely(destination: string, userIds: readonly string[]): Promise<void> {
+    return this.store.trackRemotely(destination, userIds);
+  }
+
+  userPositions(userIds: readonly string[]): Promise<Map<string, number>> {
+    return this.store.userPositions(userIds);
   }
 
   /** `tracker` is told about `targets` from now on. */

@@ -34,6 +34,30 @@ export interface KeysUploadInput {
   fallbackKeys?: Record<string, unknown>;
 }
 
+/** How long a client's key query or claim waits for other servers unless it says (spec default). */
+export const DEFAULT_FEDERATION_TIMEOUT_MS = 10_000;
+
+interface LocalKeys {
+  device_keys: KeyMap;
+  master_keys: Record<string, JsonObject>;
+  self_signing_keys: Record<string, JsonObject>;
+  user_signing_keys: Record<string, JsonObject>;
+}
+
+/** What other servers answered about their users' keys (see FederatedKeys). */
+export interface RemoteQueryResult {
+  deviceKeys: Record<string, Record<string, JsonObject>>;
+  masterKeys: Record<string, JsonObject>;
+  selfSigningKeys: Record<string, JsonObject>;
+  failures: Record<string, JsonObject>;
+}
+
+/** Queries and claims of keys of users on other servers. */
+export interface RemoteKeysSource {
+  query(deviceKeys: Record<string, readonly string[]>, timeoutMs: number): Promise<RemoteQueryResult>;
+  claim(oneTimeKeys: Record<string, Record<string, string>>, timeoutMs: number): Promise<{ oneTimeKeys: Record<string, Record<string, Record<string, unknown>>>; failures: Record<string, JsonObject> }>;
+}
+
 export interface KeysServiceDeps {
   db: Db;
   serverName: string;
@@ -51,6 +75,8 @@ type KeyMap = Record<string, Record<string, JsonObject>>;
 export class KeysService {
   private readonly store: E2eKeysStore;
   readonly counts = new KeyCountsCache();
+  /** Other servers' keys; null while federation is off (their users are then in `failures`). */
+  remote: RemoteKeysSource | null = null;
 
   constructor(private readonly deps: KeysServiceDeps) {
     this.store = new E2eKeysStore(deps.db);
@@ -97,22 +123,75 @@ export class KeysService {
     this.deps.publishCountsChanged?.(devices);
   }
 
-  /** POST /keys/query for local users; the requester tracks every user it asked about. */
-  async query(requester: string, deviceKeys: Record<string, readonly string[]>): Promise<JsonObject> {
+  /**
+   * POST /keys/query: local users from the database, users of other servers from their servers
+   * (one request per server, all at once, within `timeoutMs`; see FederatedKeys). The requester
+   * tracks every user it asked about.
+   */
+  async query(requester: string, deviceKeys: Record<string, readonly string[]>, timeoutMs = DEFAULT_FEDERATION_TIMEOUT_MS): Promise<JsonObject> {
     const users = Object.keys(deviceKeys);
     checkRequestSize(users.length, Object.values(deviceKeys).reduce((n, d) => n + d.length, 0));
     const local = users.filter((u) => this.isLocal(u));
-    const failures: Record<string, JsonObject> = {};
-    for (const u of users) {
-      if (this.isLocal(u)) continue;
-      const server = parseUserId(u)?.serverName ?? u;
-      failures[server] = { errcode: 'M_UNRECOGNIZED', error: 'Keys of users on other servers are not served yet' };
-    }
-    await this.deps.deviceLists.track(requester, local);
+    const remote = users.filter((u) => !this.isLocal(u) && parseUserId(u) !== null);
+    await this.deps.deviceLists.track(requester, users.filter((u) => parseUserId(u) !== null));
+    const [mine, theirs] = await Promise.all([
+      this.localKeys(requester, Object.fromEntries(local.map((u) => [u, deviceKeys[u] ?? []]))),
+      this.remoteQuery(Object.fromEntries(remote.map((u) => [u, deviceKeys[u] ?? []])), timeoutMs),
+    ]);
+    return {
+      device_keys: { ...mine.device_keys, ...theirs.deviceKeys },
+      master_keys: { ...mine.master_keys, ...theirs.masterKeys },
+      self_signing_keys: { ...mine.self_signing_keys, ...theirs.selfSigningKeys },
+      user_signing_keys: mine.user_signing_keys,
+      failures: theirs.failures,
+    };
+  }
+
+  private remoteQuery(deviceKeys: Record<string, readonly string[]>, timeoutMs: number): Promise<RemoteQueryResult> {
+    if (Object.keys(deviceKeys).length === 0) return Promise.resolve({ deviceKeys: {}, masterKeys: {}, selfSigningKeys: {}, failures: {} });
+    if (this.remote === null) return Promise.resolve({ deviceKeys: {}, masterKeys: {}, selfSigningKeys: {}, failures: unreachable(Object.keys(deviceKeys)) });
+    return this.remote.query(deviceKeys, timeoutMs);
+  }
+
+  /**
+   * /user/keys/query from another server: our users' keys (no user-signing keys, and only the
+   * users' own signatures), and that server now follows their device lists.
+   */
+  async queryForServer(origin: string, deviceKeys: Record<string, readonly string[]>): Promise<JsonObject> {
+    const users = Object.keys(deviceKeys).filter((u) => this.isLocal(u));
+    checkRequestSize(users.length, users.reduce((n, u) => n + (deviceKeys[u]?.length ?? 0), 0));
+    await this.deps.deviceLists.trackRemotely(origin, users);
+    const answer = await this.localKeys('', Object.fromEntries(users.map((u) => [u, deviceKeys[u] ?? []])));
+    return { device_keys: answer.device_keys, master_keys: answer.master_keys, self_signing_keys: answer.self_signing_keys };
+  }
+
+  /** /user/devices/{userId} from another server: the whole list with its stream position. */
+  async devicesForServer(origin: string, userId: string): Promise<JsonObject> {
+    if (!this.isLocal(userId)) throw new MatrixError('M_INVALID_PARAM', 'That user is not on this server');
+    await this.deps.deviceLists.trackRemotely(origin, [userId]);
+    const [answer, positions] = await Promise.all([this.localKeys('', { [userId]: [] }), this.deps.deviceLists.userPositions([userId])]);
+    const devices = Object.entries(answer.device_keys[userId] ?? {}).map(([deviceId, keys]) => {
+      const name = isObject(keys.unsigned) ? keys.unsigned.device_display_name : undefined;
+      return { device_id: deviceId, keys, ...(typeof name === 'string' ? { device_display_name: name } : {}) };
+    });
+    const master = answer.master_keys[userId];
+    const selfSigning = answer.self_signing_keys[userId];
+    return {
+      user_id: userId,
+      stream_id: positions.get(userId) ?? 0,
+      devices,
+      ...(master === undefined ? {} : { master_key: master }),
+      ...(selfSigning === undefined ? {} : { self_signing_key: selfSigning }),
+    };
+  }
+
+  /** Our users' keys as `viewer` may see them (user-signing keys and signatures only their own). */
+  private async localKeys(viewer: string, deviceKeys: Record<string, readonly string[]>): Promise<LocalKeys> {
+    const local = Object.keys(deviceKeys);
     const [devices, crossSigning, signatures] = await Promise.all([
       this.store.deviceKeys(local.map((u) => ({ userId: u, deviceIds: deviceKeys[u] ?? [] }))),
       this.store.crossSigningKeys(local),
-      this.store.signaturesOn(local, requester),
+      this.store.signaturesOn(local, viewer),
     ]);
     const sigsOn = (userId: string, keyId: string) => signatures.filter((s) => s.targetUserId === userId && s.targetKeyId === keyId);
     const out: KeyMap = Object.fromEntries(local.map((u) => [u, {}]));
@@ -129,21 +208,37 @@ export class KeysService {
         const key = withSignatures(json, sigsOn(userId, pub));
         if (type === 'master') master[userId] = key;
         else if (type === 'self_signing') selfSigning[userId] = key;
-        else if (type === 'user_signing' && userId === requester) userSigning[userId] = key;
+        else if (type === 'user_signing' && userId === viewer) userSigning[userId] = key;
       }
     }
-    return { device_keys: out, master_keys: master, self_signing_keys: selfSigning, user_signing_keys: userSigning, failures };
+    return { device_keys: out, master_keys: master, self_signing_keys: selfSigning, user_signing_keys: userSigning };
   }
 
-  /** POST /keys/claim for local users: each one-time key goes to one claimer only. */
-  async claim(oneTimeKeys: Record<string, Record<string, string>>): Promise<JsonObject> {
-    const requests: ClaimRequest[] = [];
-    const failures: Record<string, JsonObject> = {};
+  /** POST /keys/claim: each one-time key goes to one claimer only; other servers' users through their servers. */
+  async claim(oneTimeKeys: Record<string, Record<string, string>>, timeoutMs = DEFAULT_FEDERATION_TIMEOUT_MS): Promise<JsonObject> {
+    checkRequestSize(Object.keys(oneTimeKeys).length, Object.values(oneTimeKeys).reduce((n, d) => n + Object.keys(d).length, 0));
+    const local: Record<string, Record<string, string>> = {};
+    const remote: Record<string, Record<string, string>> = {};
     for (const [userId, devices] of Object.entries(oneTimeKeys)) {
-      if (!this.isLocal(userId)) {
-        failures[parseUserId(userId)?.serverName ?? userId] = { errcode: 'M_UNRECOGNIZED', error: 'Keys of users on other servers are not served yet' };
-        continue;
-      }
+      if (this.isLocal(userId)) local[userId] = devices;
+      else if (parseUserId(userId) !== null) remote[userId] = devices;
+    }
+    const [mine, theirs] = await Promise.all([
+      this.claimLocal(local),
+      Object.keys(remote).length === 0
+        ? { oneTimeKeys: {}, failures: {} }
+        : this.remote === null
+          ? { oneTimeKeys: {}, failures: unreachable(Object.keys(remote)) }
+          : this.remote.claim(remote, timeoutMs),
+    ]);
+    return { one_time_keys: { ...mine, ...theirs.oneTimeKeys }, failures: theirs.failures };
+  }
+
+  /** Claims of our users' keys, for our clients and for other servers (/user/keys/claim). */
+  async claimLocal(oneTimeKeys: Record<string, Record<string, string>>): Promise<Record<string, Record<string, Record<string, unknown>>>> {
+    const requests: ClaimRequest[] = [];
+    for (const [userId, devices] of Object.entries(oneTimeKeys)) {
+      if (!this.isLocal(userId)) continue;
       for (const [deviceId, algorithm] of Object.entries(devices)) requests.push({ userId, deviceId, algorithm });
     }
     checkRequestSize(Object.keys(oneTimeKeys).length, requests.length);
@@ -151,7 +246,7 @@ export class KeysService {
     const out: Record<string, Record<string, Record<string, unknown>>> = {};
     for (const k of claimed) ((out[k.userId] ??= {})[k.deviceId] ??= {})[`${k.algorithm}:${k.keyId}`] = JSON.parse(k.keyJson) as unknown;
     this.countsChanged(claimed.map((k) => ({ userId: k.userId, deviceId: k.deviceId })));
-    return { one_time_keys: out, failures };
+    return out;
   }
 
   /** Whether the user has a master key yet (MSC3967: the first upload needs no re-authentication). */
@@ -248,7 +343,7 @@ export class KeysService {
           if (signer === undefined || signer.publicKey === null || typeof signature !== 'string') continue;
           if (!hasValidSignature(signed, userId, signerKeyId, signer.publicKey)) continue;
           if (signerKeyId === `ed25519:${keyId}` && target === userId) continue; // a key's own self-signature is already stored with it
-          accepted.push({ signerUserId: userId, signerKeyId, targetUserId: target, targetKeyId: keyId, signature });
+          accepted.push({ signerUserId: userId, signerKeyId, targetUserId: target, targetKeyId: keyId, signature, targetIsDevice: target === userId && ownDevices.has(keyId) });
           any = true;
         }
         if (!any) fail(target, keyId, 'M_INVALID_SIGNATURE', 'No valid signature by a key of yours that may sign this');
@@ -258,6 +353,11 @@ export class KeysService {
     if (accepted.length > 0) await this.deps.deviceLists.changed(position, accepted.map((s) => s.targetUserId));
     return { failures };
   }
+}
+
+/** `failures` naming each user's server, when there is no way to reach it. */
+function unreachable(userIds: readonly string[]): Record<string, JsonObject> {
+  return Object.fromEntries(userIds.map((u) => [parseUserId(u)?.serverName ?? u, { errcode: 'M_UNRECOGNIZED', error: 'Federation is off on this server' }]));
 }
 
 function checkRequestSize(users: number, devices: number): void {

@@ -5,6 +5,7 @@ import { DeviceInboxStore } from '../storage/device-inbox-store.ts';
 import { FederationInboundStore } from '../storage/federation-inbound-store.ts';
 import { FederationOutboxStore } from '../storage/federation-outbox-store.ts';
 import type { Counters } from './counters.ts';
+import { REQUEST_READ_RETENTION_DAYS } from './stale-requests.ts';
 import { TxnStore } from '../storage/txn-store.ts';
 import { UiaStore } from '../storage/uia-store.ts';
 
@@ -29,6 +30,7 @@ export class Maintenance {
     const { deviceQueueMax, toDeviceTtlHours } = this.config.limits;
     const ttl = toDeviceTtlHours > 0 ? await inbox.deleteReceivedBefore(now - toDeviceTtlHours * HOUR) : 0;
     const queueCap = await inbox.trimQueuesOver(deviceQueueMax);
+    await inbox.deleteRequestReadsBefore(now - REQUEST_READ_RETENTION_DAYS * 24 * HOUR);
     this.counters.inc('to_device_dropped_total', { reason: 'ttl' }, ttl);
     this.counters.inc('to_device_dropped_total', { reason: 'queue_cap' }, queueCap);
     const federationQueueCap = await new FederationOutboxStore(this.db).trimDestinationsOver(this.config.federation.destinationQueueMax);

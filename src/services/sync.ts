@@ -3,6 +3,7 @@ import { DeviceInboxStore, type DeliveredMessage } from '../storage/device-inbox
 import { NewMessages } from '../storage/new-messages.ts';
 import { LongPoll, type ClientConnection } from './long-poll.ts';
 import type { Notifier } from './notifier.ts';
+import { requestRowIds } from './stale-requests.ts';
 
 export interface ToDeviceEvent {
   sender: string;
@@ -160,6 +161,22 @@ class PendingSync<T> extends LongPoll {
 
   private finish(rows: readonly DeliveredMessage[]): void {
     this.notifier.unsubscribe(this.userId, this.deviceId, this.wake);
+    // MSC3944 (see stale-requests.ts): key and secret requests are recorded as read before a
+    // response carries them, and any a cancellation removed since they were read are left out.
+    // Only a response with such a message pays this statement.
+    const requests = requestRowIds(rows);
+    if (requests !== null) {
+      const asked = requests;
+      this.store.recordRequestsRead(this.userId, this.deviceId, [...asked]).then(
+        (kept) => this.answer(rows.filter((r) => !asked.has(r.streamId) || kept.has(r.streamId))),
+        (e: unknown) => this.reject(e),
+      );
+      return;
+    }
+    this.answer(rows);
+  }
+
+  private answer(rows: readonly DeliveredMessage[]): void {
     try {
       this.resolve(this.respond(this.service.batchOf(this.after, rows)));
     } catch (e) {

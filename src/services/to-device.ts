@@ -11,6 +11,7 @@ import {
   type EnqueueResult,
   type InboxMessage,
   type LockedDevice,
+  type RequestKey,
   type Watched,
 } from '../storage/device-inbox-store.ts';
 import type { AppserviceRegistry } from '../appservice/registration.ts';
@@ -23,6 +24,7 @@ import { TxnStore, type TxnKey } from '../storage/txn-store.ts';
 import { GROUP_COMMIT_BATCH_SIZE, LAZY_COMMIT_FLUSHES, STORED_COUNTER, type Counters } from './counters.ts';
 import { GroupCommit } from './group-commit.ts';
 import type { Notifier } from './notifier.ts';
+import { REQUEST_TYPES, STALE_DROPPED, cancellationKeyOf } from './stale-requests.ts';
 
 export { MAX_CONTENT_BYTES } from '../shared/content-checks.ts';
 export type { Origin } from '../sdk/define-handler.ts';
@@ -77,9 +79,6 @@ const DROPPED = 'to_device_dropped_total';
  */
 const ENQUEUE_CONCURRENCY = 1;
 
-/** Rolls back a transaction whose txn id turned out to be a duplicate. */
-class DuplicateTxn extends Error {}
-
 /** Most rows (local targets, `*` counting one, plus remote messages) of one group-commit batch. */
 const MAX_BATCH_WEIGHT = 5000;
 
@@ -89,6 +88,11 @@ interface PreparedSend {
   request: EnqueueRequest;
   serverUser: ServerUserMessage[];
   weight: number;
+  /**
+   * MSC3944: for a key or secret request cancellation, the key each target names (aligned with
+   * `request.targets`; null for a target an appservice also receives). Null for any other send.
+   */
+  cancels: (ReturnType<typeof cancellationKeyOf> | null)[] | null;
 }
 
 /**
@@ -138,7 +142,11 @@ export class ToDeviceService {
     const prepared = this.prepare(input);
     // A fan-out heavier than a whole batch (thousands of remote users) is written in chunks
     // with the event loop free between them, rather than as one long statement.
-    const result = prepared.weight > MAX_BATCH_WEIGHT ? await this.storeInChunks(prepared) : await this.enqueue.run(prepared.request);
+    // Cancellations of key and secret requests take the transaction path (see stale-requests.ts).
+    const result =
+      prepared.weight > MAX_BATCH_WEIGHT || prepared.cancels !== null
+        ? ((await this.storeInTransaction([prepared]))[0] as EnqueueResult)
+        : await this.enqueue.run(prepared.request);
     if (!result.claimed) {
       // The first claim may have been lazy and its own request not answered yet.
       await this.lazy.makeDurable(this.lazy.mark());
@@ -178,7 +186,10 @@ export class ToDeviceService {
       }
       if (key !== null) seen.add(key);
     }
-    const results = await this.enqueue.runAll(prepared.map((p) => p.request));
+    // With a cancellation among them, all of them in one transaction, in order (see stale-requests.ts).
+    const results = prepared.some((p) => p.cancels !== null)
+      ? await this.storeInTransaction(prepared)
+      : await this.enqueue.runAll(prepared.map((p) => p.request));
     const claimed = prepared.filter((_, i) => results[i]?.claimed === true);
     const duplicates = prepared.length - claimed.length;
     if (duplicates > 0) this.deps.counters.inc(DROPPED, { reason: 'duplicate_edu' }, duplicates);
@@ -203,6 +214,9 @@ export class ToDeviceService {
     const remote: { destination: string; userId: string; deviceId: string; content: string }[] = [];
     const appservices: { userId: string; appserviceId: string; exclusive: boolean }[] = [];
     const serverUser: ServerUserMessage[] = [];
+    // MSC3944: only a cancellation's key is looked for, so other sends pay one type check.
+    const cancelling = REQUEST_TYPES.has(input.type);
+    const cancels: (ReturnType<typeof cancellationKeyOf> | null)[] = [];
     for (const [userId, byDevice] of Object.entries(input.messages)) {
       if (userId === this.serverUserId) {
         // MSC4246: the server user has the one device "", and "*" is rewritten to it, so a
@@ -232,7 +246,12 @@ export class ToDeviceService {
         continue;
       }
       for (const [deviceId, content] of Object.entries(byDevice)) targets.push({ userId, deviceId, content: JSON.stringify(content) });
-      for (const { as, exclusive } of this.deps.appservices?.recipientsFor(userId) ?? []) appservices.push({ userId, appserviceId: as.id, exclusive });
+      const recipients = this.deps.appservices?.recipientsFor(userId) ?? [];
+      for (const { as, exclusive } of recipients) appservices.push({ userId, appserviceId: as.id, exclusive });
+      if (cancelling) {
+        // An appservice's transactions are readers that leave no trace: its users are left alone.
+        for (const content of Object.values(byDevice)) cancels.push(recipients.length > 0 ? null : cancellationKeyOf(input.type, content));
+      }
     }
     const request: EnqueueRequest = {
       txn: input.txn ?? null,
@@ -244,7 +263,7 @@ export class ToDeviceService {
       appservices,
       watch: this.watched(targets),
     };
-    return { input, request, serverUser, weight: weightOf(request) };
+    return { input, request, serverUser, weight: weightOf(request), cancels: cancels.some((k) => k !== null) ? cancels : null };
   }
 
   /** After the commit: counters, each stored device woken once, the senders told of new work. */
@@ -258,7 +277,8 @@ export class ToDeviceService {
       counters.inc(STORED_COUNTER, {}, result.stored.length);
       const storedPair = new Set(result.stored.map((d) => `${d.userId}\u0000${d.deviceId}`));
       for (const t of p.request.targets) {
-        if (t.deviceId !== '*' && !storedPair.has(`${t.userId}\u0000${t.deviceId}`)) {
+        const pair = `${t.userId}\u0000${t.deviceId}`;
+        if (t.deviceId !== '*' && !storedPair.has(pair) && result.staleDropped?.has(pair) !== true) {
           counters.inc(DROPPED, { reason: result.knownUsers.has(t.userId) ? 'unknown_device' : 'unknown_user' });
         }
       }
@@ -276,54 +296,131 @@ export class ToDeviceService {
   }
 
   /**
-   * One database transaction, its inserts in chunks (see FederationOutboxStore.insert): for a
-   * request too heavy for one group-commit statement.
+   * One database transaction for sends the group-commit statement does not take: a request too
+   * heavy for one statement (its inserts in chunks, see FederationOutboxStore.insert), and sends
+   * with key or secret request cancellations (MSC3944, see stale-requests.ts). Sends are applied
+   * in order, each seeing the ones before it; the target devices of all of them are locked first,
+   * in one statement and a fixed order, as the group-commit statement locks them.
    */
-  private async storeInChunks(prepared: PreparedSend): Promise<EnqueueResult> {
-    const { request } = prepared;
-    const selectors = new Map<string, DeviceSelector>();
-    for (const t of request.targets) {
-      const current = selectors.get(t.userId);
-      if (t.deviceId === '*') selectors.set(t.userId, { userId: t.userId, all: true });
-      else if (current === undefined) selectors.set(t.userId, { userId: t.userId, all: false, deviceIds: [t.deviceId] });
-      else if (!current.all) current.deviceIds.push(t.deviceId);
-    }
-    try {
-      return await this.deps.db.transaction(async (tx) => {
-        if (request.txn !== null && !(await new TxnStore(tx).claim(request.txn, '{}'))) throw new DuplicateTxn();
+  private async storeInTransaction(prepared: readonly PreparedSend[]): Promise<EnqueueResult[]> {
+    const results = await this.deps.db.transaction(async (tx) => {
+      const claimed: boolean[] = [];
+      for (const { request } of prepared) {
+        // A refused claim wrote nothing, so the transaction goes on with the other sends.
+        let ok = request.txn === null || (await new TxnStore(tx).claim(request.txn, '{}'));
         const inbound = request.inbound;
-        if (inbound != null && !(await new FederationInboundStore(tx).claim(inbound.origin, inbound.messageId))) throw new DuplicateTxn();
-        const inbox = new DeviceInboxStore(tx);
-        const locked = await inbox.lockTargetDevices([...selectors.values()], request.watch ?? []);
-        const devicesOf = new Map<string, string[]>();
-        for (const d of locked) {
-          let list = devicesOf.get(d.userId);
-          if (list === undefined) devicesOf.set(d.userId, (list = []));
-          list.push(d.deviceId);
+        if (ok && inbound != null) ok = await new FederationInboundStore(tx).claim(inbound.origin, inbound.messageId);
+        claimed.push(ok);
+      }
+      const selectors = new Map<string, DeviceSelector>();
+      prepared.forEach(({ request }, i) => {
+        if (!claimed[i]) return;
+        for (const t of request.targets) {
+          const current = selectors.get(t.userId);
+          if (t.deviceId === '*') selectors.set(t.userId, { userId: t.userId, all: true });
+          else if (current === undefined) selectors.set(t.userId, { userId: t.userId, all: false, deviceIds: [t.deviceId] });
+          else if (!current.all) current.deviceIds.push(t.deviceId);
+        }
+      });
+      const inbox = new DeviceInboxStore(tx);
+      // Watched devices' news is per send; with several sends, their polls read the queue instead.
+      const watch = prepared.length === 1 ? (prepared[0]?.request.watch ?? []) : [];
+      const locked = await inbox.lockTargetDevices([...selectors.values()], watch);
+      const devicesOf = new Map<string, string[]>();
+      for (const d of locked) {
+        let list = devicesOf.get(d.userId);
+        if (list === undefined) devicesOf.set(d.userId, (list = []));
+        list.push(d.deviceId);
+      }
+      const results: EnqueueResult[] = [];
+      for (const [i, { request, cancels }] of prepared.entries()) {
+        if (!claimed[i]) {
+          results.push({ claimed: false, stored: [], knownUsers: new Set(), appservicesQueued: [] });
+          continue;
         }
         const rows: InboxMessage[] = [];
-        for (const t of request.targets) {
+        // Per row, the cancellation key it carries (MSC3944), as `user\0device\0requesting device\0request id`.
+        const keyOfRow: (string | null)[] = [];
+        const keys = new Map<string, RequestKey>();
+        request.targets.forEach((t, o) => {
           const known = devicesOf.get(t.userId) ?? [];
           const to = t.deviceId === '*' ? known : known.includes(t.deviceId) ? [t.deviceId] : [];
-          for (const deviceId of to) rows.push({ userId: t.userId, deviceId, sender: request.sender, type: request.type, content: t.content });
-        }
-        const streamIds = await inbox.insert(rows);
-        await new FederationOutboxStore(tx).insert(
-          (request.remote ?? []).map((m) => ({ ...m, sender: request.sender, type: request.type })),
-        );
-        const owed = appserviceCopiesOf(request.appservices ?? [], rows, streamIds);
+          const cancel = cancels?.[o] ?? null;
+          for (const deviceId of to) {
+            rows.push({ userId: t.userId, deviceId, sender: request.sender, type: request.type, content: t.content });
+            if (cancel === null) {
+              keyOfRow.push(null);
+              continue;
+            }
+            const key = { userId: t.userId, deviceId, ...cancel };
+            const k = requestKeyString(key);
+            keys.set(k, key);
+            keyOfRow.push(k);
+          }
+        });
+        const staleDropped = new Set<string>();
+        const dropped = keys.size === 0 ? null : await this.dropStaleRequests(inbox, request.sender, request.type, [...keys.values()]);
+        const kept: InboxMessage[] = [];
+        rows.forEach((row, r) => {
+          const k = keyOfRow[r];
+          if (dropped === null || k === null || k === undefined || !dropped.keys.has(k)) kept.push(row);
+          else staleDropped.add(`${row.userId}\u0000${row.deviceId}`);
+        });
+        // Counted once committed (see storeInTransaction's caller).
+        const staleCount = (dropped?.requestsDeleted ?? 0) + rows.length - kept.length;
+        const streamIds = await inbox.insert(kept);
+        await new FederationOutboxStore(tx).insert((request.remote ?? []).map((m) => ({ ...m, sender: request.sender, type: request.type })));
+        const owed = appserviceCopiesOf(request.appservices ?? [], kept, streamIds);
         await new AppserviceQueueStore(tx).insert(owed);
-        return {
+        results.push({
           claimed: true,
-          stored: newMessagesOf(locked, rows, streamIds),
-          knownUsers: new Set(devicesOf.keys()),
+          stored: newMessagesOf(locked, kept, streamIds),
+          knownUsers: new Set(request.targets.map((t) => t.userId).filter((u) => devicesOf.has(u))),
           appservicesQueued: [...new Set(owed.map((m) => m.appserviceId))],
-        };
-      });
-    } catch (e) {
-      if (e instanceof DuplicateTxn) return { claimed: false, stored: [], knownUsers: new Set(), appservicesQueued: [] };
-      throw e;
+          staleDropped,
+          staleCount,
+        });
+      }
+      return results;
+    });
+    prepared.forEach(({ request }, i) => this.deps.counters.inc(STALE_DROPPED, { type: request.type }, results[i]?.staleCount ?? 0));
+    return results;
+  }
+
+  /**
+   * MSC3944, steps (1)–(3) of stale-requests.ts, inside the transaction holding the devices'
+   * row locks: deletes the undelivered requests each cancellation removes, and answers how many
+   * and the keys (see requestKeyString) whose cancellation is therefore not stored.
+   */
+  private async dropStaleRequests(
+    inbox: DeviceInboxStore,
+    sender: string,
+    type: string,
+    keys: readonly RequestKey[],
+  ): Promise<{ keys: Set<string>; requestsDeleted: number }> {
+    // (1) The key's queued rows, locked: waits for any sync still recording one of them as read.
+    const queued = await inbox.lockRequestsWithKeys(sender, type, keys);
+    // (2) A statement of its own, so a snapshot taken after those waits.
+    const read = new Set((await inbox.takeRequestReads(sender, type, keys)).map(requestKeyString));
+    // (3) Per key: the requests after its last row that is not one, unless one of its requests was read.
+    const trailing = new Map<string, number[]>();
+    for (const row of queued) {
+      const k = requestKeyString(row);
+      if (row.action !== 'request') trailing.set(k, []);
+      else {
+        const list = trailing.get(k);
+        if (list === undefined) trailing.set(k, [row.streamId]);
+        else list.push(row.streamId);
+      }
     }
+    const drop = new Set<string>();
+    const ids: number[] = [];
+    for (const [k, list] of trailing) {
+      if (list.length === 0 || read.has(k)) continue;
+      drop.add(k);
+      ids.push(...list);
+    }
+    return { keys: drop, requestsDeleted: await inbox.deleteByIds(ids) };
   }
 
   /** The targeted devices with a long-poll waiting in this process, whose wake-ups carry the messages (NewMessages). */
@@ -405,3 +502,9 @@ function appserviceCopiesOf(
   });
   return out;
 }
+
+/** A cancellation key as one string, to match rows, records and targets by. */
+function requestKeyString(k: RequestKey): string {
+  return `${k.userId}\u0000${k.deviceId}\u0000${k.requestingDeviceId}\u0000${k.requestId}`;
+}
+

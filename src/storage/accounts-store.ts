@@ -91,7 +91,7 @@ export class AccountsStore {
         .where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)))
         .returning({ deviceId: devices.deviceId });
       if (rows.length !== 1) return false;
-      await DeviceListsStore.appendChanges(tx, [userId]);
+      await DeviceListsStore.appendChanges(tx, [{ userId, deviceId }]);
       return true;
     });
   }
@@ -123,7 +123,7 @@ export class AccountsStore {
       await tx.delete(e2eOneTimeKeys).where(and(eq(e2eOneTimeKeys.userId, userId), inArray(e2eOneTimeKeys.deviceId, ids)));
       await tx.delete(e2eFallbackKeys).where(and(eq(e2eFallbackKeys.userId, userId), inArray(e2eFallbackKeys.deviceId, ids)));
       await tx.delete(e2eSignatures).where(and(eq(e2eSignatures.targetUserId, userId), inArray(e2eSignatures.targetKeyId, ids)));
-      await DeviceListsStore.appendChanges(tx, [userId]);
+      await DeviceListsStore.appendChanges(tx, ids.map((deviceId) => ({ userId, deviceId })));
       return locked;
     });
   }

@@ -62,6 +62,10 @@ export interface EnqueueResult {
    * (a store with {@link LazyCommits}): pass it to `makeDurable` before answering.
    */
   lazyMark?: number | undefined;
+  /** Targets (`user\u0000device`) whose cancellation was not stored, with the request it cancelled (MSC3944). */
+  staleDropped?: Set<string>;
+  /** How many messages MSC3944 removed: those requests, and those cancellations. */
+  staleCount?: number;
 }
 
 /** A targeted device, locked; if watched, with the newest message it had queued once the lock was taken (0: none). */
@@ -69,6 +73,14 @@ export interface LockedDevice {
   userId: string;
   deviceId: string;
   newestStreamId: number | null;
+}
+
+/** A cancellation's key for one target device (MSC3944). */
+export interface RequestKey {
+  userId: string;
+  deviceId: string;
+  requestingDeviceId: string;
+  requestId: string;
 }
 
 /** Which devices of a user a request targets: all of them (`*`) or the listed ones. */
@@ -469,6 +481,114 @@ export class DeviceInboxStore {
       if (upTo !== undefined) dropped += await this.deleteUpTo(d.userId, d.deviceId, upTo);
     }
     return dropped;
+  }
+
+  /**
+   * MSC3944, the reading side: called before a response carrying some of the device's
+   * `m.room_key_request` / `m.secret.request` messages is sent. Share-locks those rows, records
+   * each `action: request` among them in `to_device_request_reads`, and answers which rows still
+   * exist: a row a cancellation deleted meanwhile (its transaction committed after this sync read
+   * the queue) must be left out of the response. One statement, so the record commits before
+   * the locks go (see ToDeviceService's cancellation path for why that order matters).
+   */
+  async recordRequestsRead(userId: string, deviceId: string, streamIds: readonly number[]): Promise<Set<number>> {
+    const rows = await queryRows<{ stream_id: string | number }>(
+      this.db,
+      sql`
+        with kept as (
+          select stream_id, sender, type, content::jsonb as c from device_inbox
+          where user_id = ${userId} and device_id = ${deviceId}
+            and stream_id in (select jsonb_array_elements_text(${JSON.stringify(streamIds)}::jsonb)::bigint)
+          order by stream_id
+          for share
+        ),
+        recorded as (
+          insert into to_device_request_reads (user_id, device_id, sender, type, requesting_device_id, request_id, read_ts)
+          select distinct ${userId}::text, ${deviceId}::text, k.sender, k.type, k.c->>'requesting_device_id', k.c->>'request_id', ${Date.now()}::bigint
+          from kept k
+          where k.c->>'action' = 'request' and k.c->>'requesting_device_id' is not null and k.c->>'request_id' is not null
+          on conflict (user_id, device_id, sender, type, requesting_device_id, request_id) do update set read_ts = excluded.read_ts
+        )
+        select stream_id from kept
+      `,
+    );
+    return new Set(rows.map((r) => Number(r.stream_id)));
+  }
+
+  /**
+   * MSC3944, the cancelling side, step 1 (inside the transaction that holds the target devices'
+   * row locks): locks and returns every queued message of `type` from `sender` whose
+   * (requesting_device_id, request_id) is the key given for its device, oldest first. Waits for
+   * any sync still recording one of them as read (recordRequestsRead's share locks).
+   */
+  async lockRequestsWithKeys(sender: string, type: string, keys: readonly RequestKey[]): Promise<(RequestKey & { streamId: number; action: string | null })[]> {
+    if (keys.length === 0) return [];
+    const rows = await queryRows<{ stream_id: string | number; user_id: string; device_id: string; rd: string; q: string; action: string | null }>(
+      this.db,
+      sql`
+        select i.stream_id, i.user_id, i.device_id, k.rd, k.q, i.content::jsonb->>'action' as action
+        from device_inbox i
+        join jsonb_to_recordset(${JSON.stringify(keys.map((k) => ({ u: k.userId, d: k.deviceId, rd: k.requestingDeviceId, q: k.requestId })))}::jsonb)
+          as k(u text, d text, rd text, q text) on i.user_id = k.u and i.device_id = k.d
+        where i.sender = ${sender} and i.type = ${type}
+          and i.content::jsonb->>'requesting_device_id' = k.rd and i.content::jsonb->>'request_id' = k.q
+        order by i.stream_id
+        for update of i
+      `,
+    );
+    return rows.map((r) => ({ streamId: Number(r.stream_id), userId: r.user_id, deviceId: r.device_id, requestingDeviceId: r.rd, requestId: r.q, action: r.action }));
+  }
+
+  /**
+   * MSC3944, step 2 (a statement of its own, so its snapshot is taken after step 1's locks):
+   * deletes the records of the given keys and answers the keys that had one. Only for keys whose
+   * cancellation is then stored, as it is for every key with a record.
+   */
+  async takeRequestReads(sender: string, type: string, keys: readonly RequestKey[]): Promise<RequestKey[]> {
+    if (keys.length === 0) return [];
+    const rows = await queryRows<{ user_id: string; device_id: string; requesting_device_id: string; request_id: string }>(
+      this.db,
+      sql`
+        delete from to_device_request_reads r
+        using jsonb_to_recordset(${JSON.stringify(keys.map((k) => ({ u: k.userId, d: k.deviceId, rd: k.requestingDeviceId, q: k.requestId })))}::jsonb)
+          as k(u text, d text, rd text, q text)
+        where r.user_id = k.u and r.device_id = k.d and r.sender = ${sender} and r.type = ${type}
+          and r.requesting_device_id = k.rd and r.request_id = k.q
+        returning r.user_id, r.device_id, r.requesting_device_id, r.request_id
+      `,
+    );
+    return rows.map((r) => ({ userId: r.user_id, deviceId: r.device_id, requestingDeviceId: r.requesting_device_id, requestId: r.request_id }));
+  }
+
+  /** Deletes messages by stream id (MSC3944: requests whose cancellation arrived first). */
+  async deleteByIds(streamIds: readonly number[]): Promise<number> {
+    if (streamIds.length === 0) return 0;
+    const rows = await queryRows<{ stream_id: string | number }>(
+      this.db,
+      sql`delete from device_inbox where stream_id in (select jsonb_array_elements_text(${JSON.stringify(streamIds)}::jsonb)::bigint) returning stream_id`,
+    );
+    return rows.length;
+  }
+
+  /**
+   * Forgets the request records of devices that no longer exist, and those read before `ts`
+   * whose key has no request still queued for the device (see stale-requests.ts).
+   */
+  async deleteRequestReadsBefore(ts: number): Promise<number> {
+    const rows = await queryRows<{ n: string | number }>(
+      this.db,
+      sql`with gone as (
+        delete from to_device_request_reads r
+        where not exists (select 1 from devices dv where dv.user_id = r.user_id and dv.device_id = r.device_id)
+          or (r.read_ts < ${ts} and not exists (
+            select 1 from device_inbox i
+            where i.user_id = r.user_id and i.device_id = r.device_id and i.sender = r.sender and i.type = r.type
+              and i.content::jsonb->>'request_id' = r.request_id and i.content::jsonb->>'requesting_device_id' = r.requesting_device_id
+          ))
+        returning 1
+      ) select count(*) as n from gone`,
+    );
+    return Number(rows[0]?.n ?? 0);
   }
 
   /** Drops undelivered messages received before `ts`. */

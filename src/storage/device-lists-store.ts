@@ -2,6 +2,12 @@ import { sql } from 'drizzle-orm';
 import type { Db } from './database.ts';
 import { queryRows } from '../shared/query-rows.ts';
 
+/** A change to a user's device list: one device, or (null) the user's cross-signing keys. */
+export interface DeviceListChange {
+  userId: string;
+  deviceId: string | null;
+}
+
 /** The transaction handle drizzle gives `db.transaction`'s callback. */
 export type Tx = Parameters<Parameters<Db['transaction']>[0]>[0];
 
@@ -14,21 +20,98 @@ export class DeviceListsStore {
   constructor(private readonly db: Db) {}
 
   /**
-   * Records that these users' device lists changed, inside the caller's transaction, and
-   * returns the new stream position. The EXCLUSIVE lock (readers are not blocked) makes stream
-   * ids commit in the order they are drawn: a reader that saw id N will never later see an id
-   * below N appear, so a sync position can never skip a change.
+   * Records changes to users' device lists (a device, or the cross-signing keys when `deviceId`
+   * is null) inside the caller's transaction, and returns the new stream position. The EXCLUSIVE
+   * lock (readers are not blocked) makes stream ids commit in the order they are drawn: a reader
+   * that saw id N will never later see an id below N appear, so a sync position can never skip a
+   * change.
+   *
+   * In the same statement, every other server following a changed user (see
+   * `device_list_remote_trackers`) gets its EDU queued in the federation outbox, built from the
+   * state the transaction has written: `m.device_list_update` with the device's keys (its own
+   * signatures merged in) or `deleted`, chained by `prev_id` to the last one that server was
+   * sent; `m.signing_key_update` with the cross-signing keys. Durable and ordered as to-device
+   * EDUs are: one queue, one sender.
    */
-  static async appendChanges(tx: Tx | Db, userIds: readonly string[]): Promise<number> {
-    if (userIds.length === 0) return 0;
+  static async appendChanges(tx: Tx | Db, changes: readonly DeviceListChange[]): Promise<number> {
+    if (changes.length === 0) return 0;
     await tx.execute(sql`lock table device_list_changes in exclusive mode`);
     const rows = await queryRows<{ position: string | number | null }>(
       tx as Db,
-      sql`insert into device_list_changes (user_id, created_ts)
-          select u, ${Date.now()} from jsonb_array_elements_text(${JSON.stringify([...new Set(userIds)])}::jsonb) as u
-          returning stream_id as position`,
+      sql`with added as (
+            insert into device_list_changes (user_id, device_id, created_ts)
+            select x.u, x.d, ${Date.now()}
+            from rows from (jsonb_to_recordset(${JSON.stringify(changes.map((c) => ({ u: c.userId, d: c.deviceId })))}::jsonb) as (u text, d text)) with ordinality as x(u, d, n)
+            order by x.n
+            returning stream_id, user_id, device_id),
+          per_destination as (
+            select t.destination, a.stream_id, a.user_id, a.device_id,
+                   coalesce(lag(a.stream_id) over (partition by t.destination, a.user_id, a.device_id is null order by a.stream_id), t.last_stream_id) as prev_id
+            from added a join device_list_remote_trackers t on t.user_id = a.user_id),
+          queued as (
+            insert into federation_outbox (destination, sender, type, user_id, device_id, content, edu_type, created_ts)
+            select p.destination, '', '', p.user_id, coalesce(p.device_id, ''),
+                   case when p.device_id is null then
+                     (jsonb_build_object('user_id', p.user_id)
+                      || coalesce((select jsonb_object_agg(case k.key_type when 'master' then 'master_key' else 'self_signing_key' end, k.key_json::jsonb)
+                                   from e2e_cross_signing_keys k where k.user_id = p.user_id and k.key_type in ('master', 'self_signing')), '{}'::jsonb))::text
+                   else
+                     (jsonb_build_object('user_id', p.user_id, 'device_id', p.device_id, 'stream_id', p.stream_id,
+                                         'prev_id', case when p.prev_id is null then '[]'::jsonb else jsonb_build_array(p.prev_id) end,
+                                         'deleted', dk.key_json is null)
+                      || case when dk.key_json is null then '{}'::jsonb else jsonb_build_object('keys', jsonb_set(dk.key_json::jsonb, '{signatures}',
+                           coalesce(dk.key_json::jsonb -> 'signatures', '{}'::jsonb) || jsonb_build_object(p.user_id,
+                             coalesce(dk.key_json::jsonb -> 'signatures' -> p.user_id, '{}'::jsonb)
+                             || coalesce((select jsonb_object_agg(s.signer_key_id, s.signature) from e2e_signatures s
+                                          where s.target_user_id = p.user_id and s.target_key_id = p.device_id and s.signer_user_id = p.user_id), '{}'::jsonb)))) end
+                      || case when d.display_name is null then '{}'::jsonb else jsonb_build_object('device_display_name', d.display_name) end)::text
+                   end,
+                   case when p.device_id is null then 'm.signing_key_update' else 'm.device_list_update' end,
+                   ${Date.now()}
+            from per_destination p
+            left join e2e_device_keys dk on p.device_id is not null and dk.user_id = p.user_id and dk.device_id = p.device_id
+            left join devices d on p.device_id is not null and d.user_id = p.user_id and d.device_id = p.device_id
+            order by p.stream_id, p.destination),
+          advanced as (
+            update device_list_remote_trackers t set last_stream_id = m.stream_id
+            from (select user_id, max(stream_id) as stream_id from added where device_id is not null group by user_id) m
+            where t.user_id = m.user_id)
+          select max(stream_id) as position from added`,
     );
-    return Math.max(...rows.map((r) => Number(r.position)));
+    return Number(rows[0]?.position ?? 0);
+  }
+
+  /** `destination` follows these local users' device lists from now on (it asked for their keys). */
+  async trackRemotely(destination: string, userIds: readonly string[]): Promise<void> {
+    if (userIds.length === 0) return;
+    // SHARE waits for changes being written and holds new ones back until this commits: a change
+    // either is in what the caller reads next, or sees this row and queues an EDU for it.
+    await this.db.transaction(async (tx) => {
+      await tx.execute(sql`lock table device_list_changes in share mode`);
+      await tx.execute(sql`
+        insert into device_list_remote_trackers (destination, user_id, last_stream_id, created_ts)
+        select ${destination}, u, null, ${Date.now()} from jsonb_array_elements_text(${JSON.stringify([...new Set(userIds)])}::jsonb) as u
+        on conflict do nothing`);
+    });
+  }
+
+  /** The servers following these users, whose outbox a change may have filled. */
+  async remoteTrackersOf(userIds: readonly string[]): Promise<string[]> {
+    const rows = await queryRows<{ destination: string }>(
+      this.db,
+      sql`select distinct destination from device_list_remote_trackers where user_id in (select jsonb_array_elements_text(${JSON.stringify([...new Set(userIds)])}::jsonb))`,
+    );
+    return rows.map((r) => r.destination);
+  }
+
+  /** The newest device-list stream id of each of these users (0 when none), for `/user/devices`. */
+  async userPositions(userIds: readonly string[]): Promise<Map<string, number>> {
+    const rows = await queryRows<{ user_id: string; position: string | number }>(
+      this.db,
+      sql`select user_id, max(stream_id) as position from device_list_changes
+          where device_id is not null and user_id in (select jsonb_array_elements_text(${JSON.stringify([...new Set(userIds)])}::jsonb)) group by user_id`,
+    );
+    return new Map(rows.map((r) => [r.user_id, Number(r.position)]));
   }
 
   async position(): Promise<number> {

@@ -51,6 +51,8 @@ export interface SignatureRow {
   targetUserId: string;
   targetKeyId: string;
   signature: string;
+  /** Whether the target is a device (else a cross-signing key): which kind of change it makes. */
+  targetIsDevice?: boolean;
 }
 
 /** A one-time key id already stored with different contents: the whole upload is refused. */
@@ -111,7 +113,7 @@ export class E2eKeysStore {
               where d.key_json is distinct from excluded.key_json
               returning d.user_id`,
         );
-        if (written.length > 0) deviceKeysChanged = await DeviceListsStore.appendChanges(tx, [u.userId]);
+        if (written.length > 0) deviceKeysChanged = await DeviceListsStore.appendChanges(tx, [{ userId: u.userId, deviceId: u.deviceId }]);
       }
       return { deviceKeysChanged, counts: await countsIn(db, u.userId, u.deviceId) };
     });
@@ -190,7 +192,7 @@ export class E2eKeysStore {
           insert into e2e_cross_signing_keys (user_id, key_type, key_json, created_ts) values (${userId}, ${k.keyType}, ${k.keyJson}, ${Date.now()})
           on conflict (user_id, key_type) do update set key_json = excluded.key_json, created_ts = excluded.created_ts`);
       }
-      return DeviceListsStore.appendChanges(tx, [userId]);
+      return DeviceListsStore.appendChanges(tx, [{ userId, deviceId: null }]);
     });
   }
 
@@ -216,7 +218,7 @@ export class E2eKeysStore {
         from jsonb_to_recordset(${JSON.stringify(signatures.map((s) => ({ su: s.signerUserId, sk: s.signerKeyId, tu: s.targetUserId, tk: s.targetKeyId, sig: s.signature })))}::jsonb)
           as s(su text, sk text, tu text, tk text, sig text)
         on conflict (signer_user_id, signer_key_id, target_user_id, target_key_id) do update set signature = excluded.signature`);
-      return DeviceListsStore.appendChanges(tx, signatures.map((s) => s.targetUserId));
+      return DeviceListsStore.appendChanges(tx, signatures.map((s) => ({ userId: s.targetUserId, deviceId: s.targetIsDevice === true ? s.targetKeyId : null })));
     });
   }
 }

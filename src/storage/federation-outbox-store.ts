@@ -13,6 +13,8 @@ export interface OutboxMessage {
 
 export interface OutboxRow extends OutboxMessage {
   streamId: number;
+  /** Set for an EDU of another type than m.direct_to_device: `content` is its whole content. */
+  eduType?: string | null;
 }
 
 export interface PendingTxn {
@@ -67,6 +69,7 @@ export class FederationOutboxStore {
         userId: federationOutbox.userId,
         deviceId: federationOutbox.deviceId,
         content: federationOutbox.content,
+        eduType: federationOutbox.eduType,
       })
       .from(federationOutbox)
       .where(eq(federationOutbox.destination, destination))

@@ -58,6 +58,8 @@ export const federationOutbox = pgTable(
     // A device ID or '*'; the remote server expands '*'.
     deviceId: text('device_id').notNull(),
     content: text('content').notNull(),
+    // Set for an EDU of another type (a device-list update): `content` is its whole content.
+    eduType: text('edu_type'),
     createdTs: ms('created_ts').notNull(),
   },
   (t) => [index('federation_outbox_destination').on(t.destination, t.streamId)],
@@ -266,10 +268,43 @@ export const deviceListChanges = pgTable(
   {
     streamId: bigserial('stream_id', { mode: 'number' }).primaryKey(),
     userId: text('user_id').notNull(),
+    // The device that changed; null for the user's cross-signing keys.
+    deviceId: text('device_id'),
     createdTs: ms('created_ts').notNull(),
   },
   (t) => [index('device_list_changes_user').on(t.userId, t.streamId)],
 );
+
+/**
+ * Other servers that follow our users' device lists (one of their users queried them): each gets
+ * an `m.device_list_update` EDU per change, chained by `prev_id` from `last_stream_id`.
+ */
+export const deviceListRemoteTrackers = pgTable(
+  'device_list_remote_trackers',
+  {
+    destination: text('destination').notNull(),
+    userId: text('user_id').notNull(),
+    lastStreamId: bigint('last_stream_id', { mode: 'number' }),
+    createdTs: ms('created_ts').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.destination, t.userId] }), index('device_list_remote_trackers_user').on(t.userId)],
+);
+
+/**
+ * What we know of a remote user's devices and cross-signing keys (checked signatures only). Served
+ * from here only while its server keeps us told (`subscribed`: it has sent us a device-list EDU
+ * for the user) and nothing is missing (`stale`); otherwise each query asks the server again.
+ */
+export const remoteDeviceLists = pgTable('remote_device_lists', {
+  userId: text('user_id').primaryKey(),
+  // The user's stream id as its server last gave it (EDU or /user/devices); null if unknown.
+  streamId: bigint('stream_id', { mode: 'number' }),
+  // {devices: {id: device keys}, master_key?, self_signing_key?} as JSON text.
+  keysJson: text('keys_json').notNull(),
+  subscribed: boolean('subscribed').notNull().default(false),
+  stale: boolean('stale').notNull().default(false),
+  fetchedTs: ms('fetched_ts').notNull(),
+});
 
 /** Who is told about whose device-list changes (there are no rooms): set by /keys/query. */
 export const deviceListTrackers = pgTable(
@@ -293,3 +328,28 @@ export const dehydratedDevices = pgTable('dehydrated_devices', {
   deviceData: text('device_data').notNull(),
   createdTs: ms('created_ts').notNull(),
 });
+
+/**
+ * MSC3944: the (sender device, request_id) of each `m.room_key_request` / `m.secret.request`
+ * (`action: request`) that a sync response has carried to a device, written just before the
+ * response is sent. A cancellation finding a row here must be delivered; its key's row is then
+ * deleted (the device will see that cancellation after everything it was sent). The rows outlive
+ * the acknowledgement of the request itself, so a request_id re-used for a re-request (as the
+ * spec asks) is still known to have reached the device. See ToDeviceService's cancellation path.
+ */
+export const toDeviceRequestReads = pgTable(
+  'to_device_request_reads',
+  {
+    userId: text('user_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    sender: text('sender').notNull(),
+    type: text('type').notNull(),
+    requestingDeviceId: text('requesting_device_id').notNull(),
+    requestId: text('request_id').notNull(),
+    readTs: ms('read_ts').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.userId, t.deviceId, t.sender, t.type, t.requestingDeviceId, t.requestId] }),
+    index('to_device_request_reads_read').on(t.readTs),
+  ],
+);

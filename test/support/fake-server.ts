@@ -13,6 +13,8 @@ export class FakeServer {
   readonly key: SigningKey;
   private server: Server | null = null;
   baseUrl = '';
+  /** Answers other requests (its federation API as the test plays it); null → 404. */
+  answer: ((method: string, url: string, body: unknown) => { status: number; json: unknown; delayMs?: number } | null) | null = null;
 
   constructor(
     readonly serverName: string,
@@ -37,13 +39,28 @@ export class FakeServer {
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
         return;
       }
-      res.writeHead(404, { 'content-type': 'application/json' }).end('{"errcode":"M_UNRECOGNIZED","error":"no"}');
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        const answer = this.answer?.(req.method ?? 'GET', req.url ?? '/', text === '' ? undefined : (JSON.parse(text) as unknown)) ?? null;
+        if (answer === null) {
+          res.writeHead(404, { 'content-type': 'application/json' }).end('{"errcode":"M_UNRECOGNIZED","error":"no"}');
+          return;
+        }
+        const send = () => {
+          if (!res.destroyed) res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.json));
+        };
+        if (answer.delayMs === undefined) send();
+        else setTimeout(send, answer.delayMs).unref();
+      });
     });
     await new Promise<void>((resolve) => this.server?.listen(0, '127.0.0.1', resolve));
     this.baseUrl = `http://127.0.0.1:${(this.server?.address() as AddressInfo).port}`;
   }
 
   async stop(): Promise<void> {
+    this.server?.closeAllConnections();
     await new Promise<void>((resolve) => (this.server === null ? resolve() : this.server.close(() => resolve())));
   }
 

@@ -56,7 +56,7 @@ export function keysRoutes(s: Services): Hono<AppEnv> {
 
   r.post('/v3/keys/query', async (c) => {
     const body = await readJsonBody(c, QueryBody, max);
-    return c.json(await s.keys.query(c.get('session').userId, body.device_keys));
+    return c.json(await s.keys.query(c.get('session').userId, body.device_keys, body.timeout));
   });
 
   r.post('/v3/keys/claim', async (c) => {
@@ -66,7 +66,7 @@ export function keysRoutes(s: Services): Hono<AppEnv> {
       throw new MatrixError('M_LIMIT_EXCEEDED', 'Too many key claims', { extra: { retry_after_ms: waitMs }, headers: { 'Retry-After': String(Math.ceil(waitMs / 1000)) } });
     }
     const body = await readJsonBody(c, ClaimBody, max);
-    return c.json(await s.keys.claim(body.one_time_keys));
+    return c.json(await s.keys.claim(body.one_time_keys, body.timeout));
   });
 
   r.get('/v3/keys/changes', async (c) => {

@@ -1,0 +1,71 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CryptoClient, loginDevice, registerUser, sendAndReceiveEncrypted, verifyWithSas, type Credentials } from './support/crypto-client.ts';
+import { serveOverHttp } from './support/http-server.ts';
+import { freePort } from './support/server-process.ts';
+import { startTestApp, type TestApp } from './support/test-app.ts';
+
+/**
+ * Real matrix-js-sdk 43 clients with the Rust crypto, one user on each of two of our servers
+ * federating over HTTP (a.test and b.test): keys queried and claimed across servers, Olm both
+ * ways, SAS verification across servers, and a new device on one server seen on the other
+ * through an m.device_list_update EDU. Nothing is mocked.
+ */
+const TEST_TIMEOUT_MS = 90_000;
+let a: TestApp;
+let b: TestApp;
+let aUrl = '';
+let bUrl = '';
+const closers: (() => Promise<void>)[] = [];
+
+beforeAll(async () => {
+  const [pa, pb] = await Promise.all([freePort(), freePort()]);
+  const routes = { 'a.test': `http://127.0.0.1:${pa}`, 'b.test': `http://127.0.0.1:${pb}` };
+  const fed = (name: string) => ({ server_name: name, federation: { allow_http: true, static_routes: routes, backoff_initial_ms: 50, backoff_max_ms: 200 } });
+  [a, b] = await Promise.all([startTestApp(fed('a.test')), startTestApp(fed('b.test'))]);
+  const [ha, hb] = await Promise.all([serveOverHttp(a, pa), serveOverHttp(b, pb)]);
+  aUrl = ha.baseUrl;
+  bUrl = hb.baseUrl;
+  closers.push(ha.close, hb.close);
+}, 60_000);
+afterAll(async () => {
+  await Promise.all(closers.map((c) => c()));
+  await Promise.all([a?.close(), b?.close()]);
+});
+
+const running: CryptoClient[] = [];
+afterEach(() => {
+  for (const c of running.splice(0)) c.stop();
+});
+async function start(baseUrl: string, creds: Credentials): Promise<CryptoClient> {
+  const c = await CryptoClient.start(baseUrl, creds);
+  running.push(c);
+  return c;
+}
+
+describe('matrix-js-sdk 43 with the Rust crypto, across two of our servers', () => {
+  it('exchange Olm-encrypted messages both ways, verify each other with SAS, and see a new device appear', async () => {
+    const aliceCreds = await registerUser(aUrl, 'alice');
+    const bobCreds = await registerUser(bUrl, 'bob');
+    const alice = await start(aUrl, aliceCreds);
+    const bob = await start(bUrl, bobCreds);
+    // No room in common: each crypto is told to track the other user (see e2ee-js-sdk.test.ts);
+    // its /keys/query goes to its own server, which asks the other one over federation.
+    await alice.trackUsers([bob.userId], { [bob.userId]: [bob.deviceId] });
+    await bob.trackUsers([alice.userId], { [alice.userId]: [alice.deviceId] });
+
+    // The first message of each side claims a one-time key across servers.
+    await sendAndReceiveEncrypted(alice, bob, 'a.test to b.test');
+    await sendAndReceiveEncrypted(bob, alice, 'b.test to a.test');
+
+    const sides = await verifyWithSas(alice, bob);
+    expect(sides.initiator.sas.sas.emoji).toEqual(sides.responder.sas.sas.emoji);
+    expect((await alice.crypto.getDeviceVerificationStatus(bob.userId, bob.deviceId))?.localVerified).toBe(true);
+    expect((await bob.crypto.getDeviceVerificationStatus(alice.userId, alice.deviceId))?.localVerified).toBe(true);
+
+    // Bob logs in a second device on b.test: b.test tells a.test (m.device_list_update), a.test
+    // tells alice (device_lists.changed), her crypto re-queries and can encrypt to it.
+    const bob2 = await start(bUrl, await loginDevice(bUrl, bobCreds));
+    await alice.waitForDevices({ [bob.userId]: [bob.deviceId, bob2.deviceId] });
+    await sendAndReceiveEncrypted(alice, bob2, 'to the new device on b.test');
+  }, TEST_TIMEOUT_MS);
+});
