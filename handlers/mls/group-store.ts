@@ -101,9 +101,9 @@ export class GroupStore {
       );
       if (group === undefined) return { kind: 'rejected', reason: 'unknown_group', epoch: null };
       const current = Number(group.epoch);
-      if (current === c.epoch + 1 && group.last_commit_sha256 === c.commitSha256) return { kind: 'duplicate', epoch: current };
-      // A non-member learns nothing about the group, not even its epoch.
+      // A non-member learns nothing about the group, not even its epoch (nor that a replayed commit won).
       if (!group.is_member) return { kind: 'rejected', reason: 'not_member', epoch: null };
+      if (current === c.epoch + 1 && group.last_commit_sha256 === c.commitSha256) return { kind: 'duplicate', epoch: current };
       return { kind: 'rejected', reason: 'wrong_epoch', epoch: current };
     });
   }
