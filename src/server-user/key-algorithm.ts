@@ -53,7 +53,7 @@ export interface OneTimeKeyAlgorithm<Config = unknown, State = unknown, Params =
     schema: v.GenericSchema<unknown, Params>;
     /** Checked once per claim, before any key is taken: a refusal answers 400 M_INVALID_PARAM. */
     check?: (params: Params) => string | null;
-    /** Whether this stored key satisfies the claim. Must be quick and do no I/O: it runs under row locks. */
+    /** Whether this stored key satisfies the claim. Must be quick and do no I/O: it runs once per stored key per claim. */
     matches: (params: Params, key: StoredKeyView) => boolean;
   };
 }

@@ -256,7 +256,7 @@ export class KeysService {
         count++;
         const matcher = this.algorithms.matcher(algorithm, params);
         // Keys without claim parameters go out by the one-statement claim; the others need a
-        // module to say which key fits, so they take a transaction each (store.claimMatching).
+        // module to say which key fits, so they take a read and a delete each (store.claimMatching).
         if (matcher === null) plain.push({ userId, deviceId, algorithm });
         else {
           const matches = (k: { keyId: string; keyJson: string; metadata: string | null }) => matcher({ keyId: k.keyId, key: JSON.parse(k.keyJson) as unknown, metadata: metadataOf(k.metadata) });

@@ -156,34 +156,46 @@ export class E2eKeysStore {
   }
 
   /**
-   * Claims one key of a device that `matches` accepts: its one-time keys of the algorithm are
-   * locked (`for update skip locked`: a concurrent claimer passes over the rows this one holds),
-   * the first match in key-id order is deleted, else the fallback key is handed out (and marked
-   * used) when it matches. For claims with parameters (key-algorithms.ts), which SQL cannot match.
+   * Claims one key of a device that `matches` accepts, for claims with parameters
+   * (key-algorithms.ts), which SQL cannot match: the device's one-time keys of the algorithm are
+   * read and matched here, then the first match in key-id order that no concurrent claim holds is
+   * deleted in one statement (`for update skip locked`: claimers on any process take different
+   * keys, and nobody waits on another's whole candidate set); with no match left, the fallback key
+   * is handed out (and marked used) when it matches.
    */
   async claimMatching(r: ClaimRequest, matches: (key: { keyId: string; keyJson: string; metadata: string | null }) => boolean): Promise<ClaimedKey | null> {
-    return this.db.transaction(async (tx) => {
-      const db = tx as unknown as Db;
-      const candidates = await queryRows<{ key_id: string; key_json: string; metadata: string | null }>(
-        db,
-        sql`select key_id, key_json, metadata from e2e_one_time_keys
-            where user_id = ${r.userId} and device_id = ${r.deviceId} and algorithm = ${r.algorithm}
-            order by key_id for update skip locked`,
+    const candidates = await queryRows<{ key_id: string; key_json: string; metadata: string | null }>(
+      this.db,
+      sql`select key_id, key_json, metadata from e2e_one_time_keys
+          where user_id = ${r.userId} and device_id = ${r.deviceId} and algorithm = ${r.algorithm} order by key_id`,
+    );
+    const matching = candidates.filter((c) => matches({ keyId: c.key_id, keyJson: c.key_json, metadata: c.metadata })).map((c) => c.key_id);
+    if (matching.length > 0) {
+      const [taken] = await queryRows<{ key_id: string; key_json: string }>(
+        this.db,
+        sql`delete from e2e_one_time_keys o
+            where o.user_id = ${r.userId} and o.device_id = ${r.deviceId} and o.algorithm = ${r.algorithm}
+              and o.key_id = (select key_id from e2e_one_time_keys
+                              where user_id = ${r.userId} and device_id = ${r.deviceId} and algorithm = ${r.algorithm}
+                                and key_id in (select jsonb_array_elements_text(${JSON.stringify(matching)}::jsonb))
+                              order by key_id limit 1 for update skip locked)
+            returning o.key_id, o.key_json`,
       );
-      const chosen = candidates.find((c) => matches({ keyId: c.key_id, keyJson: c.key_json, metadata: c.metadata }));
-      if (chosen !== undefined) {
-        await db.execute(sql`delete from e2e_one_time_keys where user_id = ${r.userId} and device_id = ${r.deviceId} and algorithm = ${r.algorithm} and key_id = ${chosen.key_id}`);
-        return { ...r, keyId: chosen.key_id, keyJson: chosen.key_json, fallback: false };
-      }
-      const [fallback] = await queryRows<{ key_id: string; key_json: string; metadata: string | null }>(
-        db,
-        sql`select key_id, key_json, metadata from e2e_fallback_keys
-            where user_id = ${r.userId} and device_id = ${r.deviceId} and algorithm = ${r.algorithm} for update`,
-      );
-      if (fallback === undefined || !matches({ keyId: fallback.key_id, keyJson: fallback.key_json, metadata: fallback.metadata })) return null;
-      await db.execute(sql`update e2e_fallback_keys set used = true where user_id = ${r.userId} and device_id = ${r.deviceId} and algorithm = ${r.algorithm}`);
-      return { ...r, keyId: fallback.key_id, keyJson: fallback.key_json, fallback: true };
-    });
+      if (taken !== undefined) return { ...r, keyId: taken.key_id, keyJson: taken.key_json, fallback: false };
+    }
+    const [fallback] = await queryRows<{ key_id: string; key_json: string; metadata: string | null }>(
+      this.db,
+      sql`select key_id, key_json, metadata from e2e_fallback_keys where user_id = ${r.userId} and device_id = ${r.deviceId} and algorithm = ${r.algorithm}`,
+    );
+    if (fallback === undefined || !matches({ keyId: fallback.key_id, keyJson: fallback.key_json, metadata: fallback.metadata })) return null;
+    // Only the fallback key that was matched is marked used: one replaced meanwhile stays unused.
+    const [used] = await queryRows<{ key_id: string }>(
+      this.db,
+      sql`update e2e_fallback_keys set used = true
+          where user_id = ${r.userId} and device_id = ${r.deviceId} and algorithm = ${r.algorithm} and key_id = ${fallback.key_id} and key_json = ${fallback.key_json}
+          returning key_id`,
+    );
+    return used === undefined ? null : { ...r, keyId: fallback.key_id, keyJson: fallback.key_json, fallback: true };
   }
 
   /** Device keys of these users (all their devices when `deviceIds` is empty), with display names. */
