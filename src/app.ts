@@ -43,6 +43,7 @@ import { keyServerRoutes } from './rest/routes/key-server.ts';
 import { FederationInbound } from './services/federation-inbound.ts';
 import { FederationKeysStore } from './storage/federation-keys-store.ts';
 import { ServerUserDispatcher, type HandlerToLoad } from './server-user/dispatcher.ts';
+import { KeyAlgorithms } from './services/key-algorithms.ts';
 import { ModuleLifecycle } from './server-user/module-lifecycle.ts';
 import { moduleRoutes } from './server-user/module-routes.ts';
 import { CountingNotifier } from './metrics/counting-notifier.ts';
@@ -166,6 +167,7 @@ export function createApp(deps: AppDeps): App {
     deadlineMs: config.serverUser.dispatchDeadlineMs,
     send: (userId, deviceId, type, content): Promise<void> => toDevice.sendAsServer(userId, deviceId, type, content),
   });
+  keys.algorithms = new KeyAlgorithms(dispatcher.loaded);
   const modules = new ModuleLifecycle(dispatcher.loaded, database, log);
   const accounts = new AccountsService(database.db, config.serverName);
   accounts.devicesChanged = (userId) => deviceLists.changedNow([userId]);

@@ -21,6 +21,7 @@ export {
   type SetupResult,
   type StateCarrier,
 } from '../server-user/define-handler.ts';
+export type { KeyMetadata, KeyVerdict, OneTimeKeyAlgorithm, StoredKeyView, UploadedKey } from '../server-user/key-algorithm.ts';
 export { MatrixError } from '../errors/matrix-error.ts';
 export type { ErrCode } from '../errors/errcodes.ts';
 export type { Logger } from '../logger.ts';

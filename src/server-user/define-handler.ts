@@ -3,6 +3,7 @@ import type * as v from 'valibot';
 import type { Logger } from '../logger.ts';
 import type { Origin } from '../services/to-device.ts';
 import type { Db } from '../storage/database.ts';
+import type { OneTimeKeyAlgorithm } from './key-algorithm.ts';
 
 /** A to-device message addressed to the server user, as a handler receives it. */
 export interface ServerUserEvent<Content> {
@@ -110,6 +111,9 @@ export interface HandlerModule<Config = unknown, State = unknown> {
   setup?: (ctx: SetupContext<Config>) => MaybePromise<SetupResult<State> | void>;
   events: Record<string, EventHandlerSpec<v.GenericSchema, Config, State>>;
   routes?: ModuleRoutes<Config, State>;
+  /** One-time-key algorithms this module validates and matches in the keys API (key-algorithm.ts). */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  keyAlgorithms?: readonly OneTimeKeyAlgorithm<Config, State, any>[];
 }
 
 /** The validated config type of a config schema (`undefined` without one). */
@@ -142,6 +146,8 @@ export function defineHandler<
   // the mapped half, and a setup beside only such handlers would not be read either).
   events: { [K in keyof Schemas]: EventHandlerSpec<Schemas[K], ConfigOf<CS>, State> } & Record<string, StateCarrier<State>>;
   routes?: ModuleRoutes<ConfigOf<CS>, State>;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  keyAlgorithms?: readonly OneTimeKeyAlgorithm<ConfigOf<CS>, State, any>[];
 }): HandlerModule<ConfigOf<CS>, State> {
   return def as unknown as HandlerModule<ConfigOf<CS>, State>;
 }
