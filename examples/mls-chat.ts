@@ -1,6 +1,8 @@
 /**
  * Three clients run an MLS group (RFC 9420, with ts-mls) through the server user's delivery
- * service (handlers/mls): KeyPackages uploaded and claimed, a group created, a member added
+ * service (handlers/mls), as MSC4244 has it: KeyPackages uploaded and claimed through the keys
+ * API (`mls:` one-time keys, the `mls` claim object), `m.mls.message` to `@:<server>`, `m.mls.commit`
+ * to every joined device, a group created, a member added
  * (its Welcome released only after the commit was accepted), application messages, and two
  * commits racing for one epoch — one accepted, the other rejected with the current epoch.
  *
@@ -13,17 +15,13 @@ import { MatrixSession } from './support/matrix-session.ts';
 
 const homeserver = process.env.HOMESERVER ?? 'http://127.0.0.1:8008';
 const T = {
-  upload: 'org.matrix.msc4244.key_packages.upload',
-  uploaded: 'org.matrix.msc4244.key_packages.uploaded',
-  claim: 'org.matrix.msc4244.key_packages.claim',
-  claimed: 'org.matrix.msc4244.key_packages.claimed',
-  message: 'org.matrix.msc4244.mls.message',
-  accepted: 'org.matrix.msc4244.mls.accepted',
-  rejected: 'org.matrix.msc4244.mls.rejected',
-  commit: 'org.matrix.msc4244.mls.commit',
-  welcome: 'org.matrix.msc4244.mls.welcome',
-  relay: 'org.matrix.msc4244.mls.relay',
+  message: 'm.mls.message',
+  rejected: 'm.mls.rejected',
+  commit: 'm.mls.commit',
+  welcome: 'm.mls.welcome',
+  relay: 'm.mls.relay',
 };
+const SUITE = 'MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519';
 
 interface Client {
   name: string;
@@ -37,27 +35,33 @@ async function client(name: string): Promise<Client> {
 }
 
 async function uploadKeyPackages(c: Client): Promise<void> {
-  const packages = [await c.mls.keyPackage(), await c.mls.keyPackage()];
-  await c.session.toServer(T.upload, { key_packages: packages, last_resort: await c.mls.keyPackage() });
-  const reply = (await c.session.nextOfType(T.uploaded)).content;
-  console.log(`${c.name} uploads 2 KeyPackages + a last-resort one → accepted ${String(reply.accepted)}, ${String(reply.count)} one-time on the server`);
+  const res = await c.session.request('POST', '/v3/keys/upload', { one_time_keys: await c.mls.mlsKeys(2), fallback_keys: await c.mls.mlsKeys(1, { lastResort: true }) });
+  if (res.status !== 200) throw new Error(`keys/upload: ${res.status} ${JSON.stringify(res.json)}`);
+  const counts = res.json.one_time_key_counts as Record<string, number>;
+  console.log(`${c.name} uploads 2 KeyPackages + a last-resort one (fallback key) → ${String(counts.mls)} mls one-time keys on the server`);
 }
 
 async function claim(by: Client, of: Client): Promise<string> {
-  await by.session.toServer(T.claim, { user_id: of.session.userId });
-  const packages = (await by.session.nextOfType(T.claimed)).content.key_packages as Record<string, { key_package: string; last_resort: boolean }>;
-  const mine = packages[of.session.deviceId];
-  if (mine === undefined) throw new Error(`no KeyPackage for ${of.name}'s device`);
-  console.log(`${by.name} claims ${of.name}'s KeyPackages → device ${of.session.deviceId} (${mine.last_resort ? 'last resort' : 'one-time, now deleted on the server'})`);
-  return mine.key_package;
+  const res = await by.session.request('POST', '/v3/keys/claim', {
+    one_time_keys: { [of.session.userId]: { [of.session.deviceId]: 'mls' } },
+    mls: { protocol_version: 'm.mls_10', acceptable_ciphersuites: [SUITE] },
+  });
+  const keys = (res.json.one_time_keys as Record<string, Record<string, Record<string, { key: string }>>> | undefined)?.[of.session.userId]?.[of.session.deviceId];
+  const [keyId, key] = Object.entries(keys ?? {})[0] ?? [];
+  if (keyId === undefined || key === undefined) throw new Error(`no KeyPackage for ${of.name}'s device`);
+  console.log(`${by.name} claims a KeyPackage of ${of.name}'s device ${of.session.deviceId} → ${keyId}`);
+  return key.key;
 }
 
 /** Sends a commit and waits for the DS's verdict: the new epoch, or the group's current epoch on rejection. */
 async function sendCommit(c: Client, pending: PendingCommit, added: Client[]): Promise<{ accepted: boolean; epoch: number; reason?: string }> {
   const commitInfo = pending.welcome === undefined ? {} : { commit_info: { welcome: pending.welcome, added: added.map((a) => ({ user_id: a.session.userId, device_id: a.session.deviceId })) } };
   await c.session.toServer(T.message, { message: pending.message, ...commitInfo });
-  const verdict = await c.session.next((e) => e.type === T.accepted || e.type === T.rejected);
-  if (verdict.type === T.accepted) {
+  // MSC4244: the accepted commit goes to every joined device, the committer too; its own copy is the answer.
+  const own = (e: { type: string; content: Record<string, unknown> }) =>
+    e.type === T.commit && (e.content.sender as { device_id?: string } | undefined)?.device_id === c.session.deviceId && (e.content.sender as { user_id?: string }).user_id === c.session.userId;
+  const verdict = await c.session.next((e) => own(e) || e.type === T.rejected);
+  if (verdict.type === T.commit) {
     c.mls.apply(pending);
     return { accepted: true, epoch: Number(verdict.content.epoch) };
   }

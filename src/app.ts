@@ -43,6 +43,7 @@ import { keyServerRoutes } from './rest/routes/key-server.ts';
 import { FederationInbound } from './services/federation-inbound.ts';
 import { FederationKeysStore } from './storage/federation-keys-store.ts';
 import { ServerUserDispatcher, type HandlerToLoad } from './server-user/dispatcher.ts';
+import { KeyAlgorithms } from './services/key-algorithms.ts';
 import { ModuleLifecycle } from './server-user/module-lifecycle.ts';
 import { moduleRoutes } from './server-user/module-routes.ts';
 import { systemClock } from './server-user/system-clock.ts';
@@ -169,6 +170,7 @@ export function createApp(deps: AppDeps): App {
     deadlineMs: config.serverUser.dispatchDeadlineMs,
     send: (userId, deviceId, type, content): Promise<void> => toDevice.sendAsServer(userId, deviceId, type, content),
   });
+  keys.algorithms = new KeyAlgorithms(dispatcher.loaded);
   const modules = new ModuleLifecycle(dispatcher.loaded, database, log, { setupMs: config.serverUser.setupDeadlineMs, stopMs: config.serverUser.stopDeadlineMs });
   const accounts = new AccountsService(database.db, config.serverName);
   accounts.devicesChanged = (userId) => deviceLists.changedNow([userId]);

@@ -5,7 +5,7 @@ import type { HandlerModule } from '../src/sdk/define-handler.ts';
 import { DISPATCH_COUNTER } from '../src/server-user/dispatcher.ts';
 import { TestClient, type ToDeviceEventJson } from './support/client.ts';
 import { CoreCryptoMember, loadCoreCrypto } from './support/core-crypto-member.ts';
-import { MlsMember, T } from './support/mls-member.ts';
+import { mlsClaim, MlsMember, T } from './support/mls-member.ts';
 import { startTestApp, type TestApp } from './support/test-app.ts';
 
 // Wire's CoreCrypto (OpenMLS, Rust, as WebAssembly) is a devDependency, so this runs wherever
@@ -31,7 +31,7 @@ let n = 0;
 const client = async (name: string) => TestClient.register(t.app, `${name}${n++}`);
 
 beforeAll(async () => {
-  t = await startTestApp({}, [{ module: mls as HandlerModule<unknown>, config: { ciphersuites: Object.values(SUITES), claim_rate: { burst: 1000 } } }]);
+  t = await startTestApp({}, [{ module: mls as HandlerModule<unknown>, config: { ciphersuites: Object.values(SUITES) } }]);
 });
 afterAll(() => t.close());
 
@@ -41,19 +41,17 @@ describe.skipIf(cc === null)('a group of ts-mls and CoreCrypto (OpenMLS) devices
     const wire = await CoreCryptoMember.of(cc, await client('wire'));
     const alice = await MlsMember.of(await client('alice'));
 
-    // CoreCrypto's KeyPackages pass the directory's checks (signatures, identity, lifetime).
-    const { wrapped } = await wire.keyPackages(2);
-    const [uploaded] = await wire.send(T.upload, { key_packages: wrapped });
-    expect(uploaded?.content).toMatchObject({ accepted: 2, rejected: [], count: 2 });
+    // CoreCrypto's bare KeyPackages pass the module's checks at /keys/upload (signatures, identity, lifetime).
+    expect(await wire.uploadKeyPackages(2)).toMatchObject({ status: 200, body: { one_time_key_counts: { mls: 2 } } });
 
-    // ts-mls claims one and creates a group with it; the DS releases the Welcome to CoreCrypto.
-    const claimed = Object.values(await alice.claim(wire.client.userId));
+    // ts-mls claims one (with MSC4244's mls object) and creates a group with it; the DS releases the Welcome to CoreCrypto.
+    const claimed = Object.values(await alice.claim(wire.client.userId, [wire.client.deviceId]));
     expect(claimed).toHaveLength(1);
     const groupId = new Uint8Array(randomBytes(16));
     await alice.mls.createGroup(groupId);
-    const created = await alice.mls.commit([claimed[0]?.key_package ?? ''], { publicMessage: true });
+    const created = await alice.mls.commit([claimed[0]?.keyPackage ?? ''], { publicMessage: true });
     expect(await alice.ask(T.message, { message: created.message, commit_info: { welcome: created.welcome, added: [wire.ref] } })).toMatchObject([
-      { type: T.accepted, content: { epoch: 1 } },
+      { type: T.commit, content: { epoch: 1, sender: alice.ref } },
     ]);
     alice.mls.apply(created);
     const [welcome] = ofType(await wire.events(), T.welcome);
@@ -73,9 +71,12 @@ describe.skipIf(cc === null)('a group of ts-mls and CoreCrypto (OpenMLS) devices
     // CoreCrypto commits an add of a ts-mls device; the ts-mls members follow the commit.
     const bob = await MlsMember.of(await client('bob'));
     await bob.uploadKeyPackages(1);
-    const claimedBob = await wire.send(T.claim, { user_id: bob.client.userId });
-    const bobPackage = Object.values((ofType(claimedBob, T.claimed)[0]?.content.key_packages ?? {}) as Record<string, { key_package: string }>)[0];
-    expect(await wire.add(groupId, [{ ref: bob.ref, keyPackage: bobPackage?.key_package ?? '' }])).toEqual({ accepted: true, epoch: 2 });
+    const claimedBob = await wire.client.json<{ one_time_keys: Record<string, Record<string, Record<string, { key: string }>>> }>('POST', '/v3/keys/claim', {
+      one_time_keys: { [bob.client.userId]: { [bob.client.deviceId]: 'mls' } },
+      mls: mlsClaim([SUITES[1] ?? '']),
+    });
+    const bobPackage = Object.values(claimedBob.body.one_time_keys[bob.client.userId]?.[bob.client.deviceId] ?? {})[0];
+    expect(await wire.add(groupId, [{ ref: bob.ref, keyPackage: bobPackage?.key ?? '' }])).toEqual({ accepted: true, epoch: 2 });
     expect(await wire.epoch(groupId)).toBe(2);
     const [commit] = ofType(await alice.inbox.take(), T.commit);
     expect(commit?.content).toMatchObject({ epoch: 2, sender: wire.ref, added: [bob.ref] });
@@ -94,7 +95,7 @@ describe.skipIf(cc === null)('a group of ts-mls and CoreCrypto (OpenMLS) devices
     // One commit per epoch across stacks: ts-mls commits in epoch 2 first, so CoreCrypto's
     // commit for epoch 2 loses and is told the current epoch; it applies the winner and retries.
     const aliceUpdate = await alice.mls.commit([], { publicMessage: true });
-    expect(await alice.ask(T.message, { message: aliceUpdate.message })).toMatchObject([{ type: T.accepted, content: { epoch: 3 } }]);
+    expect(await alice.ask(T.message, { message: aliceUpdate.message })).toMatchObject([{ type: T.commit, content: { epoch: 3, sender: alice.ref } }]);
     alice.mls.apply(aliceUpdate);
     const [toBob] = ofType(await bob.inbox.take(), T.commit);
     await bob.mls.receive(String(toBob?.content.message));
@@ -134,36 +135,39 @@ describe.skipIf(cc === null)('a group of ts-mls and CoreCrypto (OpenMLS) devices
     for (const outcome of ['error', 'timeout']) expect(t.services.counters.get(DISPATCH_COUNTER, { type: T.message, outcome })).toBe(0);
   }, 60_000);
 
-  it('refuses a bare KeyPackage (CoreCrypto serialises them so) as undecodable: the directory takes an MLSMessage', async () => {
+  it('refuses an MLSMessage-wrapped KeyPackage (what the retired directory took): MSC4244 uploads bare ones', async () => {
     if (cc === null) return;
     const wire = await CoreCryptoMember.of(cc, await client('wire'));
-    const { raw, wrapped } = await wire.keyPackages(1);
-    const [uploaded] = await wire.send(T.upload, { key_packages: [b64(raw[0] ?? new Uint8Array()), wrapped[0]] });
-    // A bare KeyPackage starts with version then cipher_suite, where an MLSMessage has version
-    // then wire_format: suite 1 reads as a PublicMessage that does not decode.
-    expect(uploaded?.content).toMatchObject({ accepted: 1, rejected: [{ index: 0, reason: 'undecodable' }], count: 1 });
+    const [bare] = await wire.keyPackages(1);
+    const wrapped = b64(Buffer.concat([Uint8Array.of(0, 1, 0, 5), Buffer.from(bare ?? '', 'base64')]));
+    const refused = await wire.client.json<{ errcode: string; error: string }>('POST', '/v3/keys/upload', { one_time_keys: { 'mls:w': { key: wrapped } } });
+    expect([refused.status, refused.body.errcode]).toEqual([400, 'M_INVALID_PARAM']);
+    expect(refused.body.error).toMatch(/undecodable/);
+    expect((await wire.client.json('POST', '/v3/keys/upload', { one_time_keys: { 'mls:b': { key: bare } } })).status).toBe(200);
   });
 
   it('refuses a CoreCrypto KeyPackage uploaded by another device as wrong_identity', async () => {
     if (cc === null) return;
     const wire = await CoreCryptoMember.of(cc, await client('wire'));
-    const other = await MlsMember.of(await client('mallory'));
-    const { wrapped } = await wire.keyPackages(1);
-    const [uploaded] = await other.ask(T.upload, { key_packages: wrapped });
-    expect(uploaded?.content).toMatchObject({ accepted: 0, rejected: [{ index: 0, reason: 'wrong_identity' }], count: 0 });
+    const other = await client('mallory');
+    const [bare] = await wire.keyPackages(1);
+    const refused = await other.json<{ error: string }>('POST', '/v3/keys/upload', { one_time_keys: { 'mls:x': { key: bare } } });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error).toMatch(/wrong_identity/);
   });
 
-  it('accepts CoreCrypto KeyPackages of every suite CoreCrypto offers, and claims them by suite', async () => {
+  it('accepts CoreCrypto KeyPackages of every suite CoreCrypto offers, and claims them by acceptable_ciphersuites', async () => {
     if (cc === null) return;
     const offered = [1, 2, 3, 5, 7];
     const wire = await CoreCryptoMember.of(cc, await client('wire'), offered);
-    const packages = await Promise.all(offered.map(async (suite) => (await wire.keyPackages(1, suite)).wrapped[0] ?? ''));
-    const [uploaded] = await wire.send(T.upload, { key_packages: packages });
-    expect(uploaded?.content).toMatchObject({ accepted: offered.length, rejected: [], count: offered.length });
+    const packages = await Promise.all(offered.map(async (suite) => (await wire.keyPackages(1, suite))[0] ?? ''));
+    const uploaded = await wire.client.json('POST', '/v3/keys/upload', { one_time_keys: Object.fromEntries(packages.map((key, i) => [`mls:s${i}`, { key }])) });
+    expect(uploaded).toMatchObject({ status: 200, body: { one_time_key_counts: { mls: offered.length } } });
     const claimer = await MlsMember.of(await client('claimer'));
-    for (const [i, suite] of offered.entries()) {
-      const [reply] = await claimer.ask(T.claim, { user_id: wire.client.userId, ciphersuite: SUITES[suite] });
-      expect(reply?.content).toMatchObject({ key_packages: { [wire.client.deviceId]: { key_package: packages[i], last_resort: false } } });
+    // Latest suite first: a claim ignoring acceptable_ciphersuites would take mls:s0 each time.
+    for (const [i, suite] of [...offered.entries()].reverse()) {
+      const claimed = await claimer.claim(wire.client.userId, [wire.client.deviceId], mlsClaim([SUITES[suite] ?? '']));
+      expect(claimed[wire.client.deviceId]).toEqual({ keyId: `mls:s${i}`, keyPackage: packages[i] });
     }
   });
 });

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { overHttp, TestClient } from './support/client.ts';
-import { formGroup, MlsMember, T } from './support/mls-member.ts';
+import { formGroup, isOwnCommit, MlsMember, T } from './support/mls-member.ts';
 import { freePort, ServerProcess } from './support/server-process.ts';
 import { createPostgresDatabaseUrl, usingPostgres } from './support/test-database.ts';
 
@@ -51,7 +51,12 @@ describe.skipIf(!usingPostgres())('MLS commits raced through two server processe
       newcomers.push(await MlsMember.of(i % 2 === 0 ? new TestClient(b, registered.userId, registered.deviceId, registered.token) : registered));
     }
     await Promise.all(newcomers.map((nc) => nc.uploadKeyPackages(1)));
-    const packages = await Promise.all(members.map(async (m, i) => Object.values(await m.claim(newcomers[i]?.client.userId ?? ''))[0]?.key_package ?? ''));
+    const packages = await Promise.all(
+      members.map(async (m, i) => {
+        const nc = newcomers[i];
+        return nc === undefined ? '' : ((await m.claim(nc.client.userId, [nc.client.deviceId]))[nc.client.deviceId]?.keyPackage ?? '');
+      }),
+    );
     const commits = await Promise.all(members.map((m, i) => m.mls.commit([packages[i] ?? ''])));
     const statuses = await Promise.all(
       members.map((m, i) =>
@@ -61,14 +66,15 @@ describe.skipIf(!usingPostgres())('MLS commits raced through two server processe
     expect(statuses.every((s) => s === 200)).toBe(true);
 
     const inboxes = await Promise.all(members.map((m) => m.inbox.take()));
-    const own = inboxes.map((events) => events.find((e) => e.type === T.accepted || e.type === T.rejected));
-    const winners = own.filter((e) => e?.type === T.accepted);
+    // MSC4244: the winner learns it won from its own commit, fanned out to it like to every member.
+    const own = inboxes.map((events, i) => events.find((e) => e.type === T.rejected || (e.type === T.commit && isOwnCommit(e, members[i] as MlsMember))));
+    const winners = own.filter((e) => e?.type === T.commit);
     const losers = own.filter((e) => e?.type === T.rejected);
     expect(winners).toHaveLength(1);
     expect(losers).toHaveLength(11);
     for (const l of losers) expect(l?.content).toMatchObject({ reason: 'wrong_epoch', epoch: 2 });
-    const winner = own.findIndex((e) => e?.type === T.accepted);
-    inboxes.forEach((events, i) => expect(events.filter((e) => e.type === T.commit)).toHaveLength(i === winner ? 0 : 1));
+    const winner = own.findIndex((e) => e?.type === T.commit);
+    inboxes.forEach((events, i) => expect(events.filter((e) => e.type === T.commit && !isOwnCommit(e, members[i] as MlsMember))).toHaveLength(i === winner ? 0 : 1));
     const welcomes = await Promise.all(newcomers.map((nc) => nc.inbox.take()));
     welcomes.forEach((events, i) => expect(events.map((e) => e.type)).toEqual(i === winner ? [T.welcome] : []));
     await newcomers[winner]?.mls.join(String(welcomes[winner]?.[0]?.content.welcome));

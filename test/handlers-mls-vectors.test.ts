@@ -97,23 +97,26 @@ async function send(from: Device, type: string, content: Record<string, unknown>
   return from.inbox.take();
 }
 
-/** Uploads in requests that stay under a to-device message's 64 KiB; the verdicts in order. */
+/**
+ * Uploads each package (unpadded base64, bare KeyPackage bytes as MSC4244 uploads them) as an
+ * `mls` one-time key through /keys/upload, one per request so that each gets its own verdict:
+ * `accepted`, or the reason the module's refusal names.
+ */
 async function upload(from: Device, packages: string[]): Promise<{ accepted: number; reasons: string[] }> {
   const reasons: string[] = [];
   let accepted = 0;
-  for (let i = 0; i < packages.length; ) {
-    const batch: string[] = [];
-    for (let size = 0; i < packages.length && batch.length < 100 && size + (packages[i]?.length ?? 0) < 60_000; i++) {
-      size += packages[i]?.length ?? 0;
-      batch.push(packages[i] ?? '');
-    }
-    const [reply] = await send(from, T.upload, { key_packages: batch });
-    const content = reply?.content as { accepted: number; rejected: { index: number; reason: string }[] };
-    accepted += content.accepted;
-    for (const [j] of batch.entries()) reasons.push(content.rejected.find((r) => r.index === j)?.reason ?? 'accepted');
+  for (const [i, key] of packages.entries()) {
+    const res = await from.client.json<{ error?: string }>('POST', '/v3/keys/upload', { one_time_keys: { [`mls:v${n}-${i}`]: { key } } });
+    if (res.status === 200) {
+      accepted++;
+      reasons.push('accepted');
+    } else reasons.push(/KeyPackage refused, (\w+):/.exec(res.body.error ?? '')?.[1] ?? `status ${res.status}: ${res.body.error ?? ''}`);
   }
   return { accepted, reasons };
 }
+
+/** The vectors' KeyPackages are MLSMessages; MSC4244 uploads the bare KeyPackage inside (RFC 9420 §6: a 4-byte header). */
+const bare = (hex: string) => unpadded(Buffer.from(hex, 'hex').subarray(4));
 
 /**
  * Registers a group at `epoch` with these member devices, as the service would know it had it
@@ -123,12 +126,12 @@ async function upload(from: Device, packages: string[]): Promise<{ accepted: num
 async function seedGroup(t: TestApp, groupId: string, epoch: number, members: Device[]): Promise<void> {
   await t.database.db.delete(mlsGroupMembers).where(eq(mlsGroupMembers.groupId, groupId));
   await t.database.db.delete(mlsGroups).where(eq(mlsGroups.groupId, groupId));
-  await t.database.db.insert(mlsGroups).values({ groupId, epoch, creatorUserId: members[0]?.ref.user_id ?? '', createdTs: 0, updatedTs: 0 });
+  await t.database.db.insert(mlsGroups).values({ groupId, epoch, creatorUserId: members[0]?.ref.user_id ?? '', family: 'm', createdTs: 0, updatedTs: 0 });
   await t.database.db.insert(mlsGroupMembers).values(members.map((m) => ({ groupId, userId: m.ref.user_id, deviceId: m.ref.device_id, addedEpoch: epoch })));
 }
 
 function expectNoHandlerErrors(t: TestApp): void {
-  for (const type of [T.upload, T.message]) {
+  for (const type of [T.message]) {
     for (const outcome of ['error', 'timeout', 'invalid_content']) {
       expect({ type, outcome, n: t.services.counters.get(DISPATCH_COUNTER, { type, outcome }) }).toMatchObject({ n: 0 });
     }
@@ -161,22 +164,22 @@ describe('KeyPackage directory, every RFC 9420 cipher suite allowed', () => {
     // The checks run in order (decoding, version, suite, both signatures, then the credential),
     // so `wrong_identity` means the package decoded, its suite is supported and its signatures
     // verified; its basic credential ("Arnold", random bytes) cannot be `<user_id>|<device_id>`.
-    const { accepted, reasons } = await upload(alice, keyPackages.map(b64));
+    const { accepted, reasons } = await upload(alice, keyPackages.map(bare));
     expect(accepted).toBe(0);
     expect(reasons).toEqual(keyPackages.map(() => 'wrong_identity'));
-    expect((await send(alice, T.count, {}))[0]?.content).toMatchObject({ count: 0, has_last_resort: false });
+    expect(((await alice.client.sync()) as unknown as { device_one_time_keys_count: Record<string, number> }).device_one_time_keys_count.mls).toBeUndefined();
     expectNoHandlerErrors(t);
   });
 
-  it('refuses the vectors of other wire formats as not_a_key_package', async () => {
+  it('refuses the vectors of other wire formats, and KeyPackages still in their MLSMessage, as undecodable', async () => {
     const others = [...allWelcomes, ...messages.flatMap((m) => [m.mls_group_info, m.public_message_commit, m.public_message_proposal, m.private_message]), ...protection.map((p) => p.commit_priv)];
-    const { reasons } = await upload(alice, others.map(b64));
-    expect(reasons).toEqual(others.map(() => 'not_a_key_package'));
+    const { reasons } = await upload(alice, [...others, ...keyPackages].map(b64));
+    expect(reasons).toEqual([...others, ...keyPackages].map(() => 'undecodable'));
     expectNoHandlerErrors(t);
   });
 
   it('refuses truncated, extended, bit-flipped and badly signed vector KeyPackages with a documented reason', async () => {
-    const oneOfEachSuite = welcomes.map((v) => Buffer.from(v.key_package, 'hex'));
+    const oneOfEachSuite = welcomes.map((v) => Buffer.from(v.key_package, 'hex').subarray(4));
     const truncated = oneOfEachSuite.flatMap((kp) => [1, 3, 4, 10, kp.length >> 1, kp.length - 1].map((cut) => kp.subarray(0, cut)));
     const extended = oneOfEachSuite.map((kp) => Buffer.concat([kp, Buffer.of(0)]));
     // The package's own signature is its last field: flip its last byte.
@@ -209,7 +212,7 @@ describe('KeyPackage directory, default config (suite 1 only)', () => {
 
   it('refuses vector KeyPackages of the other six suites as unsupported_ciphersuite', async () => {
     const alice = await device(t, 'alice');
-    const { reasons } = await upload(alice, keyPackages.map(b64));
+    const { reasons } = await upload(alice, keyPackages.map(bare));
     expect(reasons).toEqual(keyPackages.map((kp) => (header(kp).cipherSuite === 1 ? 'wrong_identity' : 'unsupported_ciphersuite')));
     expectNoHandlerErrors(t);
   });
@@ -239,7 +242,7 @@ describe("group id, epoch and content type read from other stacks' messages", ()
         expect(await send(alice, T.message, { message: b64(m) })).toEqual([]);
         expect((await bob.inbox.take()).map((e) => [e.type, e.content])).toEqual([[T.relay, { group_id: group, epoch: v.epoch, message: b64(m), sender: alice.ref }]]);
       }
-      expect(await send(alice, T.message, { message: b64(v.commit_pub) })).toMatchObject([{ type: T.accepted, content: { group_id: group, epoch: v.epoch + 1 } }]);
+      expect(await send(alice, T.message, { message: b64(v.commit_pub) })).toMatchObject([{ type: T.commit, content: { group_id: group, epoch: v.epoch + 1 } }]);
       expect(await bob.inbox.take()).toMatchObject([{ type: T.commit, content: { group_id: group, epoch: v.epoch + 1, message: b64(v.commit_pub) } }]);
       // The PrivateMessage commit is for the epoch the PublicMessage one just closed.
       for (const m of [v.commit_priv, v.application_priv]) {
@@ -256,8 +259,8 @@ describe("group id, epoch and content type read from other stacks' messages", ()
       expect(await send(alice, T.message, { message: b64(v.public_message_proposal) })).toMatchObject([
         { type: T.rejected, content: { reason: 'unknown_group', group_id: groupOf(v.public_message_proposal) } },
       ]);
-      expect(await send(alice, T.message, { message: b64(v.public_message_commit) })).toMatchObject([{ type: T.accepted, content: { group_id: group, epoch: 1 } }]);
-      expect(await send(alice, T.message, { message: b64(v.public_message_commit) })).toMatchObject([{ type: T.accepted, content: { group_id: group, epoch: 1, duplicate: true } }]);
+      expect(await send(alice, T.message, { message: b64(v.public_message_commit) })).toMatchObject([{ type: T.commit, content: { group_id: group, epoch: 1 } }]);
+      expect(await send(alice, T.message, { message: b64(v.public_message_commit) })).toMatchObject([{ type: T.commit, content: { group_id: group, epoch: 1, duplicate: true } }]);
       expect(await send(alice, T.message, { message: b64(v.public_message_proposal) })).toMatchObject([{ type: T.rejected, content: { reason: 'wrong_epoch', epoch: 1 } }]);
       // RFC 9420 §6: application data is never a PublicMessage.
       expect(await send(alice, T.message, { message: b64(v.public_message_application) })).toMatchObject([
@@ -321,7 +324,7 @@ describe('Welcomes of other stacks', () => {
     for (const [i, w] of toRelease.entries()) {
       const commit = carriers[i] ?? '';
       expect(await send(alice, T.message, { message: b64(commit), commit_info: { welcome: b64(w), added: [carol.ref] } })).toMatchObject([
-        { type: T.accepted, content: { group_id: groupOf(commit), epoch: epochOf(commit) + 1 } },
+        { type: T.commit, content: { group_id: groupOf(commit), epoch: epochOf(commit) + 1 } },
       ]);
       expect((await carol.inbox.take()).map((e) => [e.type, e.content])).toEqual([
         [T.welcome, { group_id: groupOf(commit), epoch: epochOf(commit) + 1, welcome: b64(w), sender: alice.ref }],
@@ -363,9 +366,9 @@ describe("passive-client scenarios: other stacks' proposals and commits ordered 
         );
         // The scenario's own Welcome rides on its first commit, which adds carol.
         const commitInfo = i === 0 ? { commit_info: { welcome: b64(s.welcome), added: [carol.ref] } } : {};
-        expect(await send(alice, T.message, { message: b64(e.commit), ...commitInfo })).toMatchObject([{ type: T.accepted, content: { group_id: group, epoch: epoch + 1 } }]);
+        expect(await send(alice, T.message, { message: b64(e.commit), ...commitInfo })).toMatchObject([{ type: T.commit, content: { group_id: group, epoch: epoch + 1 } }]);
         expect(await send(alice, T.message, { message: b64(e.commit), ...commitInfo })).toMatchObject([
-          { type: T.accepted, content: { group_id: group, epoch: epoch + 1, duplicate: true } },
+          { type: T.commit, content: { group_id: group, epoch: epoch + 1, duplicate: true } },
         ]);
         epoch += 1;
         commits += 1;

@@ -4,7 +4,7 @@ import mls from '../handlers/mls/index.ts';
 import type { HandlerModule } from '../src/sdk/define-handler.ts';
 import { federationOutbox } from '../src/storage/schema.ts';
 import { TestClient } from './support/client.ts';
-import { formGroup, MlsMember, T } from './support/mls-member.ts';
+import { formGroup, isOwnCommit, MlsMember, T } from './support/mls-member.ts';
 import { SERVER_NAME, startTestApp, type TestApp } from './support/test-app.ts';
 
 let t: TestApp;
@@ -12,82 +12,21 @@ let n = 0;
 const member = async (name: string): Promise<MlsMember> => MlsMember.of(await TestClient.register(t.app, `${name}${n++}`));
 
 beforeAll(async () => {
-  t = await startTestApp({}, [{ module: mls as HandlerModule<unknown>, config: { claim_rate: { per_minute: 1, burst: 15 } } }]);
+  t = await startTestApp({}, [{ module: mls as HandlerModule<unknown> }]);
 });
 afterAll(() => t.close());
 
-describe('KeyPackage directory', () => {
-  it('stores valid packages and a last-resort one, and counts them', async () => {
+describe('the retired to-device KeyPackage directory', () => {
+  it('answers its three request types M_UNRECOGNIZED, naming the keys API, and stores nothing', async () => {
     const alice = await member('alice');
-    const packages = [await alice.mls.keyPackage(), await alice.mls.keyPackage()];
-    const [uploaded] = await alice.ask(T.upload, { key_packages: packages, last_resort: await alice.mls.keyPackage(), request_id: 'r1' });
-    expect(uploaded).toEqual({
-      sender: `@:${SERVER_NAME}`,
-      type: T.uploaded,
-      content: { request_id: 'r1', accepted: 2, rejected: [], last_resort: { accepted: true }, count: 2, has_last_resort: true },
-    });
-    // The same package again is stored once.
-    await alice.ask(T.upload, { key_packages: [packages[0]] });
-    expect((await alice.ask(T.count, {}))[0]?.content).toEqual({ count: 2, has_last_resort: true });
-  });
-
-  it('refuses undecodable packages, other wire formats, bad signatures and someone else\'s identity', async () => {
-    const alice = await member('alice');
-    const good = await alice.mls.keyPackage();
-    const bytes = Buffer.from(good, 'base64');
-    bytes[bytes.length - 1] = (bytes[bytes.length - 1] ?? 0) ^ 0xff; // the package's signature is last
-    const tampered = bytes.toString('base64');
-    const impostor = await alice.mls.keyPackage(`@mallory:${SERVER_NAME}|MALLORY`);
-    const otherDevice = await alice.mls.keyPackage(`${alice.client.userId}|OTHERDEVICE`);
-    await alice.mls.createGroup(randomBytes(16));
-    const notAKeyPackage = (await alice.mls.commit()).message;
-    const [reply] = await alice.ask(T.upload, { key_packages: ['AAAA', notAKeyPackage, tampered, impostor, otherDevice, good], last_resort: 'AAAA' });
-    expect(reply?.content).toMatchObject({
-      accepted: 1,
-      rejected: [
-        { index: 0, reason: 'undecodable' },
-        { index: 1, reason: 'not_a_key_package' },
-        { index: 2, reason: 'bad_signature' },
-        { index: 3, reason: 'wrong_identity' },
-        { index: 4, reason: 'wrong_identity' },
-      ],
-      last_resort: { accepted: false, reason: 'undecodable' },
-      count: 1,
-      has_last_resort: false,
-    });
-  });
-
-  it('hands each one-time package out once, then the last-resort one every time', async () => {
-    const alice = await member('alice');
-    const bob = await member('bob');
-    const packages = [await alice.mls.keyPackage(), await alice.mls.keyPackage()];
-    const lastResort = await alice.mls.keyPackage();
-    await alice.ask(T.upload, { key_packages: packages, last_resort: lastResort });
-    const device = alice.client.deviceId;
-    const first = await bob.claim(alice.client.userId);
-    const second = await bob.claim(alice.client.userId);
-    expect([first[device], second[device]]).toEqual([
-      { key_package: packages[0], last_resort: false },
-      { key_package: packages[1], last_resort: false },
-    ]);
-    for (const _ of [1, 2]) expect((await bob.claim(alice.client.userId))[device]).toEqual({ key_package: lastResort, last_resort: true });
-    expect((await alice.ask(T.count, {}))[0]?.content).toEqual({ count: 0, has_last_resort: true });
-  });
-
-  it('gives concurrent claimers different packages', async () => {
-    const alice = await member('alice');
-    const claimers = await Promise.all([1, 2, 3, 4].map(() => member('claimer')));
-    const packages = await alice.uploadKeyPackages(4);
-    const claimed = await Promise.all(claimers.map((c) => c.claim(alice.client.userId)));
-    expect(claimed.map((c) => c[alice.client.deviceId]?.key_package).sort()).toEqual([...packages].sort());
-  });
-
-  it('answers a claim for a user without packages with an empty map, and rate-limits claims', async () => {
-    const carol = await member('carol');
-    expect(await carol.claim(`@nobody:${SERVER_NAME}`)).toEqual({});
-    for (let i = 1; i < 15; i++) await carol.claim(`@nobody:${SERVER_NAME}`);
-    const [limited] = await carol.ask(T.claim, { user_id: `@nobody:${SERVER_NAME}`, request_id: 'x' });
-    expect(limited).toMatchObject({ type: T.error, content: { request_id: 'x', errcode: 'M_LIMIT_EXCEEDED', retry_after_ms: expect.any(Number) } });
+    for (const type of ['upload', 'claim', 'count']) {
+      const replies = await alice.ask(`org.matrix.msc4244.key_packages.${type}`, { key_packages: [await alice.mls.keyPackage()], user_id: alice.client.userId, request_id: type });
+      expect(replies).toEqual([
+        { sender: `@:${SERVER_NAME}`, type: 'org.matrix.msc4244.key_packages.error', content: { request_id: type, errcode: 'M_UNRECOGNIZED', error: expect.stringContaining('/keys/upload') } },
+      ]);
+    }
+    const upload = await alice.client.json<{ one_time_key_counts: Record<string, number> }>('POST', '/v3/keys/upload', {});
+    expect(upload.body.one_time_key_counts.mls).toBeUndefined();
   });
 });
 
@@ -102,11 +41,18 @@ describe('groups and commit ordering', () => {
 
   it('creates a group with its first commit, confirms it, and releases the Welcome to the added device', async () => {
     await bob.uploadKeyPackages(1);
-    const bobPackage = Object.values(await alice.claim(bob.client.userId))[0]?.key_package ?? '';
+    const bobPackage = (await alice.claim(bob.client.userId, [bob.client.deviceId]))[bob.client.deviceId]?.keyPackage ?? '';
     await alice.mls.createGroup(randomBytes(16));
     const pending = await alice.mls.commit([bobPackage]);
     const replies = await alice.ask(T.message, { message: pending.message, commit_info: { welcome: pending.welcome, added: [bob.ref] }, request_id: 'c1' });
-    expect(replies).toEqual([{ sender: `@:${SERVER_NAME}`, type: T.accepted, content: { request_id: 'c1', group_id: alice.mls.groupId, epoch: 1 } }]);
+    // MSC4244: the accepted commit goes to every joined device, the committer included (with its request_id).
+    expect(replies).toEqual([
+      {
+        sender: `@:${SERVER_NAME}`,
+        type: T.commit,
+        content: { request_id: 'c1', group_id: alice.mls.groupId, epoch: 1, message: pending.message, sender: alice.ref, added: [bob.ref], removed: [] },
+      },
+    ]);
     alice.mls.apply(pending);
     const [welcome] = await bob.inbox.take();
     expect(welcome).toMatchObject({ type: T.welcome, content: { group_id: alice.mls.groupId, epoch: 1, welcome: pending.welcome, sender: alice.ref } });
@@ -124,10 +70,10 @@ describe('groups and commit ordering', () => {
 
   it('rejects the losing commit of an epoch with the current epoch, and never releases its Welcome', async () => {
     await carol.uploadKeyPackages(1);
-    const carolPackage = Object.values(await alice.claim(carol.client.userId))[0]?.key_package ?? '';
+    const carolPackage = (await alice.claim(carol.client.userId, [carol.client.deviceId]))[carol.client.deviceId]?.keyPackage ?? '';
     const bobs = await bob.mls.commit([], { publicMessage: true });
     const alices = await alice.mls.commit([carolPackage]);
-    expect((await bob.ask(T.message, { message: bobs.message }))[0]).toMatchObject({ type: T.accepted, content: { epoch: 2 } });
+    expect((await bob.ask(T.message, { message: bobs.message }))[0]).toMatchObject({ type: T.commit, content: { epoch: 2, sender: bob.ref } });
     bob.mls.apply(bobs);
     const toAlice = await alice.ask(T.message, { message: alices.message, commit_info: { welcome: alices.welcome, added: [carol.ref] }, request_id: 'lost' });
     expect(toAlice.find((e) => e.type === T.rejected)).toMatchObject({ type: T.rejected, content: { request_id: 'lost', group_id: alice.mls.groupId, epoch: 2, reason: 'wrong_epoch' } });
@@ -139,8 +85,8 @@ describe('groups and commit ordering', () => {
     await alice.mls.receive(String(commit?.content.message));
     const retry = await alice.mls.commit([carolPackage]);
     expect((await alice.ask(T.message, { message: retry.message, commit_info: { welcome: retry.welcome, added: [carol.ref] } }))[0]).toMatchObject({
-      type: T.accepted,
-      content: { epoch: 3 },
+      type: T.commit,
+      content: { epoch: 3, sender: alice.ref },
     });
     alice.mls.apply(retry);
     const [welcome] = await carol.inbox.take();
@@ -152,9 +98,9 @@ describe('groups and commit ordering', () => {
 
   it('answers a retried accepted commit with its confirmation again, without fanning it out twice', async () => {
     const pending = await carol.mls.commit();
-    expect((await carol.ask(T.message, { message: pending.message }))[0]).toMatchObject({ type: T.accepted, content: { epoch: 4 } });
+    expect((await carol.ask(T.message, { message: pending.message }))[0]).toMatchObject({ type: T.commit, content: { epoch: 4, sender: carol.ref } });
     carol.mls.apply(pending);
-    expect((await carol.ask(T.message, { message: pending.message }))[0]).toMatchObject({ type: T.accepted, content: { epoch: 4, duplicate: true } });
+    expect((await carol.ask(T.message, { message: pending.message }))[0]).toMatchObject({ type: T.commit, content: { epoch: 4, sender: carol.ref, duplicate: true } });
     for (const m of [alice, bob]) {
       const commits = await m.inbox.ofType(T.commit);
       expect(commits).toHaveLength(1);
@@ -205,20 +151,25 @@ describe('exactly one commit per epoch', () => {
     // Each racer adds a newcomer of its own: a Welcome released for any loser would show up.
     const newcomers = await Promise.all(everyone.map(() => member('newcomer')));
     await Promise.all(newcomers.map((nc) => nc.uploadKeyPackages(1)));
-    const packages = await Promise.all(everyone.map(async (m, i) => Object.values(await m.claim(newcomers[i]?.client.userId ?? ''))[0]?.key_package ?? ''));
+    const packages = await Promise.all(
+      everyone.map(async (m, i) => {
+        const nc = newcomers[i];
+        return nc === undefined ? '' : ((await m.claim(nc.client.userId, [nc.client.deviceId]))[nc.client.deviceId]?.keyPackage ?? '');
+      }),
+    );
     const commits = await Promise.all(everyone.map((m, i) => m.mls.commit([packages[i] ?? ''])));
     await Promise.all(
       everyone.map((m, i) => m.send(T.message, { message: commits[i]?.message, commit_info: { welcome: commits[i]?.welcome, added: [newcomers[i]?.ref] } })),
     );
     const outcomes = await Promise.all(everyone.map((m) => m.inbox.take()));
-    const own = outcomes.map((events) => events.find((e) => e.type === T.accepted || e.type === T.rejected));
-    expect(own.filter((e) => e?.type === T.accepted)).toHaveLength(1);
+    const own = outcomes.map((events, i) => events.find((e) => e.type === T.rejected || (e.type === T.commit && isOwnCommit(e, everyone[i] as MlsMember))));
+    expect(own.filter((e) => e?.type === T.commit)).toHaveLength(1);
     const rejected = own.filter((e) => e?.type === T.rejected);
     expect(rejected).toHaveLength(11);
     for (const r of rejected) expect(r?.content).toMatchObject({ reason: 'wrong_epoch', epoch: 2 });
     // Every loser got the winner's commit, exactly once.
-    const winner = own.findIndex((e) => e?.type === T.accepted);
-    outcomes.forEach((events, i) => expect(events.filter((e) => e.type === T.commit)).toHaveLength(i === winner ? 0 : 1));
+    const winner = own.findIndex((e) => e?.type === T.commit);
+    outcomes.forEach((events, i) => expect(events.filter((e) => e.type === T.commit && !isOwnCommit(e, everyone[i] as MlsMember))).toHaveLength(i === winner ? 0 : 1));
     const welcomes = await Promise.all(newcomers.map((nc) => nc.inbox.take()));
     welcomes.forEach((events, i) => expect(events.map((e) => e.type)).toEqual(i === winner ? [T.welcome] : []));
     await newcomers[winner]?.mls.join(String(welcomes[winner]?.[0]?.content.welcome));
@@ -238,7 +189,7 @@ describe('what the service refuses before deciding anything', () => {
   it('refuses commit_info naming a server user or an invalid user ID, and the epoch stays for the real commit', async () => {
     const newcomer = await member('newcomer');
     await newcomer.uploadKeyPackages(1);
-    const pending = await alice.mls.commit([Object.values(await alice.claim(newcomer.client.userId))[0]?.key_package ?? '']);
+    const pending = await alice.mls.commit([(await alice.claim(newcomer.client.userId, [newcomer.client.deviceId]))[newcomer.client.deviceId]?.keyPackage ?? '']);
     for (const bad of [{ user_id: `@:${SERVER_NAME}`, device_id: '' }, { user_id: '@bad:not a server', device_id: 'X' }]) {
       for (const commitInfo of [{ welcome: pending.welcome, added: [bad] }, { removed: [bad] }]) {
         const replies = await alice.ask(T.message, { message: pending.message, commit_info: commitInfo });
@@ -247,7 +198,7 @@ describe('what the service refuses before deciding anything', () => {
     }
     expect(await bob.inbox.take()).toEqual([]);
     const replies = await alice.ask(T.message, { message: pending.message, commit_info: { welcome: pending.welcome, added: [newcomer.ref] } });
-    expect(replies[0]).toMatchObject({ type: T.accepted, content: { epoch: 2 } });
+    expect(replies[0]).toMatchObject({ type: T.commit, content: { epoch: 2, sender: alice.ref } });
     alice.mls.apply(pending);
     await newcomer.mls.join(String((await newcomer.inbox.ofType(T.welcome))[0]?.content.welcome));
     await bob.mls.receive(String((await bob.inbox.ofType(T.commit))[0]?.content.message));

@@ -87,13 +87,15 @@ describe('a module\'s migrations', () => {
     // What the core sequence's former 0004_mls created: the module's first migration without IF NOT EXISTS.
     const oldSql = readFileSync(new URL('../handlers/mls/drizzle/0000_mls.sql', import.meta.url), 'utf8').replaceAll(' IF NOT EXISTS', '');
     for (const statement of oldSql.split('--> statement-breakpoint')) await db.db.execute(sql.raw(statement));
-    await db.db.execute(sql`insert into mls_key_packages (user_id, device_id, ref, ciphersuite, key_package, last_resort, created_ts) values ('@a:sdk.test', 'D', 'r', 'c', 'kp', false, 1)`);
+    await db.db.execute(sql`insert into mls_groups (group_id, epoch, creator_user_id, created_ts, updated_ts) values ('g', 3, '@a:sdk.test', 1, 1)`);
     await db.close();
 
     db = await open();
     await runServer(db, [mls]);
-    expect(await queryRows(db.db, sql`select ref from mls_key_packages`)).toEqual([{ ref: 'r' }]);
-    expect(await queryRows(db.db, sql`select count(*)::int as n from drizzle.module_mls_migrations`)).toEqual([{ n: 1 }]);
+    // 0001_keys_api: the retired directory's table goes, groups stay (in the unstable family they were made in).
+    expect(await queryRows(db.db, sql`select group_id, epoch::int, family from mls_groups`)).toEqual([{ group_id: 'g', epoch: 3, family: 'org.matrix.msc4244' }]);
+    expect(await tableExists(db, 'mls_key_packages')).toBe(false);
+    expect(await queryRows(db.db, sql`select count(*)::int as n from drizzle.module_mls_migrations`)).toEqual([{ n: 2 }]);
     await db.close();
   });
 });

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectToDevice, overHttp, TestClient, type ToDeviceEventJson } from './support/client.ts';
 import { CryptoClient, loginDevice, matrixRequest, registerUser, sendAndReceiveEncrypted, verifyWithSas, type Credentials } from './support/crypto-client.ts';
+import { MlsDevice } from '../examples/support/mls-device.ts';
+import { mlsClaim, MlsMember, T as MLS } from './support/mls-member.ts';
 import { freePort, ServerProcess } from './support/server-process.ts';
 
 /**
@@ -47,6 +49,11 @@ class SynapseUser {
   static async login(localpart: string, deviceId: string): Promise<SynapseUser> {
     const body = await call('POST', '/_matrix/client/v3/login', null, { type: 'm.login.password', identifier: { type: 'm.id.user', user: localpart }, password: 'interop-pw', device_id: deviceId });
     return new SynapseUser(body.user_id as string, body.device_id as string, body.access_token as string);
+  }
+
+  /** A client-API request with this user's token (a non-200 throws). */
+  async request(method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
+    return call(method, path, this.token, body);
   }
 
   async sendToDevice(type: string, messages: Record<string, Record<string, unknown>>): Promise<void> {
@@ -274,5 +281,77 @@ describe.skipIf(!live)(`end-to-end encryption with a live Synapse (${SYNAPSE || 
     expect(seen).toContain(second2.deviceId);
     mark('new Synapse device in our /keys/query');
     console.warn(`E2EE with Synapse: ${JSON.stringify(times)} ms from the start`);
+  }, 180_000);
+});
+
+/** What arrives in a member's inbox, until `count` events or 60 s (its inbox acknowledges as it reads). */
+async function takeUntil(m: MlsMember, count: number): Promise<ToDeviceEventJson[]> {
+  const events: ToDeviceEventJson[] = [];
+  for (const deadline = Date.now() + 60_000; events.length < count && Date.now() < deadline; ) {
+    events.push(...(await m.inbox.take()));
+    if (events.length < count) await new Promise((r) => setTimeout(r, 100));
+  }
+  return events;
+}
+
+describe.skipIf(!live)(`MSC4244 MLS with a live Synapse (${SYNAPSE || 'SYNAPSE_URL not set'})`, () => {
+  it('a Synapse client\'s KeyPackages on Synapse, claimed over federation; a group through @:ours with commits both ways', async () => {
+    const t0 = Date.now();
+    const step = (what: string) => console.warn(`synapse mls: ${what} after ${Date.now() - t0} ms`);
+    // The Synapse user uploads KeyPackages to its own server (a stock Synapse stores any algorithm).
+    const sam = await SynapseUser.register(name('mls'), 'SAMMLS');
+    await sam.collect(0);
+    const samMls = await MlsDevice.create(sam.userId, sam.deviceId);
+    const uploaded = await sam.request('POST', '/_matrix/client/v3/keys/upload', { one_time_keys: await samMls.mlsKeys(2) });
+    expect(uploaded.one_time_key_counts).toMatchObject({ mls: 2 });
+
+    // Our client claims one through our server, which asks Synapse's /user/keys/claim (with the mls object, which it ignores).
+    const alice = await MlsMember.of(await TestClient.register(onOurs(), 'mlsalice'), { serverUser: `@:${oursName}` });
+    const claimed = await alice.claim(sam.userId, [sam.deviceId], mlsClaim());
+    const samPackage = claimed[sam.deviceId]?.keyPackage;
+    expect(samPackage).toBeDefined();
+    expect((await sam.request('POST', '/_matrix/client/v3/keys/upload', {})).one_time_key_counts).toMatchObject({ mls: 1 });
+    step('claimed over federation');
+
+    // A group through @:ours adding the Synapse device: the Welcome reaches it through Synapse.
+    await alice.mls.createGroup(randomBytes(16));
+    const created = await alice.mls.commit([samPackage ?? '']);
+    const ref = { user_id: sam.userId, device_id: sam.deviceId };
+    expect(await alice.ask(MLS.message, { message: created.message, commit_info: { welcome: created.welcome, added: [ref] } })).toMatchObject([
+      { type: MLS.commit, content: { epoch: 1, sender: alice.ref } },
+    ]);
+    alice.mls.apply(created);
+    const [welcome] = await sam.collect(1);
+    expect(welcome).toMatchObject({ sender: `@:${oursName}`, type: MLS.welcome, content: { epoch: 1, welcome: created.welcome } });
+    await samMls.join(String(welcome?.content.welcome));
+    expect(samMls.epoch).toBe(1);
+    step('Welcome received on Synapse');
+
+    // The Synapse client commits through @:ours over federation (naming its device, which federation does not carry).
+    const samCommit = await samMls.commit();
+    await sam.sendToDevice(MLS.message, { [`@:${oursName}`]: { '': { message: samCommit.message, device_id: sam.deviceId, request_id: 'sam-1' } } });
+    const [own] = await sam.collect(1);
+    expect(own).toMatchObject({ type: MLS.commit, content: { epoch: 2, request_id: 'sam-1', sender: ref } });
+    samMls.apply(samCommit);
+    const toAlice = await takeUntil(alice, 1);
+    expect(toAlice).toMatchObject([{ type: MLS.commit, content: { epoch: 2, sender: ref } }]);
+    await alice.mls.receive(String(toAlice[0]?.content.message));
+    step('Synapse client commit accepted and fanned out');
+
+    // And back: our client commits, the Synapse client follows; application messages both ways.
+    const aliceCommit = await alice.mls.commit();
+    expect(await alice.ask(MLS.message, { message: aliceCommit.message })).toMatchObject([{ type: MLS.commit, content: { epoch: 3 } }]);
+    alice.mls.apply(aliceCommit);
+    const [toSam] = await sam.collect(1);
+    expect(toSam).toMatchObject({ type: MLS.commit, content: { epoch: 3, sender: alice.ref } });
+    await samMls.receive(String(toSam?.content.message));
+    await alice.send(MLS.message, { message: await alice.mls.encrypt('hello Synapse') });
+    const [relayed] = await sam.collect(1);
+    expect(await samMls.receive(String(relayed?.content.message))).toBe('hello Synapse');
+    await sam.sendToDevice(MLS.message, { [`@:${oursName}`]: { '': { message: await samMls.encrypt('hello ours'), device_id: sam.deviceId } } });
+    const back = await takeUntil(alice, 1);
+    expect(await alice.mls.receive(String(back[0]?.content.message))).toBe('hello ours');
+    expect([alice.mls.epoch, samMls.epoch]).toEqual([3, 3]);
+    step('done');
   }, 180_000);
 });

@@ -13,14 +13,19 @@ import {
   getCiphersuiteImpl,
   joinGroup,
   processMessage,
+  type Capabilities,
   type CiphersuiteImpl,
+  type CiphersuiteName,
   type ClientState,
   type KeyPackage,
   type MLSMessage,
   type PrivateKeyPackage,
 } from 'ts-mls';
+import { decodeKeyPackage, encodeKeyPackage } from 'ts-mls/keyPackage.js';
 
-const SUITE = 'MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519';
+const SUITE: CiphersuiteName = 'MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519';
+/** The KeyPackage extension marking a last-resort package (draft-ietf-mls-extensions, 0x000A). */
+export const LAST_RESORT_EXTENSION = 0x000a;
 const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64').replace(/=+$/, '');
 const unb64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'base64'));
 
@@ -51,15 +56,31 @@ export class MlsDevice {
     private readonly impl: CiphersuiteImpl,
   ) {}
 
-  static async create(userId: string, deviceId: string): Promise<MlsDevice> {
-    return new MlsDevice(userId, deviceId, await getCiphersuiteImpl(getCiphersuiteFromName(SUITE)));
+  static async create(userId: string, deviceId: string, suite: CiphersuiteName = SUITE): Promise<MlsDevice> {
+    return new MlsDevice(userId, deviceId, await getCiphersuiteImpl(getCiphersuiteFromName(suite)));
   }
 
-  /** A fresh KeyPackage whose basic credential names this user and device (`<user_id>|<device_id>`). */
-  async keyPackage(identity = `${this.userId}|${this.deviceId}`): Promise<string> {
-    const kp = await generateKeyPackage({ credentialType: 'basic', identity: new TextEncoder().encode(identity) }, defaultCapabilities(), defaultLifetime, [], this.impl);
+  /**
+   * A fresh KeyPackage, bare (RFC 9420 `KeyPackage`, as MSC4244 uploads it) in unpadded base64,
+   * whose basic credential names this user and device (`<user_id>|<device_id>`). `lastResort`
+   * adds the last_resort extension; `extensions` are extra extension types the leaf supports.
+   */
+  async keyPackage(opts: { identity?: string; lastResort?: boolean; extensions?: number[] } = {}): Promise<string> {
+    const identity = opts.identity ?? `${this.userId}|${this.deviceId}`;
+    const base = defaultCapabilities();
+    const extraExtensions = [...(opts.extensions ?? []), ...(opts.lastResort === true ? [LAST_RESORT_EXTENSION] : [])];
+    const capabilities: Capabilities = { ...base, extensions: [...new Set([...base.extensions, ...extraExtensions])] };
+    const extensions = opts.lastResort === true ? [{ extensionType: LAST_RESORT_EXTENSION, extensionData: new Uint8Array() }] : [];
+    const kp = await generateKeyPackage({ credentialType: 'basic', identity: new TextEncoder().encode(identity) }, capabilities, defaultLifetime, extensions, this.impl);
     this.keyPackages.push(kp);
-    return b64(encodeMlsMessage({ version: 'mls10', wireformat: 'mls_key_package', keyPackage: kp.publicPackage }));
+    return b64(encodeKeyPackage(kp.publicPackage));
+  }
+
+  /** `one_time_keys` (or `fallback_keys`) for /keys/upload: `{"mls:<key_id>": {"key": <KeyPackage>}}` (MSC4244). */
+  async mlsKeys(n: number, opts: { lastResort?: boolean; extensions?: number[] } = {}): Promise<Record<string, { key: string }>> {
+    const out: Record<string, { key: string }> = {};
+    for (let i = 0; i < n; i++) out[`mls:${b64(crypto.getRandomValues(new Uint8Array(9))).replace(/[+/]/g, '_')}`] = { key: await this.keyPackage(opts) };
+    return out;
   }
 
   get epoch(): number {
@@ -82,9 +103,10 @@ export class MlsDevice {
   async commit(add: readonly string[] = [], opts: { publicMessage?: boolean } = {}): Promise<PendingCommit> {
     if (this.state === null) throw new Error('not in a group');
     const proposals = add.map((text) => {
-      const m = decode(text);
-      if (m.wireformat !== 'mls_key_package') throw new Error('not a KeyPackage');
-      return { proposalType: 'add' as const, add: { keyPackage: m.keyPackage } };
+      const bytes = unb64(text);
+      const decoded = decodeKeyPackage(bytes, 0);
+      if (decoded === undefined || decoded[1] !== bytes.length) throw new Error('not a bare KeyPackage');
+      return { proposalType: 'add' as const, add: { keyPackage: decoded[0] } };
     });
     const result = await createCommit(
       { state: this.state, cipherSuite: this.impl },

@@ -9,16 +9,13 @@ const suiteName = v.picklist(Object.keys(ciphersuites) as CiphersuiteName[]);
 export const mlsConfig = v.strictObject({
   /** Ciphersuites accepted in uploaded KeyPackages. The default needs no optional dependency. */
   ciphersuites: v.optional(v.pipe(v.array(suiteName), v.minLength(1)), ['MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519']),
-  /** One-time KeyPackages kept per device; uploads beyond it are refused (`too_many`). */
-  max_key_packages_per_device: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10_000)), 100),
-  /** Claims per user: a token bucket of `burst` claims refilled at `per_minute`. */
-  claim_rate: v.optional(
-    v.strictObject({
-      per_minute: v.optional(v.pipe(v.number(), v.minValue(0)), 60),
-      burst: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)), 20),
-    }),
-    {},
-  ),
+  /**
+   * Settings of the to-device KeyPackage directory this module had before KeyPackages moved to
+   * the keys API (MSC4244): still accepted so that an old config starts, ignored with a warning
+   * (claims are now limited by the server's `rate_limits.keys_claim`).
+   */
+  max_key_packages_per_device: v.optional(v.unknown()),
+  claim_rate: v.optional(v.unknown()),
 });
 
 export type MlsConfig = v.InferOutput<typeof mlsConfig>;

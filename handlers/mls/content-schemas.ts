@@ -10,20 +10,6 @@ const device = v.object({ user_id: userId, device_id: deviceId });
 // A to-device message is at most 64 KiB, so these bounds only keep one message honest.
 const MAX_MESSAGE = 65_536;
 
-export const uploadContent = v.object({
-  key_packages: v.optional(v.pipe(v.array(base64(MAX_MESSAGE)), v.maxLength(100)), []),
-  last_resort: v.optional(base64(MAX_MESSAGE)),
-  request_id: requestId,
-});
-
-export const claimContent = v.object({
-  user_id: userId,
-  ciphersuite: v.optional(v.pipe(v.string(), v.maxLength(100))),
-  request_id: requestId,
-});
-
-export const countContent = v.object({ request_id: requestId });
-
 export const mlsMessageContent = v.object({
   message: base64(MAX_MESSAGE),
   commit_info: v.optional(

@@ -1,5 +1,6 @@
 import { sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../../src/sdk/index.ts';
+import type { Family } from './event-types.ts';
 
 export interface DeviceRef {
   userId: string;
@@ -11,6 +12,8 @@ export interface CommitAttempt {
   /** The epoch the commit was made in (its framing's epoch). */
   epoch: number;
   committer: DeviceRef;
+  /** The committer's event family: a group created by this commit fans out in it. */
+  family: Family;
   commitSha256: string;
   added: readonly DeviceRef[];
   removed: readonly DeviceRef[];
@@ -18,13 +21,13 @@ export interface CommitAttempt {
 
 export type CommitOutcome =
   /** This commit advanced the group; `recipients` are the member devices before it, minus the committer. */
-  | { kind: 'accepted'; epoch: number; recipients: DeviceRef[]; created: boolean }
+  | { kind: 'accepted'; epoch: number; recipients: DeviceRef[]; created: boolean; family: Family }
   /** The same commit was accepted before (a retry after a lost confirmation). */
   | { kind: 'duplicate'; epoch: number }
   | { kind: 'rejected'; reason: 'wrong_epoch' | 'not_member' | 'unknown_group'; epoch: number | null };
 
 export type MemberCheck =
-  | { kind: 'ok'; recipients: DeviceRef[] }
+  | { kind: 'ok'; recipients: DeviceRef[]; family: Family }
   | { kind: 'rejected'; reason: 'wrong_epoch' | 'not_member' | 'unknown_group'; epoch: number | null };
 
 type Executor = Pick<Db, 'execute'>;
@@ -48,13 +51,13 @@ export class GroupStore {
 
   async tryCommit(c: CommitAttempt, now = Date.now()): Promise<CommitOutcome> {
     return this.db.transaction(async (tx) => {
-      const advanced = await rows<{ epoch: string | number }>(
+      const advanced = await rows<{ epoch: string | number; family: Family }>(
         tx,
         sql`update mls_groups set epoch = epoch + 1, last_commit_sha256 = ${c.commitSha256}, updated_ts = ${now}
             where group_id = ${c.groupId} and epoch = ${c.epoch}
               and exists (select 1 from mls_group_members m
                           where m.group_id = ${c.groupId} and m.user_id = ${c.committer.userId} and m.device_id = ${c.committer.deviceId})
-            returning epoch`,
+            returning epoch, family`,
       );
       if (advanced[0] !== undefined) {
         const newEpoch = Number(advanced[0].epoch);
@@ -70,7 +73,7 @@ export class GroupStore {
         }
         await this.addMembers(tx, c.groupId, c.added, newEpoch);
         const recipients = before.filter((d) => !(d.userId === c.committer.userId && d.deviceId === c.committer.deviceId));
-        return { kind: 'accepted', epoch: newEpoch, recipients, created: false };
+        return { kind: 'accepted', epoch: newEpoch, recipients, created: false, family: advanced[0].family };
       }
 
       // A commit for epoch 0 of a group nobody registered yet creates it (the creator's first
@@ -78,14 +81,14 @@ export class GroupStore {
       if (c.epoch === 0) {
         const created = await rows<{ epoch: string | number }>(
           tx,
-          sql`insert into mls_groups (group_id, epoch, creator_user_id, last_commit_sha256, created_ts, updated_ts)
-              values (${c.groupId}, 1, ${c.committer.userId}, ${c.commitSha256}, ${now}, ${now})
+          sql`insert into mls_groups (group_id, epoch, creator_user_id, last_commit_sha256, family, created_ts, updated_ts)
+              values (${c.groupId}, 1, ${c.committer.userId}, ${c.commitSha256}, ${c.family}, ${now}, ${now})
               on conflict (group_id) do nothing
               returning epoch`,
         );
         if (created[0] !== undefined) {
           await this.addMembers(tx, c.groupId, [c.committer, ...c.added], 1);
-          return { kind: 'accepted', epoch: 1, recipients: [], created: true };
+          return { kind: 'accepted', epoch: 1, recipients: [], created: true, family: c.family };
         }
       }
 
@@ -98,18 +101,18 @@ export class GroupStore {
       );
       if (group === undefined) return { kind: 'rejected', reason: 'unknown_group', epoch: null };
       const current = Number(group.epoch);
-      if (current === c.epoch + 1 && group.last_commit_sha256 === c.commitSha256) return { kind: 'duplicate', epoch: current };
-      // A non-member learns nothing about the group, not even its epoch.
+      // A non-member learns nothing about the group, not even its epoch (nor that a replayed commit won).
       if (!group.is_member) return { kind: 'rejected', reason: 'not_member', epoch: null };
+      if (current === c.epoch + 1 && group.last_commit_sha256 === c.commitSha256) return { kind: 'duplicate', epoch: current };
       return { kind: 'rejected', reason: 'wrong_epoch', epoch: current };
     });
   }
 
   /** For application messages and proposals: the sender is a member, and the epoch is current. */
   async checkMember(groupId: string, epoch: number, sender: DeviceRef): Promise<MemberCheck> {
-    const members = await rows<{ epoch: string | number; user_id: string | null; device_id: string | null }>(
+    const members = await rows<{ epoch: string | number; family: Family; user_id: string | null; device_id: string | null }>(
       this.db,
-      sql`select g.epoch, m.user_id, m.device_id
+      sql`select g.epoch, g.family, m.user_id, m.device_id
           from mls_groups g left join mls_group_members m on m.group_id = g.group_id
           where g.group_id = ${groupId} order by m.user_id, m.device_id`,
     );
@@ -119,7 +122,7 @@ export class GroupStore {
     if (!devices.some(isSender)) return { kind: 'rejected', reason: 'not_member', epoch: null };
     const current = Number(members[0].epoch);
     if (current !== epoch) return { kind: 'rejected', reason: 'wrong_epoch', epoch: current };
-    return { kind: 'ok', recipients: devices.filter((d) => !isSender(d)) };
+    return { kind: 'ok', recipients: devices.filter((d) => !isSender(d)), family: members[0].family };
   }
 
   private async addMembers(tx: Executor, groupId: string, devices: readonly DeviceRef[], epoch: number): Promise<void> {

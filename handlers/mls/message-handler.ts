@@ -2,12 +2,11 @@ import { createHash } from 'node:crypto';
 import { canonicalJsonByteLength, type HandlerContext, MAX_CONTENT_BYTES, parseUserId, type ServerUserEvent } from '../../src/sdk/index.ts';
 import type { MlsConfig } from './config.ts';
 import type { MlsMessageContent } from './content-schemas.ts';
-import { MLS_ACCEPTED, MLS_COMMIT, MLS_REJECTED, MLS_RELAY, MLS_WELCOME } from './event-types.ts';
+import { familyOf, mlsType } from './event-types.ts';
 import { GroupStore, type DeviceRef } from './group-store.ts';
 import { mlsWire } from './lazy.ts';
-import type { MlsState } from './state.ts';
 
-type Ctx = HandlerContext<MlsConfig, MlsState>;
+type Ctx = HandlerContext<MlsConfig, undefined>;
 
 type RejectReason =
   | 'wrong_epoch'
@@ -50,11 +49,13 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
   // Over federation the origin server vouches for the user; the member device is named in the content.
   const deviceId = event.senderDevice ?? content.device_id ?? null;
   const requestId = content.request_id === undefined ? {} : { request_id: content.request_id };
+  // Answers go out in the family the client wrote in (m.mls.* or org.matrix.msc4244.mls.*).
+  const family = familyOf(event.type);
 
   const reject = async (reason: RejectReason, groupId: string | null, epoch: number | null): Promise<void> => {
     ctx.log.debug('mls message rejected', { sender: event.sender, reason });
     const to = deviceId ?? '*';
-    await ctx.send(MLS_REJECTED, { ...requestId, group_id: groupId, epoch, reason, error: ERRORS[reason] }, { userId: event.sender, deviceId: to });
+    await ctx.send(mlsType(family, 'rejected'), { ...requestId, group_id: groupId, epoch, reason, error: ERRORS[reason] }, { userId: event.sender, deviceId: to });
   };
 
   const { decodeMlsMessageBase64, framedMessageInfo } = await mlsWire();
@@ -72,7 +73,7 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
     if (!fits(relay)) return reject('too_large', info.groupId, null);
     const check = await groups.checkMember(info.groupId, info.epoch, sender);
     if (check.kind === 'rejected') return reject(check.reason, info.groupId, check.epoch);
-    for (const to of check.recipients) await ctx.send(MLS_RELAY, relay, to);
+    for (const to of check.recipients) await ctx.send(mlsType(check.family, 'relay'), relay, to);
     return;
   }
 
@@ -89,7 +90,7 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
   // An accepted commit always moves its epoch to the next one, so the events can be built (and
   // their size checked) before the decision.
   const nextEpoch = info.epoch + 1;
-  const commitEvent = {
+  const commitEvent: Record<string, unknown> = {
     group_id: info.groupId,
     epoch: nextEpoch,
     message: content.message,
@@ -107,19 +108,24 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
           ...(commitInfo.ratchet_tree === undefined ? {} : { ratchet_tree: commitInfo.ratchet_tree }),
           sender: deviceJson(sender),
         };
-  if (!fits(commitEvent) || (welcomeEvent !== null && !fits(welcomeEvent))) return reject('too_large', info.groupId, null);
+  // The committer's copy also carries its request_id (and `duplicate` on a retry): the largest.
+  if (!fits({ ...commitEvent, ...requestId, duplicate: true }) || (welcomeEvent !== null && !fits(welcomeEvent))) return reject('too_large', info.groupId, null);
 
   const outcome = await groups.tryCommit({
     groupId: info.groupId,
     epoch: info.epoch,
     committer: sender,
+    family,
     commitSha256: createHash('sha256').update(decoded.bytes).digest('base64'),
     added,
     removed,
   }, ctx.clock.now());
   if (outcome.kind === 'rejected') return reject(outcome.reason, info.groupId, outcome.epoch);
+  // MSC4244: an accepted commit goes as `m.mls.commit` to the group's joined devices, the
+  // committer included: its copy (with its request_id) is how it learns it won.
   if (outcome.kind === 'duplicate') {
-    await ctx.send(MLS_ACCEPTED, { ...requestId, group_id: info.groupId, epoch: outcome.epoch, duplicate: true }, sender);
+    // A retry after a lost answer: the committer alone is told again, nobody gets a second fan-out.
+    await ctx.send(mlsType(family, 'commit'), { ...commitEvent, epoch: outcome.epoch, ...requestId, duplicate: true }, sender);
     return;
   }
 
@@ -127,12 +133,12 @@ export async function handleMlsMessage(event: ServerUserEvent<MlsMessageContent>
   // Existing members (including those this commit removes: they learn of it from the commit).
   for (const to of outcome.recipients) {
     if (added.some((a) => a.userId === to.userId && a.deviceId === to.deviceId)) continue;
-    await ctx.send(MLS_COMMIT, commitEvent, to);
+    await ctx.send(mlsType(outcome.family, 'commit'), commitEvent, to);
   }
   // RFC 9420 §14: a Welcome goes out only once the DS has accepted its commit, so a losing
   // commit can never leave a device joined to an epoch the group never reached.
   if (welcomeEvent !== null) {
-    for (const to of added) await ctx.send(MLS_WELCOME, welcomeEvent, to);
+    for (const to of added) await ctx.send(mlsType(outcome.family, 'welcome'), welcomeEvent, to);
   }
-  await ctx.send(MLS_ACCEPTED, { ...requestId, group_id: info.groupId, epoch: outcome.epoch }, sender);
+  await ctx.send(mlsType(family, 'commit'), { ...commitEvent, ...requestId }, sender);
 }

@@ -1,29 +1,36 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { testModule, type ModuleTester } from '../../src/testing/index.ts';
-import { KEY_PACKAGES_COUNT, KEY_PACKAGES_COUNTED, KEY_PACKAGES_ERROR, KEY_PACKAGES_UPLOAD, KEY_PACKAGES_UPLOADED } from './event-types.ts';
+import { MLS_MESSAGE, MLS_MESSAGE_UNSTABLE } from './event-types.ts';
 import mls from './index.ts';
 
-// The mls module's KeyPackage directory on the test kit; groups with real MLS clients, which
-// need the whole server, are end-to-end tests in test/handlers-mls*.test.ts.
-describe('mls KeyPackage directory', () => {
+// The mls delivery service on the test kit: what it answers without any group. Groups with real
+// MLS clients and KeyPackages through the keys API need the whole server: end-to-end tests in
+// test/handlers-mls*.test.ts.
+describe('mls delivery service', () => {
   let kit: ModuleTester | undefined;
   afterEach(async () => {
     await kit?.close();
     kit = undefined;
   });
 
-  it('counts none for a new device, and refuses what is not a KeyPackage, naming its index', async () => {
+  it('rejects what is not an MLS message, in the family the client wrote in, to the sending device', async () => {
     kit = await testModule(mls);
-    expect((await kit.deliver(KEY_PACKAGES_COUNT, { request_id: 'c1' })).sent).toEqual([
-      { userId: '@alice:test.local', deviceId: 'ALICEDEVICE', type: KEY_PACKAGES_COUNTED, content: { request_id: 'c1', count: 0, has_last_resort: false } },
+    const stable = await kit.deliver(MLS_MESSAGE, { message: 'AAAA', request_id: 'r1' });
+    expect(stable.sent).toEqual([
+      {
+        userId: '@alice:test.local',
+        deviceId: 'ALICEDEVICE',
+        type: 'm.mls.rejected',
+        content: { request_id: 'r1', group_id: null, epoch: null, reason: 'invalid_message', error: 'message is not an MLS PublicMessage or PrivateMessage this service can deliver' },
+      },
     ]);
-    const upload = await kit.deliver(KEY_PACKAGES_UPLOAD, { key_packages: ['AAAA'], request_id: 'u1' });
-    expect(upload.sent[0]).toMatchObject({ type: KEY_PACKAGES_UPLOADED, content: { request_id: 'u1', count: 0, rejected: [{ index: 0 }] } });
+    const unstable = await kit.deliver(MLS_MESSAGE_UNSTABLE, { message: 'AAAA' });
+    expect(unstable.sent.map((m) => m.type)).toEqual(['org.matrix.msc4244.mls.rejected']);
   });
 
-  it('refuses uploads over federation, which names no sending device', async () => {
+  it('over federation, without a device named, answers every device of the sender', async () => {
     kit = await testModule(mls);
-    const { sent } = await kit.deliver(KEY_PACKAGES_UPLOAD, { key_packages: [] }, { sender: '@bob:other.example', origin: 'federation' });
-    expect(sent).toEqual([{ userId: '@bob:other.example', deviceId: '*', type: KEY_PACKAGES_ERROR, content: { errcode: 'M_FORBIDDEN', error: 'KeyPackages can only be uploaded and counted by a local device' } }]);
+    const { sent } = await kit.deliver(MLS_MESSAGE, { message: 'AAAA' }, { sender: '@bob:other.example', origin: 'federation' });
+    expect(sent.map((m) => [m.userId, m.deviceId])).toEqual([['@bob:other.example', '*']]);
   });
 });

@@ -1,13 +1,12 @@
-import { RateLimiter, type SetupContext, type SetupResult } from '../../src/sdk/index.ts';
+import type { SetupContext, SetupResult } from '../../src/sdk/index.ts';
 import type { MlsConfig } from './config.ts';
 
-/** What the module keeps per loaded instance (per server, not per process: tests run several). */
-export interface MlsState {
-  /** KeyPackage claims per claiming user (config `claim_rate`); in memory, so per process. */
-  claimLimiter: RateLimiter;
-}
-
-export function setupMls(ctx: SetupContext<MlsConfig>): SetupResult<MlsState> {
-  const { per_minute: perMinute, burst } = ctx.config.claim_rate;
-  return { state: { claimLimiter: new RateLimiter(perMinute / 60, burst) } };
+/** The module keeps no state of its own; setup only tells the operator about retired settings. */
+export function setupMls(ctx: SetupContext<MlsConfig>): SetupResult<undefined> {
+  for (const setting of ['max_key_packages_per_device', 'claim_rate'] as const) {
+    if (ctx.config[setting] !== undefined) {
+      ctx.log.warn(`mls: config "${setting}" is ignored: KeyPackages are one-time keys of the keys API now (MSC4244)`);
+    }
+  }
+  return { state: undefined };
 }

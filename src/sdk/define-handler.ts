@@ -2,6 +2,7 @@ import type { Hono } from 'hono';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import type * as v from 'valibot';
 import type { Clock } from './clock.ts';
+import type { OneTimeKeyAlgorithm } from './key-algorithm.ts';
 
 /**
  * Where a message came from: a client's `/sendToDevice`, another server's federation
@@ -198,6 +199,9 @@ export interface HandlerModule<Config = unknown, State = unknown, Schema extends
   setup?: (ctx: SetupContext<Config, Schema>) => MaybePromise<SetupResult<State> | void>;
   events: Record<string, EventHandlerSpec<v.GenericSchema, Config, State, Schema>>;
   routes?: ModuleRoutes<Config, State, Schema>;
+  /** One-time-key algorithms this module validates and matches in the keys API (see OneTimeKeyAlgorithm). */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  keyAlgorithms?: readonly OneTimeKeyAlgorithm<Config, State, any, Schema>[];
 }
 
 /** The validated config type of a config schema (`undefined` without one). @since 1.0.0 */
@@ -241,6 +245,8 @@ export function defineHandler<
   // the mapped half, and a setup beside only such handlers would not be read either).
   events: { [K in keyof Schemas]: EventHandlerSpec<Schemas[K], ConfigOf<CS>, State, Schema> } & Record<string, StateCarrier<State>>;
   routes?: ModuleRoutes<ConfigOf<CS>, State, Schema>;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  keyAlgorithms?: readonly OneTimeKeyAlgorithm<ConfigOf<CS>, State, any, Schema>[];
 }): HandlerModule<ConfigOf<CS>, State, Schema> {
   return def as unknown as HandlerModule<ConfigOf<CS>, State, Schema>;
 }

@@ -41,6 +41,9 @@ export {
 export type { Clock } from './clock.ts';
 export { createRouter, type ModuleRouter } from './router.ts';
 
+// One-time-key algorithms a module contributes to the keys API.
+export type { KeyMetadata, KeyVerdict, OneTimeKeyAlgorithm, StoredKeyView, UploadedKey } from './key-algorithm.ts';
+
 // Errors a module's routes throw.
 export { MatrixError } from '../errors/matrix-error.ts';
 export type { ErrCode } from '../errors/errcodes.ts';

@@ -17,6 +17,7 @@ export const MODULE_ERROR_CODES = {
   TDS_ERR_SDK_VERSION: "the module's `sdk` range is not valid semver or does not include this server's SDK_VERSION",
   TDS_ERR_EVENT_TYPE_TAKEN: 'two modules claim one event type',
   TDS_ERR_ROUTES_NAMESPACE: 'a routes namespace is not reverse-DNS, or two modules claim it',
+  TDS_ERR_KEY_ALGORITHM: 'a one-time-key algorithm with a malformed or reserved name, or contributed by two modules',
   TDS_ERR_ROUTES_BUILD: "the module's routes.build threw",
   TDS_ERR_MIGRATIONS_MISSING: 'the migrations folder has no meta/_journal.json',
   TDS_ERR_MIGRATIONS_FAILED: "applying the module's migrations failed",

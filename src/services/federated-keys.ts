@@ -5,6 +5,7 @@ import type { Db } from '../storage/database.ts';
 import { RemoteDeviceListsStore, type CachedRemoteUser, type RemoteUserKeys } from '../storage/remote-device-lists-store.ts';
 import type { DeviceLists } from './device-lists.ts';
 import { checkCrossSigningKey, checkDeviceKeys, hasValidSignature, isObject, type JsonObject } from './key-checks.ts';
+import { NO_CLAIM_PARAMS, type ClaimParams } from './key-algorithms.ts';
 import type { RemoteKeysSource, RemoteQueryResult } from './keys.ts';
 
 /** However long a client asks to wait, other servers get at most this long. */
@@ -70,7 +71,12 @@ export class FederatedKeys implements RemoteKeysSource {
     return result;
   }
 
-  async claim(oneTimeKeys: Record<string, Record<string, string>>, timeoutMs: number): Promise<{ oneTimeKeys: OneTimeKeys; failures: Record<string, JsonObject> }> {
+  /**
+   * Claims over federation, one request per server at once. `params.raw` (MSC4244's `mls` object)
+   * goes beside `one_time_keys` as the client sent it; a server that ignores it (a stock Synapse)
+   * hands out any key of the algorithm, which is passed on unchecked like every remote key.
+   */
+  async claim(oneTimeKeys: Record<string, Record<string, string>>, timeoutMs: number, params: ClaimParams = NO_CLAIM_PARAMS): Promise<{ oneTimeKeys: OneTimeKeys; failures: Record<string, JsonObject> }> {
     const out: OneTimeKeys = {};
     const failures: Record<string, JsonObject> = {};
     const deadline = Math.min(timeoutMs, MAX_TIMEOUT_MS);
@@ -78,7 +84,7 @@ export class FederatedKeys implements RemoteKeysSource {
       [...byServer(Object.keys(oneTimeKeys))].map(async ([server, users]) => {
         const asked = Object.fromEntries(users.map((u) => [u, oneTimeKeys[u] ?? {}]));
         try {
-          const res = await withDeadline(this.deps.client.request(server, 'POST', '/_matrix/federation/v1/user/keys/claim', { one_time_keys: asked }), deadline, server);
+          const res = await withDeadline(this.deps.client.request(server, 'POST', '/_matrix/federation/v1/user/keys/claim', { ...params.raw, one_time_keys: asked }), deadline, server);
           if (res.status !== 200 || !isObject(res.json) || !isObject(res.json.one_time_keys)) throw new Error(`${server} answered ${res.status}`);
           for (const [userId, devices] of Object.entries(res.json.one_time_keys)) {
             const wanted = asked[userId];

@@ -3,6 +3,7 @@ import { parseUserId } from '../shared/user-id.ts';
 import type { Db } from '../storage/database.ts';
 import { E2eKeysStore, OneTimeKeyConflict, type ClaimRequest, type KeyCounts, type SignatureRow, type StoredKey } from '../storage/e2e-keys-store.ts';
 import type { DeviceLists } from './device-lists.ts';
+import { KeyAlgorithms, metadataOf, NO_CLAIM_PARAMS, type ClaimParams } from './key-algorithms.ts';
 import { KeyCountsCache } from './key-counts-cache.ts';
 import {
   canonicalOrRefuse,
@@ -55,7 +56,8 @@ export interface RemoteQueryResult {
 /** Queries and claims of keys of users on other servers. */
 export interface RemoteKeysSource {
   query(deviceKeys: Record<string, readonly string[]>, timeoutMs: number): Promise<RemoteQueryResult>;
-  claim(oneTimeKeys: Record<string, Record<string, string>>, timeoutMs: number): Promise<{ oneTimeKeys: Record<string, Record<string, Record<string, unknown>>>; failures: Record<string, JsonObject> }>;
+  /** `params.raw` goes into the body beside `one_time_keys` (MSC4244's `mls` object). */
+  claim(oneTimeKeys: Record<string, Record<string, string>>, timeoutMs: number, params: ClaimParams): Promise<{ oneTimeKeys: Record<string, Record<string, Record<string, unknown>>>; failures: Record<string, JsonObject> }>;
 }
 
 export interface KeysServiceDeps {
@@ -77,6 +79,8 @@ export class KeysService {
   readonly counts = new KeyCountsCache();
   /** Other servers' keys; null while federation is off (their users are then in `failures`). */
   remote: RemoteKeysSource | null = null;
+  /** The one-time-key algorithms handler modules contribute (set once modules are loaded). */
+  algorithms = new KeyAlgorithms();
 
   constructor(private readonly deps: KeysServiceDeps) {
     this.store = new E2eKeysStore(deps.db);
@@ -98,6 +102,10 @@ export class KeysService {
     if (new Set(fallbackKeys.map((k) => k.algorithm)).size !== fallbackKeys.length) {
       throw new MatrixError('M_INVALID_PARAM', 'fallback_keys: one key per algorithm');
     }
+    // Every key a module validates is checked before anything is stored: one refusal refuses all.
+    const metadata = await this.algorithms.check(userId, deviceId, [...oneTimeKeys.map((k) => ({ ...k, fallback: false })), ...fallbackKeys.map((k) => ({ ...k, fallback: true }))]);
+    oneTimeKeys.forEach((k, i) => (k.metadata = metadata[i] ?? null));
+    fallbackKeys.forEach((k, i) => (k.metadata = metadata[oneTimeKeys.length + i] ?? null));
     let result;
     try {
       result = await this.store.upload({ userId, deviceId, deviceKeysJson, oneTimeKeys, fallbackKeys });
@@ -214,8 +222,11 @@ export class KeysService {
     return { device_keys: out, master_keys: master, self_signing_keys: selfSigning, user_signing_keys: userSigning };
   }
 
-  /** POST /keys/claim: each one-time key goes to one claimer only; other servers' users through their servers. */
-  async claim(oneTimeKeys: Record<string, Record<string, string>>, timeoutMs = DEFAULT_FEDERATION_TIMEOUT_MS): Promise<JsonObject> {
+  /**
+   * POST /keys/claim: each one-time key goes to one claimer only; other servers' users through
+   * their servers (with `params`, the claim parameters of key algorithms, forwarded as sent).
+   */
+  async claim(oneTimeKeys: Record<string, Record<string, string>>, timeoutMs = DEFAULT_FEDERATION_TIMEOUT_MS, params: ClaimParams = NO_CLAIM_PARAMS): Promise<JsonObject> {
     checkRequestSize(Object.keys(oneTimeKeys).length, Object.values(oneTimeKeys).reduce((n, d) => n + Object.keys(d).length, 0));
     const local: Record<string, Record<string, string>> = {};
     const remote: Record<string, Record<string, string>> = {};
@@ -224,25 +235,41 @@ export class KeysService {
       else if (parseUserId(userId) !== null) remote[userId] = devices;
     }
     const [mine, theirs] = await Promise.all([
-      this.claimLocal(local),
+      this.claimLocal(local, params),
       Object.keys(remote).length === 0
         ? { oneTimeKeys: {}, failures: {} }
         : this.remote === null
           ? { oneTimeKeys: {}, failures: unreachable(Object.keys(remote)) }
-          : this.remote.claim(remote, timeoutMs),
+          : this.remote.claim(remote, timeoutMs, params),
     ]);
     return { one_time_keys: { ...mine, ...theirs.oneTimeKeys }, failures: theirs.failures };
   }
 
   /** Claims of our users' keys, for our clients and for other servers (/user/keys/claim). */
-  async claimLocal(oneTimeKeys: Record<string, Record<string, string>>): Promise<Record<string, Record<string, Record<string, unknown>>>> {
-    const requests: ClaimRequest[] = [];
+  async claimLocal(oneTimeKeys: Record<string, Record<string, string>>, params: ClaimParams = NO_CLAIM_PARAMS): Promise<Record<string, Record<string, Record<string, unknown>>>> {
+    const plain: ClaimRequest[] = [];
+    const matched: { request: ClaimRequest; matches: (key: { keyId: string; keyJson: string; metadata: string | null }) => boolean }[] = [];
+    let count = 0;
     for (const [userId, devices] of Object.entries(oneTimeKeys)) {
       if (!this.isLocal(userId)) continue;
-      for (const [deviceId, algorithm] of Object.entries(devices)) requests.push({ userId, deviceId, algorithm });
+      for (const [deviceId, algorithm] of Object.entries(devices)) {
+        count++;
+        const matcher = this.algorithms.matcher(algorithm, params);
+        // Keys without claim parameters go out by the one-statement claim; the others need a
+        // module to say which key fits, so they take a read and a delete each (store.claimMatching).
+        if (matcher === null) plain.push({ userId, deviceId, algorithm });
+        else {
+          const matches = (k: { keyId: string; keyJson: string; metadata: string | null }) => matcher({ keyId: k.keyId, key: JSON.parse(k.keyJson) as unknown, metadata: metadataOf(k.metadata) });
+          matched.push({ request: { userId, deviceId, algorithm }, matches });
+        }
+      }
     }
-    checkRequestSize(Object.keys(oneTimeKeys).length, requests.length);
-    const claimed = await this.store.claim(requests);
+    checkRequestSize(Object.keys(oneTimeKeys).length, count);
+    const claimed = await this.store.claim(plain);
+    for (const { request, matches } of matched) {
+      const key = await this.store.claimMatching(request, matches);
+      if (key !== null) claimed.push(key);
+    }
     const out: Record<string, Record<string, Record<string, unknown>>> = {};
     for (const k of claimed) ((out[k.userId] ??= {})[k.deviceId] ??= {})[`${k.algorithm}:${k.keyId}`] = JSON.parse(k.keyJson) as unknown;
     this.countsChanged(claimed.map((k) => ({ userId: k.userId, deviceId: k.deviceId })));

@@ -8,6 +8,8 @@ export interface StoredKey {
   keyId: string;
   /** Canonical JSON of the key (a string for unsigned keys, else the signed object). */
   keyJson: string;
+  /** JSON its algorithm's module keeps with it (key-algorithms.ts); null for most algorithms. */
+  metadata?: string | null;
 }
 
 export interface KeyUpload {
@@ -89,18 +91,18 @@ export class E2eKeysStore {
         const conflict = conflicts[0];
         if (conflict !== undefined) throw new OneTimeKeyConflict(`${conflict.algorithm}:${conflict.key_id}`, conflict.key_json);
         await db.execute(sql`
-          insert into e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json, created_ts)
-          select ${u.userId}, ${u.deviceId}, k.a, k.i, k.j, ${Date.now()}
-          from jsonb_to_recordset(${JSON.stringify(u.oneTimeKeys.map((k) => ({ a: k.algorithm, i: k.keyId, j: k.keyJson })))}::jsonb) as k(a text, i text, j text)
+          insert into e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json, metadata, created_ts)
+          select ${u.userId}, ${u.deviceId}, k.a, k.i, k.j, k.m, ${Date.now()}
+          from jsonb_to_recordset(${JSON.stringify(u.oneTimeKeys.map((k) => ({ a: k.algorithm, i: k.keyId, j: k.keyJson, m: k.metadata ?? null })))}::jsonb) as k(a text, i text, j text, m text)
           on conflict do nothing`);
       }
       for (const k of u.fallbackKeys) {
         // The same key uploaded again keeps its used flag (clients re-upload it); a new one is unused.
         await db.execute(sql`
-          insert into e2e_fallback_keys as f (user_id, device_id, algorithm, key_id, key_json, used)
-          values (${u.userId}, ${u.deviceId}, ${k.algorithm}, ${k.keyId}, ${k.keyJson}, false)
+          insert into e2e_fallback_keys as f (user_id, device_id, algorithm, key_id, key_json, metadata, used)
+          values (${u.userId}, ${u.deviceId}, ${k.algorithm}, ${k.keyId}, ${k.keyJson}, ${k.metadata ?? null}, false)
           on conflict (user_id, device_id, algorithm) do update
-          set key_id = excluded.key_id, key_json = excluded.key_json,
+          set key_id = excluded.key_id, key_json = excluded.key_json, metadata = excluded.metadata,
               used = f.used and f.key_id = excluded.key_id and f.key_json = excluded.key_json`);
       }
       let deviceKeysChanged: number | null = null;
@@ -151,6 +153,49 @@ export class E2eKeysStore {
           select *, false as fallback from claimed union all select *, true as fallback from fell_back`,
     );
     return rows.map((r) => ({ userId: r.user_id, deviceId: r.device_id, algorithm: r.algorithm, keyId: r.key_id, keyJson: r.key_json, fallback: r.fallback }));
+  }
+
+  /**
+   * Claims one key of a device that `matches` accepts, for claims with parameters
+   * (key-algorithms.ts), which SQL cannot match: the device's one-time keys of the algorithm are
+   * read and matched here, then the first match in key-id order that no concurrent claim holds is
+   * deleted in one statement (`for update skip locked`: claimers on any process take different
+   * keys, and nobody waits on another's whole candidate set); with no match left, the fallback key
+   * is handed out (and marked used) when it matches.
+   */
+  async claimMatching(r: ClaimRequest, matches: (key: { keyId: string; keyJson: string; metadata: string | null }) => boolean): Promise<ClaimedKey | null> {
+    const candidates = await queryRows<{ key_id: string; key_json: string; metadata: string | null }>(
+      this.db,
+      sql`select key_id, key_json, metadata from e2e_one_time_keys
+          where user_id = ${r.userId} and device_id = ${r.deviceId} and algorithm = ${r.algorithm} order by key_id`,
+    );
+    const matching = candidates.filter((c) => matches({ keyId: c.key_id, keyJson: c.key_json, metadata: c.metadata })).map((c) => c.key_id);
+    if (matching.length > 0) {
+      const [taken] = await queryRows<{ key_id: string; key_json: string }>(
+        this.db,
+        sql`delete from e2e_one_time_keys o
+            where o.user_id = ${r.userId} and o.device_id = ${r.deviceId} and o.algorithm = ${r.algorithm}
+              and o.key_id = (select key_id from e2e_one_time_keys
+                              where user_id = ${r.userId} and device_id = ${r.deviceId} and algorithm = ${r.algorithm}
+                                and key_id in (select jsonb_array_elements_text(${JSON.stringify(matching)}::jsonb))
+                              order by key_id limit 1 for update skip locked)
+            returning o.key_id, o.key_json`,
+      );
+      if (taken !== undefined) return { ...r, keyId: taken.key_id, keyJson: taken.key_json, fallback: false };
+    }
+    const [fallback] = await queryRows<{ key_id: string; key_json: string; metadata: string | null }>(
+      this.db,
+      sql`select key_id, key_json, metadata from e2e_fallback_keys where user_id = ${r.userId} and device_id = ${r.deviceId} and algorithm = ${r.algorithm}`,
+    );
+    if (fallback === undefined || !matches({ keyId: fallback.key_id, keyJson: fallback.key_json, metadata: fallback.metadata })) return null;
+    // Only the fallback key that was matched is marked used: one replaced meanwhile stays unused.
+    const [used] = await queryRows<{ key_id: string }>(
+      this.db,
+      sql`update e2e_fallback_keys set used = true
+          where user_id = ${r.userId} and device_id = ${r.deviceId} and algorithm = ${r.algorithm} and key_id = ${fallback.key_id} and key_json = ${fallback.key_json}
+          returning key_id`,
+    );
+    return used === undefined ? null : { ...r, keyId: fallback.key_id, keyJson: fallback.key_json, fallback: true };
   }
 
   /** Device keys of these users (all their devices when `deviceIds` is empty), with display names. */

@@ -208,6 +208,8 @@ export const e2eOneTimeKeys = pgTable(
     algorithm: text('algorithm').notNull(),
     keyId: text('key_id').notNull(),
     keyJson: text('key_json').notNull(),
+    // JSON the algorithm's module returned when it accepted the key (its claim matcher reads it).
+    metadata: text('metadata'),
     createdTs: ms('created_ts').notNull(),
   },
   (t) => [primaryKey({ columns: [t.userId, t.deviceId, t.algorithm, t.keyId] })],
@@ -222,6 +224,7 @@ export const e2eFallbackKeys = pgTable(
     algorithm: text('algorithm').notNull(),
     keyId: text('key_id').notNull(),
     keyJson: text('key_json').notNull(),
+    metadata: text('metadata'),
     used: boolean('used').notNull().default(false),
   },
   (t) => [primaryKey({ columns: [t.userId, t.deviceId, t.algorithm] })],

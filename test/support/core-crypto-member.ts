@@ -9,9 +9,6 @@ type CoreCryptoModule = typeof CC;
 const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64').replace(/=+$/, '');
 const unb64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'base64'));
 
-// RFC 9420 §6: MLSMessage = version (mls10 = 1) + wire_format (mls_key_package = 5) + body.
-const KEY_PACKAGE_MESSAGE_HEADER = Uint8Array.of(0, 1, 0, 5);
-
 let loading: Promise<CoreCryptoModule | null> | undefined;
 
 /**
@@ -88,13 +85,17 @@ export class CoreCryptoMember {
     return this.inbox.take();
   }
 
-  /**
-   * `n` KeyPackages as CoreCrypto makes them. It serialises a bare KeyPackage (the Wire backend
-   * takes them so); the directory takes an MLSMessage, so the device wraps it (RFC 9420 §6).
-   */
-  async keyPackages(n: number, suite = 1): Promise<{ raw: Uint8Array[]; wrapped: string[] }> {
+  /** `n` KeyPackages as CoreCrypto makes them: bare RFC 9420 KeyPackages, as MSC4244 uploads them (unpadded base64). */
+  async keyPackages(n: number, suite = 1): Promise<string[]> {
     const raw = await this.core.transaction((ctx) => ctx.clientKeypackages(this.cc.ciphersuiteFromU16(suite), this.cc.CredentialType.Basic, n));
-    return { raw, wrapped: raw.map((kp) => b64(Buffer.concat([KEY_PACKAGE_MESSAGE_HEADER, kp]))) };
+    return raw.map((kp) => b64(kp));
+  }
+
+  /** Uploads `n` of CoreCrypto's KeyPackages as `mls:` one-time keys (POST /keys/upload). */
+  async uploadKeyPackages(n: number, suite = 1): Promise<{ status: number; body: Record<string, unknown> }> {
+    const packages = await this.keyPackages(n, suite);
+    const oneTimeKeys = Object.fromEntries(packages.map((key) => [`mls:cc${suite}-${b64(randomBytes(6)).replace(/[+/]/g, '_')}`, { key }]));
+    return this.client.json('POST', '/v3/keys/upload', { one_time_keys: oneTimeKeys });
   }
 
   async createGroup(groupId: Uint8Array): Promise<void> {
@@ -105,12 +106,11 @@ export class CoreCryptoMember {
     );
   }
 
-  /** Adds devices by their KeyPackages (MLSMessages, as claimed from the directory); the transport sends the commit. */
+  /** Adds devices by their KeyPackages (bare, as claimed through /keys/claim); the transport sends the commit. */
   async add(groupId: Uint8Array, devices: { ref: { user_id: string; device_id: string }; keyPackage: string }[]): Promise<CommitReply> {
     this.adding = devices.map((d) => d.ref);
     this.lastCommit = null;
-    // CoreCrypto takes a bare KeyPackage: the body of the MLSMessage.
-    const packages = devices.map((d) => unb64(d.keyPackage).subarray(KEY_PACKAGE_MESSAGE_HEADER.length));
+    const packages = devices.map((d) => unb64(d.keyPackage));
     try {
       await this.core.transaction((ctx) => ctx.addClientsToConversation(new this.cc.ConversationId(groupId), packages));
     } catch (e) {
@@ -154,8 +154,10 @@ export class CoreCryptoMember {
     const welcome = bundle.welcome === undefined ? {} : { welcome: b64(bundle.welcome.copyBytes()) };
     const replies = await this.send(T.message, { message: b64(bundle.commit), commit_info: { ...welcome, added: this.adding, removed: this.removing } });
     for (const e of replies) {
-      const c = e.content as { epoch: number | null; reason?: string };
-      if (e.type === T.accepted && c.epoch !== null) this.lastCommit = { accepted: true, epoch: c.epoch };
+      const c = e.content as { epoch: number | null; reason?: string; sender?: { user_id: string; device_id: string } };
+      // MSC4244: the accepted commit goes to every joined device, the committer included.
+      const own = c.sender?.user_id === this.client.userId && c.sender.device_id === this.client.deviceId;
+      if (e.type === T.commit && own && c.epoch !== null) this.lastCommit = { accepted: true, epoch: c.epoch };
       else if (e.type === T.rejected) this.lastCommit = { accepted: false, reason: String(c.reason), epoch: c.epoch };
       else this.backlog.push(e);
     }

@@ -9,7 +9,8 @@ import { jsonObjectOf, readJsonBody } from '../json-body.ts';
 const QueryBody = v.object({
   device_keys: jsonObjectOf(v.array(v.string('device ids are strings')), 'device_keys must map user IDs to lists of device IDs'),
 });
-const ClaimBody = v.object({
+// Loose: a key algorithm's claim parameters ride in a field named like it (MSC4244's `mls`).
+const ClaimBody = v.looseObject({
   one_time_keys: jsonObjectOf(jsonObjectOf(v.string('an algorithm is a string'), 'one_time_keys.<user_id> must map device IDs to algorithms'), 'one_time_keys must be an object'),
 });
 
@@ -31,7 +32,7 @@ export function federationKeysRoutes(s: Services, keys: RemoteKeys): Hono<AppEnv
   r.post('/v1/user/keys/claim', async (c) => {
     const body = await readJsonBody(c, ClaimBody, max);
     await authenticateFederation(c, s.config.serverName, keys, JSON.parse(await c.req.text()) as unknown);
-    return c.json({ one_time_keys: await s.keys.claimLocal(body.one_time_keys) });
+    return c.json({ one_time_keys: await s.keys.claimLocal(body.one_time_keys, s.keys.algorithms.claimParams(body)) });
   });
 
   r.get('/v1/user/devices/:userId', async (c) => {

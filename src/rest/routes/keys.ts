@@ -22,7 +22,8 @@ const QueryBody = v.object({
   timeout: Timeout,
   token: v.optional(v.string()),
 });
-const ClaimBody = v.object({
+// Loose: a key algorithm's claim parameters ride in a field named like it (MSC4244's `mls`).
+const ClaimBody = v.looseObject({
   one_time_keys: jsonObjectOf(jsonObjectOf(v.string('an algorithm is a string'), 'one_time_keys.<user_id> must map device IDs to algorithms'), 'one_time_keys must be an object'),
   timeout: Timeout,
 });
@@ -66,7 +67,7 @@ export function keysRoutes(s: Services): Hono<AppEnv> {
       throw new MatrixError('M_LIMIT_EXCEEDED', 'Too many key claims', { extra: { retry_after_ms: waitMs }, headers: { 'Retry-After': String(Math.ceil(waitMs / 1000)) } });
     }
     const body = await readJsonBody(c, ClaimBody, max);
-    return c.json(await s.keys.claim(body.one_time_keys, body.timeout));
+    return c.json(await s.keys.claim(body.one_time_keys, body.timeout, s.keys.algorithms.claimParams(body)));
   });
 
   r.get('/v3/keys/changes', async (c) => {
