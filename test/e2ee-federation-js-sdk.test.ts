@@ -10,7 +10,21 @@ import { startTestApp, type TestApp } from './support/test-app.ts';
  * ways, SAS verification across servers, and a new device on one server seen on the other
  * through an m.device_list_update EDU. Nothing is mocked.
  */
-const TEST_TIMEOUT_MS = 90_000;
+// Generous: on a loaded 2-core machine (the whole suite on two workers) each client's WebAssembly
+// crypto competes with the servers; each step below still fails on its own, named, well before.
+const TEST_TIMEOUT_MS = 240_000;
+const STEP_TIMEOUT_MS = 60_000;
+
+/** One awaited step of the scenario, named in the failure if it does not finish in time. */
+async function step<T>(name: string, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`step "${name}" did not finish within ${STEP_TIMEOUT_MS} ms`)), STEP_TIMEOUT_MS)));
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 let a: TestApp;
 let b: TestApp;
 let aUrl = '';
@@ -44,28 +58,28 @@ async function start(baseUrl: string, creds: Credentials): Promise<CryptoClient>
 
 describe('matrix-js-sdk 43 with the Rust crypto, across two of our servers', () => {
   it('exchange Olm-encrypted messages both ways, verify each other with SAS, and see a new device appear', async () => {
-    const aliceCreds = await registerUser(aUrl, 'alice');
-    const bobCreds = await registerUser(bUrl, 'bob');
-    const alice = await start(aUrl, aliceCreds);
-    const bob = await start(bUrl, bobCreds);
+    const aliceCreds = await step('register alice', registerUser(aUrl, 'alice'));
+    const bobCreds = await step('register bob', registerUser(bUrl, 'bob'));
+    const alice = await step('start alice', start(aUrl, aliceCreds));
+    const bob = await step('start bob', start(bUrl, bobCreds));
     // No room in common: each crypto is told to track the other user (see e2ee-js-sdk.test.ts);
     // its /keys/query goes to its own server, which asks the other one over federation.
-    await alice.trackUsers([bob.userId], { [bob.userId]: [bob.deviceId] });
-    await bob.trackUsers([alice.userId], { [alice.userId]: [alice.deviceId] });
+    await step('alice tracks bob', alice.trackUsers([bob.userId], { [bob.userId]: [bob.deviceId] }));
+    await step('bob tracks alice', bob.trackUsers([alice.userId], { [alice.userId]: [alice.deviceId] }));
 
     // The first message of each side claims a one-time key across servers.
-    await sendAndReceiveEncrypted(alice, bob, 'a.test to b.test');
-    await sendAndReceiveEncrypted(bob, alice, 'b.test to a.test');
+    await step('Olm a.test to b.test', sendAndReceiveEncrypted(alice, bob, 'a.test to b.test'));
+    await step('Olm b.test to a.test', sendAndReceiveEncrypted(bob, alice, 'b.test to a.test'));
 
-    const sides = await verifyWithSas(alice, bob);
+    const sides = await step('SAS', verifyWithSas(alice, bob));
     expect(sides.initiator.sas.sas.emoji).toEqual(sides.responder.sas.sas.emoji);
     expect((await alice.crypto.getDeviceVerificationStatus(bob.userId, bob.deviceId))?.localVerified).toBe(true);
     expect((await bob.crypto.getDeviceVerificationStatus(alice.userId, alice.deviceId))?.localVerified).toBe(true);
 
     // Bob logs in a second device on b.test: b.test tells a.test (m.device_list_update), a.test
     // tells alice (device_lists.changed), her crypto re-queries and can encrypt to it.
-    const bob2 = await start(bUrl, await loginDevice(bUrl, bobCreds));
-    await alice.waitForDevices({ [bob.userId]: [bob.deviceId, bob2.deviceId] });
-    await sendAndReceiveEncrypted(alice, bob2, 'to the new device on b.test');
+    const bob2 = await step('start bob2', start(bUrl, await loginDevice(bUrl, bobCreds)));
+    await step('alice sees bob2', alice.waitForDevices({ [bob.userId]: [bob.deviceId, bob2.deviceId] }));
+    await step('Olm to bob2', sendAndReceiveEncrypted(alice, bob2, 'to the new device on b.test'));
   }, TEST_TIMEOUT_MS);
 });
