@@ -34,6 +34,10 @@ describe.skipIf(!usingPostgres())('keys across two processes on one PostgreSQL',
     const { keys, key } = deviceKeysFor(owner.userId, 'OWNER1');
     const upload = await owner.json('POST', '/v3/keys/upload', { device_keys: keys, one_time_keys: oneTimeKeys(owner.userId, key, 150) });
     expect(upload.status).toBe(200);
+    // B caches the owner's counts now; claims made through A are not announced to B, so B's
+    // entry must expire (1 s) for the owner to see them there.
+    const ownerOnB = new TestClient(viaB, owner.userId, owner.deviceId, owner.token);
+    expect((await ownerOnB.sync()).device_one_time_keys_count).toEqual({ signed_curve25519: 150 });
     const claimers = await Promise.all(Array.from({ length: 8 }, (_, i) => TestClient.register(i % 2 === 0 ? viaA : viaB, `claimer${i}`)));
     const results = await Promise.all(
       Array.from({ length: 200 }, (_, i) =>
@@ -47,8 +51,8 @@ describe.skipIf(!usingPostgres())('keys across two processes on one PostgreSQL',
     // No fallback key was uploaded: 150 keys for 200 claims, each key once, the rest empty.
     expect(ids).toHaveLength(150);
     expect(new Set(ids).size).toBe(150);
-    // The owner, syncing through the other process, sees none left.
-    const ownerOnB = new TestClient(viaB, owner.userId, owner.deviceId, owner.token);
+    // The owner, syncing through B, sees none left once B's cached counts (1 s) expired.
+    await new Promise((r) => setTimeout(r, 1_100));
     const sync = await ownerOnB.sync();
     expect(sync.device_one_time_keys_count).toEqual({ signed_curve25519: 0 });
   });

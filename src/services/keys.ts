@@ -35,6 +35,9 @@ export interface KeysUploadInput {
   fallbackKeys?: Record<string, unknown>;
 }
 
+/** With several processes, how long a device's cached key counts may lag a claim made elsewhere. */
+const COUNTS_TTL_MS = 1_000;
+
 /** How long a client's key query or claim waits for other servers unless it says (spec default). */
 export const DEFAULT_FEDERATION_TIMEOUT_MS = 10_000;
 
@@ -76,7 +79,7 @@ type KeyMap = Record<string, Record<string, JsonObject>>;
  */
 export class KeysService {
   private readonly store: E2eKeysStore;
-  readonly counts = new KeyCountsCache();
+  readonly counts: KeyCountsCache;
   /** Other servers' keys; null while federation is off (their users are then in `failures`). */
   remote: RemoteKeysSource | null = null;
   /** The one-time-key algorithms handler modules contribute (set once modules are loaded). */
@@ -84,6 +87,8 @@ export class KeysService {
 
   constructor(private readonly deps: KeysServiceDeps) {
     this.store = new E2eKeysStore(deps.db);
+    // Several processes (PostgreSQL): claims elsewhere are not announced, see KeyCountsCache.
+    this.counts = new KeyCountsCache(deps.publishCountsChanged === undefined ? Number.POSITIVE_INFINITY : COUNTS_TTL_MS);
   }
 
   private isLocal(userId: string): boolean {
@@ -272,7 +277,8 @@ export class KeysService {
     }
     const out: Record<string, Record<string, Record<string, unknown>>> = {};
     for (const k of claimed) ((out[k.userId] ??= {})[k.deviceId] ??= {})[`${k.algorithm}:${k.keyId}`] = JSON.parse(k.keyJson) as unknown;
-    this.countsChanged(claimed.map((k) => ({ userId: k.userId, deviceId: k.deviceId })));
+    // Forgotten here only: see KeyCountsCache for why other processes are not told of claims.
+    if (claimed.length > 0) this.counts.forget(claimed.map((k) => ({ userId: k.userId, deviceId: k.deviceId })));
     return out;
   }
 
