@@ -1,12 +1,10 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CryptoClient, loginDevice, registerUser, sendAndReceiveEncrypted, verifyWithSas, type Credentials } from './support/crypto-client.ts';
-import { serveOverHttp } from './support/http-server.ts';
-import { freePort } from './support/server-process.ts';
-import { startTestApp, type TestApp } from './support/test-app.ts';
+import { freePort, ServerProcess } from './support/server-process.ts';
 
 /**
- * Real matrix-js-sdk 43 clients with the Rust crypto, one user on each of two of our servers
- * federating over HTTP (a.test and b.test): keys queried and claimed across servers, Olm both
+ * Real matrix-js-sdk 43 clients with the Rust crypto, one user on each of two of our server
+ * processes federating over HTTP (a.test and b.test, each with its own database): keys queried and claimed across servers, Olm both
  * ways, SAS verification across servers, and a new device on one server seen on the other
  * through an m.device_list_update EDU. Nothing is mocked.
  */
@@ -25,25 +23,22 @@ async function step<T>(name: string, work: Promise<T>): Promise<T> {
     clearTimeout(timer);
   }
 }
-let a: TestApp;
-let b: TestApp;
+let a: ServerProcess;
+let b: ServerProcess;
 let aUrl = '';
 let bUrl = '';
-const closers: (() => Promise<void>)[] = [];
 
 beforeAll(async () => {
   const [pa, pb] = await Promise.all([freePort(), freePort()]);
-  const routes = { 'a.test': `http://127.0.0.1:${pa}`, 'b.test': `http://127.0.0.1:${pb}` };
-  const fed = (name: string) => ({ server_name: name, federation: { allow_http: true, static_routes: routes, backoff_initial_ms: 50, backoff_max_ms: 200 } });
-  [a, b] = await Promise.all([startTestApp(fed('a.test')), startTestApp(fed('b.test'))]);
-  const [ha, hb] = await Promise.all([serveOverHttp(a, pa), serveOverHttp(b, pb)]);
-  aUrl = ha.baseUrl;
-  bUrl = hb.baseUrl;
-  closers.push(ha.close, hb.close);
-}, 60_000);
+  const fed = (routes: Record<string, string>) => ({ federation: { allow_http: true, static_routes: routes, backoff_initial_ms: 50, backoff_max_ms: 200 }, metrics: { enabled: false } });
+  a = await ServerProcess.create('a.test', pa, fed({ 'b.test': `http://127.0.0.1:${pb}` }));
+  b = await ServerProcess.create('b.test', pb, fed({ 'a.test': `http://127.0.0.1:${pa}` }));
+  await Promise.all([a.start(), b.start()]);
+  aUrl = a.baseUrl;
+  bUrl = b.baseUrl;
+}, 120_000);
 afterAll(async () => {
-  await Promise.all(closers.map((c) => c()));
-  await Promise.all([a?.close(), b?.close()]);
+  await Promise.all([a?.destroy(), b?.destroy()]);
 });
 
 const running: CryptoClient[] = [];
