@@ -337,11 +337,10 @@ function settingsOf(schema: v.GenericSchema, prefix = ''): { path: string; defau
   return [{ path: prefix, default: fallback }];
 }
 
-/** The rows of the README's Configuration table: YAML key, variable (null for —), default cell. */
-function readmeRows(): { key: string; env: string | null; defaultCell: string }[] {
-  const readme = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8');
-  const section = /\n## Configuration\n([\s\S]*?)\n## /.exec(readme)?.[1] ?? '';
-  return section
+/** The rows of the configuration table in docs/configuration.md: YAML key, variable (null for —), default cell. */
+function referenceRows(): { key: string; env: string | null; defaultCell: string }[] {
+  const reference = readFileSync(fileURLToPath(new URL('../docs/configuration.md', import.meta.url)), 'utf8');
+  return reference
     .split('\n')
     .filter((line) => line.startsWith('| `'))
     .map((line) => {
@@ -352,27 +351,27 @@ function readmeRows(): { key: string; env: string | null; defaultCell: string }[
     });
 }
 
-describe('the README configuration reference', () => {
+describe('the configuration reference (docs/configuration.md)', () => {
   const settings = settingsOf(ConfigFileSchema);
 
   it('has one row for every setting, and none for a setting that does not exist', () => {
-    const rows = readmeRows();
+    const rows = referenceRows();
     expect(rows.map((r) => r.key).sort()).toEqual(settings.map((s) => s.path).sort());
   });
 
   it('names the environment variable of each setting, and only variables that are read', () => {
-    const rows = readmeRows();
+    const rows = referenceRows();
     const byPath = new Map(Object.entries(ENV_VARS).map(([name, { path }]) => [path.join('.'), name]));
     for (const row of rows) expect(row.env, row.key).toBe(byPath.get(row.key) ?? null);
   });
 
   it('gives the default of each setting that has a plain one', () => {
-    const rows = readmeRows();
+    const rows = referenceRows();
     for (const { path, default: value } of settings) {
       const row = rows.find((r) => r.key === path);
       if (value === undefined || (typeof value === 'object' && Object.keys(value as object).length > 0)) continue;
       const shown = typeof value === 'object' ? JSON.stringify(value) : String(value);
-      expect(row?.defaultCell.startsWith(`\`${shown}\``), `${path}: README says ${row?.defaultCell}, the schema ${shown}`).toBe(true);
+      expect(row?.defaultCell.startsWith(`\`${shown}\``), `${path}: docs/configuration.md says ${row?.defaultCell}, the schema ${shown}`).toBe(true);
     }
   });
 });
