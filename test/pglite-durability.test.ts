@@ -6,10 +6,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../src/storage/database.ts';
 
 /**
- * PGlite on a data directory flushes every commit by default (README "Guarantees"): PostgreSQL
+ * PGlite on a data directory flushes every commit by default (docs/guarantees.md): PostgreSQL
  * runs with fsync on and flushes its WAL with fsync (the operation durable mode gives PGlite's
  * Node file system); `pglite_fsync: false` is PGlite's own setting. An OS crash cannot be
- * simulated here; the fsync calls were counted with strace (README), this checks the settings
+ * simulated here; the fsync calls were counted with strace (docs/guarantees.md), this checks the settings
  * a server actually runs with and that committed data is read back after reopening.
  */
 const dir = mkdtempSync(join(tmpdir(), 'tds-durable-'));

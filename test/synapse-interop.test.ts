@@ -21,7 +21,7 @@ import { freePort, ServerProcess } from './support/server-process.ts';
  *
  * Synapse must allow open registration (m.login.dummy), loopback federation
  * (ip_range_whitelist 127.0.0.0/8), and `federation_verify_certificates: false`, since this
- * server presents a certificate made here. README "Beside an existing homeserver" says how the
+ * server presents a certificate made here. docs/deployment.md, "Beside an existing homeserver", says how the
  * Synapse this was run against was set up.
  */
 const SYNAPSE_URL = process.env.SYNAPSE_URL ?? '';

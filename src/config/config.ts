@@ -12,7 +12,7 @@ import { isValidServerName } from '../shared/user-id.ts';
 const intInRange = (min: number, max: number) =>
   v.pipe(v.number('must be a number'), v.integer('must be an integer'), v.minValue(min), v.maxValue(max));
 
-/** The YAML file's shape, with each setting's default (exported for the README check). */
+/** The YAML file's shape, with each setting's default (exported for the docs/configuration.md check). */
 export const ConfigFileSchema = v.strictObject({
   server_name: v.optional(
     v.pipe(v.string(), v.check(isValidServerName, 'must be a valid Matrix server name (host[:port])')),
@@ -215,7 +215,7 @@ type EnvKind = 'string' | 'number' | 'boolean';
 
 /**
  * Every environment variable, where it lands in the config file's shape, and the type it holds.
- * One table for all of them: the README's configuration reference is checked against it
+ * One table for all of them: the configuration reference, docs/configuration.md, is checked against it
  * (test/config.test.ts), so a variable cannot exist undocumented. Lists and maps (handlers,
  * appservices, federation.static_routes) are set in the YAML file only.
  */

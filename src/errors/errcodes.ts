@@ -1,6 +1,6 @@
 /**
  * Every Matrix errcode this server answers with, and its usual HTTP status.
- * A `Record` so that adding a code without a status does not compile; the README documents
+ * A `Record` so that adding a code without a status does not compile; docs/client-api.md documents
  * each one (a test checks it).
  */
 export const ERRCODE_STATUS = {

@@ -5,7 +5,7 @@ import type { Notifier } from './notifier.ts';
 export interface DeviceListDelta {
   /** Users to re-query: the user itself and those it tracks, whose devices or keys changed. */
   changed: string[];
-  /** Always empty: tracking never ends here (see README "Device lists without rooms"). */
+  /** Always empty: tracking never ends here (see docs/e2ee.md, "Device lists without rooms"). */
   left: string[];
   /** The device-list position this answer reaches, for the next sync token. */
   position: number;

@@ -13,7 +13,7 @@ import { NodeFS } from '@electric-sql/pglite/nodefs';
  * Durable mode gives NODEFS a real `fsync` (`fs.fsyncSync` on the file's descriptor), starts
  * PostgreSQL without `-F`, and has the WAL flushed with `fsync` (which reaches that operation;
  * `fdatasync` would not): every commit is on disk before it is acknowledged. Measured here
- * (README "Guarantees"): a few hundred microseconds more per commit.
+ * (docs/guarantees.md): a few hundred microseconds more per commit.
  */
 class FsyncingNodeFS extends NodeFS {
   override async init(pg: PGlite, opts: Parameters<NodeFS['init']>[1]): ReturnType<NodeFS['init']> {
