@@ -1,4 +1,4 @@
-import { and, asc, eq, inArray, lte, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, lte, sql, type SQL } from 'drizzle-orm';
 import type { Db } from './database.ts';
 import { federationOutbox, federationPendingTxns } from './schema.ts';
 
@@ -42,11 +42,14 @@ export class FederationOutboxStore {
     for (let i = 0; i < messages.length; i += CHUNK) {
       if (i > 0) await new Promise((resolve) => setImmediate(resolve));
       const rows = JSON.stringify(messages.slice(i, i + CHUNK).map((m) => ({ x: m.destination, s: m.sender, t: m.type, u: m.userId, d: m.deviceId, c: m.content })));
-      await this.db.execute(sql`
-        insert into ${federationOutbox} (destination, sender, type, user_id, device_id, content, created_ts)
-        select m.x, m.s, m.t, m.u, m.d, m.c, ${now}
-        from rows from (jsonb_to_recordset(${rows}::jsonb) as (x text, s text, t text, u text, d text, c text)) with ordinality as m(x, s, t, u, d, c, n)
-        order by m.n`);
+      await this.db.execute(
+        outboxInsertSql(
+          sql`select m.x, m.s, m.t, m.u, m.d, m.c, null::text
+          from rows from (jsonb_to_recordset(${rows}::jsonb) as (x text, s text, t text, u text, d text, c text)) with ordinality as m(x, s, t, u, d, c, n)
+          order by m.n`,
+          now,
+        ),
+      );
     }
   }
 
@@ -135,4 +138,16 @@ export class FederationOutboxStore {
     }
     return dropped;
   }
+}
+
+/**
+ * The statement that queues federation EDUs, for every writer of the outbox (to-device sends,
+ * device-list updates): inserts the rows `source` selects — destination, sender, type, user id,
+ * device id, content, EDU type (null for `m.direct_to_device`) — in the order it selects them,
+ * which is the order they are sent in.
+ */
+export function outboxInsertSql(source: SQL, now: number): SQL {
+  return sql`insert into federation_outbox (destination, sender, type, user_id, device_id, content, edu_type, created_ts)
+          select s.x, s.s, s.t, s.u, s.d, s.c, s.e, ${now} from (${source}) as s(x, s, t, u, d, c, e)
+          returning stream_id`;
 }
