@@ -26,18 +26,9 @@ export interface AppservicePendingTxn {
   inboxIds: number[];
 }
 
-const CHUNK = 5000;
-
 /** Durable per-appservice queues of to-device messages (MSC4203). */
 export class AppserviceQueueStore {
   constructor(private readonly db: Db) {}
-
-  async insert(messages: readonly AppserviceMessage[]): Promise<void> {
-    const now = Date.now();
-    for (let i = 0; i < messages.length; i += CHUNK) {
-      await this.db.insert(appserviceQueue).values(messages.slice(i, i + CHUNK).map((m) => ({ ...m, createdTs: now })));
-    }
-  }
 
   async appservicesWithWork(): Promise<string[]> {
     const queued = await this.db.selectDistinct({ id: appserviceQueue.appserviceId }).from(appserviceQueue);

@@ -3,15 +3,6 @@ import type { Db } from './database.ts';
 import { queryRows } from '../shared/query-rows.ts';
 import { deviceInbox } from './schema.ts';
 
-export interface InboxMessage {
-  userId: string;
-  deviceId: string;
-  sender: string;
-  type: string;
-  /** JSON text of the content. */
-  content: string;
-}
-
 export interface DeliveredMessage {
   streamId: number;
   sender: string;

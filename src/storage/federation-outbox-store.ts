@@ -24,34 +24,12 @@ export interface PendingTxn {
   streamIds: number[];
 }
 
+// Ids per delete statement: well inside PostgreSQL's 65,535 parameters.
 const CHUNK = 5000;
 
 /** Durable per-destination queue of to-device messages for remote users. */
 export class FederationOutboxStore {
   constructor(private readonly db: Db) {}
-
-  /**
-   * Statements of up to 5,000 rows, each over one JSON parameter: a fan-out to 50,000 servers
-   * binds 10 parameters rather than 350,000 (drizzle's per-value work for those took seconds).
-   * Between statements the event loop gets a turn: on PGlite a statement runs on this thread, so
-   * one of 50,000 rows would hold every other request for over a second. Rows get stream ids in
-   * the order given.
-   */
-  async insert(messages: readonly OutboxMessage[]): Promise<void> {
-    const now = Date.now();
-    for (let i = 0; i < messages.length; i += CHUNK) {
-      if (i > 0) await new Promise((resolve) => setImmediate(resolve));
-      const rows = JSON.stringify(messages.slice(i, i + CHUNK).map((m) => ({ x: m.destination, s: m.sender, t: m.type, u: m.userId, d: m.deviceId, c: m.content })));
-      await this.db.execute(
-        outboxInsertSql(
-          sql`select m.x, m.s, m.t, m.u, m.d, m.c, null::text
-          from rows from (jsonb_to_recordset(${rows}::jsonb) as (x text, s text, t text, u text, d text, c text)) with ordinality as m(x, s, t, u, d, c, n)
-          order by m.n`,
-          now,
-        ),
-      );
-    }
-  }
 
   async destinationsWithWork(): Promise<string[]> {
     const rows = await this.db
