@@ -131,9 +131,6 @@ export function createApp(deps: AppDeps): App {
     serverName: config.serverName,
     notifier,
     counters,
-    dispatchToServerUser: async (messages): Promise<void> => {
-      await dispatcher.dispatch(messages);
-    },
     appservices,
     ...(wakeups === null ? {} : { publishWake: (devices: { userId: string; deviceId: string }[]) => wakeups.publish(devices) }),
     onAppserviceQueued: (ids) => {
@@ -170,6 +167,8 @@ export function createApp(deps: AppDeps): App {
     deadlineMs: config.serverUser.dispatchDeadlineMs,
     send: (userId, deviceId, type, content): Promise<void> => toDevice.sendAsServer(userId, deviceId, type, content),
   });
+  // The loop service → dispatcher → module → service, closed here and nowhere else.
+  toDevice.deliverServerUserMessagesTo(dispatcher);
   keys.algorithms = new KeyAlgorithms(dispatcher.loaded);
   const modules = new ModuleLifecycle(dispatcher.loaded, database, log, { setupMs: config.serverUser.setupDeadlineMs, stopMs: config.serverUser.stopDeadlineMs });
   const accounts = new AccountsService(database.db, config.serverName);

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import ping from '../handlers/ping/index.ts';
 import { defineHandler, type HandlerModule } from '../src/sdk/define-handler.ts';
 import { LAZY_COMMIT_FLUSHES } from '../src/services/counters.ts';
-import { DeviceInboxStore } from '../src/storage/device-inbox-store.ts';
+import { SendStatement } from '../src/storage/send-statement.ts';
 import { LazyCommits } from '../src/storage/lazy-commits.ts';
 import { queryRows } from '../src/shared/query-rows.ts';
 import { TestClient } from './support/client.ts';
@@ -81,11 +81,28 @@ describe('lazily committed claims', () => {
     expect(await walFlushed()).toBe(true);
   });
 
+  it('a retry of a send whose claim committed waiting for its flush is answered without a flush; of a lazy one, after one', async () => {
+    const bob = await TestClient.register(t.app, 'bob-retry');
+    const message = { [bob.userId]: { [bob.deviceId]: { n: 1 } } };
+    expect((await alice.sendToDevice('org.test.note', message, 'durable-retry')).status).toBe(200);
+    const before = flushes();
+    for (let i = 0; i < 3; i++) expect(await alice.sendToDevice('org.test.note', message, 'durable-retry')).toEqual({ status: 200, body: {} });
+    expect(flushes()).toBe(before);
+    // Still stored once.
+    expect((await bob.sync()).to_device?.events.filter((e) => e.type === 'org.test.note')).toHaveLength(1);
+
+    // A lazy claim's retry cannot tell whether the claim is on disk yet: it flushes.
+    expect((await alice.sendToDevice('org.test.quiet', { [SERVER_USER]: { '': {} } }, 'lazy-retry-2')).status).toBe(200);
+    const lazyBefore = flushes();
+    expect(await alice.sendToDevice('org.test.quiet', { [SERVER_USER]: { '': {} } }, 'lazy-retry-2')).toEqual({ status: 200, body: {} });
+    expect(flushes()).toBe(lazyBefore + 1);
+  });
+
   it.skipIf(usingPostgres())('commit without a flush, and makeDurable flushes them once however many wait (PGlite)', async () => {
     let made = 0;
     const lazy = new LazyCommits(t.database.db, () => made++);
-    const store = new DeviceInboxStore(t.database.db, lazy);
-    const [result] = await store.claimAndEnqueueMany([
+    const store = new SendStatement(t.database.db, lazy);
+    const [result] = await store.run([
       { txn: { userId: alice.userId, deviceId: alice.deviceId, endpoint: 'test', txnId: 'lazy-1' }, sender: alice.userId, type: 'org.test.quiet', targets: [] },
     ]);
     expect(result?.claimed).toBe(true);
@@ -99,11 +116,11 @@ describe('lazily committed claims', () => {
   it.skipIf(usingPostgres())('count as flushed by a flushed statement begun after them, not by one begun before (PGlite)', async () => {
     let made = 0;
     const lazy = new LazyCommits(t.database.db, () => made++);
-    const store = new DeviceInboxStore(t.database.db, lazy);
+    const store = new SendStatement(t.database.db, lazy);
     const claim = (txnId: string) =>
-      store.claimAndEnqueueMany([{ txn: { userId: alice.userId, deviceId: alice.deviceId, endpoint: 'test', txnId }, sender: alice.userId, type: 'org.test.quiet', targets: [] }]);
+      store.run([{ txn: { userId: alice.userId, deviceId: alice.deviceId, endpoint: 'test', txnId }, sender: alice.userId, type: 'org.test.quiet', targets: [] }]);
     const send = () =>
-      store.claimAndEnqueueMany([{ txn: null, sender: SERVER_USER, type: 'org.test.note', targets: [{ userId: alice.userId, deviceId: alice.deviceId, content: '{}' }] }]);
+      store.run([{ txn: null, sender: SERVER_USER, type: 'org.test.note', targets: [{ userId: alice.userId, deviceId: alice.deviceId, content: '{}' }] }]);
 
     const [first] = await claim('lazy-2');
     await send();
@@ -123,21 +140,23 @@ describe('lazily committed claims', () => {
 
   it('answer each request of a batch of claims: new, already used, or without a txn id (nothing to commit)', async () => {
     const lazy = new LazyCommits(t.database.db);
-    const store = new DeviceInboxStore(t.database.db, lazy);
+    const store = new SendStatement(t.database.db, lazy);
     const txn = (txnId: string) => ({ userId: alice.userId, deviceId: alice.deviceId, endpoint: 'test', txnId });
     const send = (t: ReturnType<typeof txn> | null) => ({ txn: t, sender: alice.userId, type: 'org.test.quiet', targets: [] });
-    await store.claimAndEnqueueMany([send(txn('used'))]);
-    const results = await store.claimAndEnqueueMany([send(txn('fresh')), send(txn('used')), send(null)]);
+    await store.run([send(txn('used'))]);
+    const results = await store.run([send(txn('fresh')), send(txn('used')), send(null)]);
     expect(results.map((r) => r.claimed)).toEqual([true, false, true]);
-    const [alone] = await store.claimAndEnqueueMany([send(null)]);
+    // The retry's first claim was lazy: it must be flushed before the retry is answered.
+    expect(results[1]?.originalDurable).toBeUndefined();
+    const [alone] = await store.run([send(null)]);
     expect(alone?.claimed).toBe(true);
     expect(alone?.lazyMark).toBeUndefined();
   });
 
   it('are not lazy when the statement stores messages too', async () => {
     const lazy = new LazyCommits(t.database.db);
-    const store = new DeviceInboxStore(t.database.db, lazy);
-    const [result] = await store.claimAndEnqueueMany([
+    const store = new SendStatement(t.database.db, lazy);
+    const [result] = await store.run([
       { txn: { userId: alice.userId, deviceId: alice.deviceId, endpoint: 'test', txnId: 'lazy-4' }, sender: alice.userId, type: 'org.test.note', targets: [{ userId: alice.userId, deviceId: alice.deviceId, content: '{}' }] },
     ]);
     expect(result?.claimed).toBe(true);

@@ -345,12 +345,15 @@ describe('Counters', () => {
     expect(samples.find((s) => s.labels.type === '_other')?.value).toBe(5);
   });
 
-  it('exports a counter it was not told about, and two registries do not share values', async () => {
+  it('keeps each registry to itself, and knows only declared names', async () => {
     const a = new Counters();
     const b = new Counters();
-    a.inc('custom_things_total', { kind: 'x' }, 2);
-    expect(a.get('custom_things_total', { kind: 'x' })).toBe(2);
-    expect(parse(await a.registry.metrics()).find((s) => s.name === 'custom_things_total')?.value).toBe(2);
-    expect(parse(await b.registry.metrics()).find((s) => s.name === 'custom_things_total')).toBeUndefined();
+    a.inc('federation_edus_rejected_total', { reason: 'x' }, 2);
+    expect(a.get('federation_edus_rejected_total', { reason: 'x' })).toBe(2);
+    expect(parse(await a.registry.metrics()).find((s) => s.name === 'federation_edus_rejected_total' && s.labels.reason === 'x')?.value).toBe(2);
+    expect(parse(await b.registry.metrics()).find((s) => s.name === 'federation_edus_rejected_total' && s.labels.reason === 'x')).toBeUndefined();
+    // A misspelt name is a type error, not a new metric.
+    // @ts-expect-error not a declared counter
+    expect(() => a.inc('federation_edu_rejected_total')).toThrow(/not a declared counter/);
   });
 });

@@ -5,7 +5,8 @@ import { Notifier } from '../src/services/notifier.ts';
 import { ToDeviceSyncService, type ToDeviceBatch } from '../src/services/sync.ts';
 import { ToDeviceService } from '../src/services/to-device.ts';
 import type { Database } from '../src/storage/database.ts';
-import { DeviceInboxStore, type EnqueueResult } from '../src/storage/device-inbox-store.ts';
+import { DeviceInboxStore } from '../src/storage/device-inbox-store.ts';
+import { SendStatement, type EnqueueResult } from '../src/storage/send-statement.ts';
 import { NewMessages } from '../src/storage/new-messages.ts';
 import { queryRows } from '../src/shared/query-rows.ts';
 import { deviceInbox, devices } from '../src/storage/schema.ts';
@@ -125,8 +126,8 @@ describe('a long-poll woken with the messages that woke it', () => {
     const here = process_();
     const poll = here.sync.sync({ ...d, since: null, limit: 2, timeoutMs: 60_000 }, (b) => b);
     await parked(here.notifier);
-    const inbox = new DeviceInboxStore(database.db);
-    const [result] = await inbox.claimAndEnqueueMany([
+    const inbox = new SendStatement(database.db);
+    const [result] = await inbox.run([
       { txn: null, sender: '@a:test', type: 'm.test', targets: [{ ...d, content: '{}' }], watch: [d] },
       { txn: null, sender: '@a:test', type: 'm.test', targets: [{ ...d, content: '{"n":2}' }] },
       { txn: null, sender: '@a:test', type: 'm.test', targets: [{ ...d, content: '{"n":3}' }] },
@@ -148,8 +149,8 @@ describe('which devices an enqueue reports new messages for', () => {
     const d = await newDevice();
     const other = { userId: d.userId, deviceId: 'LAPTOP' };
     await database.db.insert(devices).values({ ...other, createdTs: Date.now() });
-    const inbox = new DeviceInboxStore(database.db);
-    const [fanOut] = await inbox.claimAndEnqueueMany([
+    const inbox = new SendStatement(database.db);
+    const [fanOut] = await inbox.run([
       { txn: null, sender: '@a:test', type: 'm.test', targets: [{ userId: d.userId, deviceId: '*', content: '{}' }], watch: [other] },
     ]);
     const stored = new Map(fanOut?.stored.map((s) => [s.deviceId, s.news]));
@@ -186,25 +187,25 @@ describe.skipIf(!usingPostgres())('the newest queued message an enqueue reports 
 
   it('is the one the lock holder committed, in the batched statement and in the transaction path', async () => {
     const d = await newDevice();
-    const inbox = new DeviceInboxStore(database.db);
+    const inbox = new SendStatement(database.db);
+    const send = (n: string) => ({ txn: null, sender: '@a:test', type: 'm.test', targets: [{ ...d, content: `{"n":"${n}"}` }], watch: [d] });
     for (const path of ['batched', 'transaction'] as const) {
       let waiting: Promise<number | null | undefined> = Promise.resolve(undefined);
       let holderIds: number[] = [];
       await database.db.transaction(async (tx) => {
-        const holder = new DeviceInboxStore(tx);
-        await holder.lockTargetDevices([{ userId: d.userId, all: false, deviceIds: [d.deviceId] }]);
+        await new DeviceInboxStore(tx).lockTargetDevices([{ userId: d.userId, all: false, deviceIds: [d.deviceId] }]);
         waiting =
           path === 'batched'
-            ? inbox
-                .claimAndEnqueueMany([{ txn: null, sender: '@a:test', type: 'm.test', targets: [{ ...d, content: '{"n":"waiter"}' }], watch: [d] }])
-                .then(([r]) => r?.stored[0]?.news?.previousId)
-            : database.db.transaction(async (tx2) => {
-                const [locked] = await new DeviceInboxStore(tx2).lockTargetDevices([{ userId: d.userId, all: false, deviceIds: [d.deviceId] }], [d]);
-                await new DeviceInboxStore(tx2).insert([{ ...d, sender: '@a:test', type: 'm.test', content: '{"n":"waiter"}' }]);
-                return locked?.newestStreamId;
+            ? inbox.run([send('waiter')]).then(([r]) => r?.stored[0]?.news?.previousId)
+            : // The transaction path: its devices locked first, then the send statement inside.
+              database.db.transaction(async (tx2) => {
+                await new DeviceInboxStore(tx2).lockTargetDevices([{ userId: d.userId, all: false, deviceIds: [d.deviceId] }]);
+                const [r] = await new SendStatement(tx2).run([send('waiter')]);
+                return r?.stored[0]?.news?.previousId;
               });
         await waitForLockWaiter();
-        holderIds = await holder.insert([{ ...d, sender: '@a:test', type: 'm.test', content: '{"n":"holder"}' }]);
+        const [held] = await new SendStatement(tx).run([send('holder')]);
+        holderIds = held?.stored[0]?.news?.messages.map((m) => m.streamId) ?? [];
       });
       // The waiter's statement started before the holder committed; what it reports must not.
       expect(await waiting, path).toBe(holderIds[0]);

@@ -5,7 +5,7 @@ import type { Logger } from '../logger.ts';
 import type { Clock } from '../sdk/clock.ts';
 import type { Db, HandlerContext, HandlerModule, ModuleContext, SendTarget } from '../sdk/define-handler.ts';
 import { DISPATCH_SECONDS, type Counters } from '../services/counters.ts';
-import type { ServerUserMessage } from '../services/to-device.ts';
+import type { ServerUserInbox, ServerUserMessage } from '../services/send-plan.ts';
 import { checkModules, HandlerLoadError, type HandlerToLoad } from './module-checks.ts';
 import { ModuleTimers } from './module-timers.ts';
 import { PeriodicTasks, type TaskLeases } from './periodic-tasks.ts';
@@ -77,7 +77,7 @@ export const DISPATCH_COUNTER = 'server_user_dispatch_total';
  * user are never stored; each is validated and handed to its module's handler. A handler that
  * throws, rejects or hangs affects neither the sender's response nor any other handler.
  */
-export class ServerUserDispatcher {
+export class ServerUserDispatcher implements ServerUserInbox {
   private readonly emitter: Emitter<Record<string, Envelope>> = mitt();
   readonly modules: readonly { name: string; eventTypes: string[] }[];
   /** Every loaded module and its context, for what else a module contributes (its routes). */

@@ -20,7 +20,7 @@ export class Counters {
     for (const [name, spec] of Object.entries(COUNTERS)) {
       const exported = this.counter(name, spec.labelNames, spec.help);
       // Known label values start at 0, so rate() works from the first increment on.
-      for (const labels of spec.initial ?? []) exported.metric.inc(labels, 0);
+      for (const labels of 'initial' in spec ? spec.initial : []) exported.metric.inc(labels, 0);
     }
     for (const [name, spec] of Object.entries(HISTOGRAMS)) this.histogram(name, spec.labelNames, spec.help, spec.buckets);
   }
@@ -32,17 +32,18 @@ export class Counters {
     return parts.length === 0 ? name : `${name}{${parts.join(',')}}`;
   }
 
-  inc(name: string, labels: Record<string, string> = {}, by = 1): void {
+  inc(name: CounterName, labels: Record<string, string> = {}, by = 1): void {
+    const exported = this.counters.get(name);
+    if (exported === undefined) throw new Error(`${name} is not a declared counter (COUNTERS)`);
     if (by === 0) return;
     const key = Counters.key(name, labels);
     this.values.set(key, (this.values.get(key) ?? 0) + by);
     if (by < 0) return; // a Prometheus counter only goes up
-    const exported = this.counters.get(name) ?? this.counter(name, Object.keys(labels), name);
     const bounded = boundLabels(exported, labels);
     if (bounded !== null) exported.metric.inc(bounded, by);
   }
 
-  get(name: string, labels: Record<string, string> = {}): number {
+  get(name: CounterName, labels: Record<string, string> = {}): number {
     return this.values.get(Counters.key(name, labels)) ?? 0;
   }
 
@@ -51,8 +52,9 @@ export class Counters {
   }
 
   /** Records one duration (in seconds) in a histogram (see HISTOGRAMS for the known ones). */
-  observe(name: string, labels: Record<string, string>, seconds: number): void {
-    const exported = this.histograms.get(name) ?? this.histogram(name, Object.keys(labels), name, DEFAULT_BUCKETS);
+  observe(name: HistogramName, labels: Record<string, string>, seconds: number): void {
+    const exported = this.histograms.get(name);
+    if (exported === undefined) throw new Error(`${name} is not a declared histogram (HISTOGRAMS)`);
     const bounded = boundLabels(exported, labels);
     if (bounded !== null) exported.metric.observe(bounded, seconds);
   }
@@ -118,7 +120,7 @@ export const STORED_COUNTER = 'to_device_stored_total';
 /** The counters the server increments, declared up front for their help text. */
 export const LAZY_COMMIT_FLUSHES = 'to_device_lazy_commit_flushes_total';
 
-export const COUNTERS: Record<string, CounterSpec> = {
+export const COUNTERS = {
   [STORED_COUNTER]: { help: 'To-device messages stored into device queues (one per target device)', labelNames: [] },
   to_device_delivered_total: { help: 'To-device events returned by /sync and sliding sync (a redelivery of an unacknowledged event counts again)', labelNames: [] },
   to_device_dropped_total: {
@@ -144,7 +146,10 @@ export const COUNTERS: Record<string, CounterSpec> = {
   appservice_transactions_sent_total: { help: 'Appservice transactions acknowledged by the appservice', labelNames: ['appservice'] },
   appservice_messages_sent_total: { help: 'To-device messages in acknowledged appservice transactions', labelNames: ['appservice'] },
   appservice_send_failures_total: { help: 'Failed appservice send attempts (each is retried with backoff)', labelNames: ['appservice'] },
-};
+} as const satisfies Record<string, CounterSpec>;
+
+/** A counter's name: only declared ones, so a typo fails the type check instead of making a new metric. */
+export type CounterName = keyof typeof COUNTERS;
 
 export const DISPATCH_SECONDS = 'server_user_dispatch_duration_seconds';
 export const FEDERATION_SEND_SECONDS = 'federation_send_duration_seconds';
@@ -154,7 +159,7 @@ export const HTTP_REQUEST_SECONDS = 'http_request_duration_seconds';
 export const GROUP_COMMIT_BATCH_SIZE = 'to_device_group_commit_batch_size';
 
 /** The histograms, declared up front for their help text and buckets. */
-export const HISTOGRAMS: Record<string, { help: string; labelNames: readonly string[]; buckets: readonly number[] }> = {
+export const HISTOGRAMS = {
   [DISPATCH_SECONDS]: { help: 'Time from dispatch to the handler finishing (or the deadline), by event type and outcome', labelNames: ['type', 'outcome'], buckets: DEFAULT_BUCKETS },
   [FEDERATION_SEND_SECONDS]: { help: 'Duration of federation transaction requests, by destination and outcome (ok, error)', labelNames: ['destination', 'outcome'], buckets: [...DEFAULT_BUCKETS, 30] },
   [APPSERVICE_SEND_SECONDS]: { help: 'Duration of appservice transaction requests, by appservice and outcome (ok, error)', labelNames: ['appservice', 'outcome'], buckets: [...DEFAULT_BUCKETS, 30] },
@@ -168,4 +173,7 @@ export const HISTOGRAMS: Record<string, { help: string; labelNames: readonly str
     labelNames: ['method', 'route', 'status'],
     buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
   },
-};
+} as const satisfies Record<string, { help: string; labelNames: readonly string[]; buckets: readonly number[] }>;
+
+/** A histogram's name: only declared ones. */
+export type HistogramName = keyof typeof HISTOGRAMS;

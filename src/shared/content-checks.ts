@@ -1,5 +1,5 @@
 import { MatrixError } from '../errors/matrix-error.ts';
-import { CanonicalJsonError, canonicalJsonByteLength } from './canonical-json.ts';
+import { CanonicalJsonError, canonicalJson } from './canonical-json.ts';
 
 /**
  * The largest content of one to-device message, in bytes of canonical JSON: Synapse's cap,
@@ -15,14 +15,27 @@ export const MAX_CONTENT_BYTES = 65_536;
  * MAX_CONTENT_BYTES (`M_TOO_LARGE`). The one check for clients, federation and modules alike.
  */
 export function checkContent(content: Record<string, unknown>): void {
-  let size: number;
+  encodeContent(content);
+}
+
+/**
+ * {@link checkContent}, answering the content's canonical JSON text: what the server stores and
+ * relays, so the bytes measured are the bytes kept (and the content is encoded once).
+ *
+ * @internal
+ */
+export function encodeContent(content: Record<string, unknown>): string {
+  let text: string;
   try {
-    size = canonicalJsonByteLength(content);
+    text = canonicalJson(content);
   } catch (e) {
     if (e instanceof CanonicalJsonError) throw new MatrixError('M_BAD_JSON', `Message content is not canonical JSON: ${e.message}`);
     throw e;
   }
+  // A UTF-8 byte is at most one UTF-16 unit, so short text needs no count.
+  const size = text.length * 3 <= MAX_CONTENT_BYTES ? text.length : Buffer.byteLength(text, 'utf8');
   if (size > MAX_CONTENT_BYTES) {
     throw new MatrixError('M_TOO_LARGE', `A message's content is ${size} bytes; the limit is ${MAX_CONTENT_BYTES}`);
   }
+  return text;
 }

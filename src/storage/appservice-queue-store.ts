@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import type { Db } from './database.ts';
 import { queryRows } from '../shared/query-rows.ts';
 import { appservicePendingTxns, appserviceQueue } from './schema.ts';
@@ -26,18 +26,9 @@ export interface AppservicePendingTxn {
   inboxIds: number[];
 }
 
-const CHUNK = 5000;
-
 /** Durable per-appservice queues of to-device messages (MSC4203). */
 export class AppserviceQueueStore {
   constructor(private readonly db: Db) {}
-
-  async insert(messages: readonly AppserviceMessage[]): Promise<void> {
-    const now = Date.now();
-    for (let i = 0; i < messages.length; i += CHUNK) {
-      await this.db.insert(appserviceQueue).values(messages.slice(i, i + CHUNK).map((m) => ({ ...m, createdTs: now })));
-    }
-  }
 
   async appservicesWithWork(): Promise<string[]> {
     const queued = await this.db.selectDistinct({ id: appserviceQueue.appserviceId }).from(appserviceQueue);
@@ -133,4 +124,16 @@ export class AppserviceQueueStore {
       i as (delete from device_inbox where stream_id in (select jsonb_array_elements_text(t.inbox_ids::jsonb)::bigint from t))
       select 1`);
   }
+}
+
+/**
+ * The statement that queues copies for appservices (MSC4203), for the send statement: inserts
+ * the rows `source` selects — appservice id, inbox stream id (of the stored copy the appservice
+ * acknowledges for an exclusive user; null when none), exclusive, type, sender, content, user
+ * id, device id — in the order it selects them.
+ */
+export function appserviceQueueInsertSql(source: SQL, now: number): SQL {
+  return sql`insert into appservice_queue (appservice_id, inbox_stream_id, exclusive, type, sender, content, to_user_id, to_device_id, created_ts)
+          select s.a, s.i, s.x, s.t, s.s, s.c, s.u, s.d, ${now} from (${source}) as s(a, i, x, t, s, c, u, d)
+          returning appservice_id`;
 }

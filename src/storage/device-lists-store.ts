@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from './database.ts';
+import { outboxInsertSql } from './federation-outbox-store.ts';
 import { queryRows } from '../shared/query-rows.ts';
 
 /** A change to a user's device list: one device, or (null) the user's cross-signing keys. */
@@ -49,8 +50,8 @@ export class DeviceListsStore {
                    coalesce(lag(a.stream_id) over (partition by t.destination, a.user_id, a.device_id is null order by a.stream_id), t.last_stream_id) as prev_id
             from added a join device_list_remote_trackers t on t.user_id = a.user_id),
           queued as (
-            insert into federation_outbox (destination, sender, type, user_id, device_id, content, edu_type, created_ts)
-            select p.destination, '', '', p.user_id, coalesce(p.device_id, ''),
+            ${outboxInsertSql(
+              sql`select p.destination, '', '', p.user_id, coalesce(p.device_id, ''),
                    case when p.device_id is null then
                      (jsonb_build_object('user_id', p.user_id)
                       || coalesce((select jsonb_object_agg(case k.key_type when 'master' then 'master_key' else 'self_signing_key' end, k.key_json::jsonb)
@@ -66,12 +67,13 @@ export class DeviceListsStore {
                                           where s.target_user_id = p.user_id and s.target_key_id = p.device_id and s.signer_user_id = p.user_id), '{}'::jsonb)))) end
                       || case when d.display_name is null then '{}'::jsonb else jsonb_build_object('device_display_name', d.display_name) end)::text
                    end,
-                   case when p.device_id is null then 'm.signing_key_update' else 'm.device_list_update' end,
-                   ${Date.now()}
+                   case when p.device_id is null then 'm.signing_key_update' else 'm.device_list_update' end
             from per_destination p
             left join e2e_device_keys dk on p.device_id is not null and dk.user_id = p.user_id and dk.device_id = p.device_id
             left join devices d on p.device_id is not null and d.user_id = p.user_id and d.device_id = p.device_id
-            order by p.stream_id, p.destination),
+            order by p.stream_id, p.destination`,
+              Date.now(),
+            )}),
           advanced as (
             update device_list_remote_trackers t set last_stream_id = m.stream_id
             from (select user_id, max(stream_id) as stream_id from added where device_id is not null group by user_id) m

@@ -1,4 +1,5 @@
-import { lt } from 'drizzle-orm';
+import { lt, sql, type SQL } from 'drizzle-orm';
+import { queryRows } from '../shared/query-rows.ts';
 import type { Db } from './database.ts';
 import { federationInboundMessages } from './schema.ts';
 
@@ -8,11 +9,7 @@ export class FederationInboundStore {
 
   /** Inside the transaction that stores the EDU's messages; false when already applied. */
   async claim(origin: string, messageId: string): Promise<boolean> {
-    const rows = await this.db
-      .insert(federationInboundMessages)
-      .values({ origin, messageId, receivedTs: Date.now() })
-      .onConflictDoNothing()
-      .returning({ messageId: federationInboundMessages.messageId });
+    const rows = await queryRows(this.db, inboundClaimSql(sql`select ${origin}::text, ${messageId}::text`, Date.now()));
     return rows.length === 1;
   }
 
@@ -23,4 +20,16 @@ export class FederationInboundStore {
       .returning({ messageId: federationInboundMessages.messageId });
     return rows.length;
   }
+}
+
+/**
+ * The statement that claims EDUs, for the send statement and {@link FederationInboundStore.claim}:
+ * inserts the (origin, message_id) rows `source` selects that are not there yet, returning those
+ * it inserted.
+ */
+export function inboundClaimSql(source: SQL, now: number): SQL {
+  return sql`insert into federation_inbound_messages (origin, message_id, received_ts)
+          select s.o, s.m, ${now} from (${source}) as s(o, m)
+          on conflict do nothing
+          returning origin, message_id`;
 }

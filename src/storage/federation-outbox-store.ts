@@ -1,4 +1,4 @@
-import { and, asc, eq, inArray, lte, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, lte, sql, type SQL } from 'drizzle-orm';
 import type { Db } from './database.ts';
 import { federationOutbox, federationPendingTxns } from './schema.ts';
 
@@ -24,31 +24,12 @@ export interface PendingTxn {
   streamIds: number[];
 }
 
+// Ids per delete statement: well inside PostgreSQL's 65,535 parameters.
 const CHUNK = 5000;
 
 /** Durable per-destination queue of to-device messages for remote users. */
 export class FederationOutboxStore {
   constructor(private readonly db: Db) {}
-
-  /**
-   * Statements of up to 5,000 rows, each over one JSON parameter: a fan-out to 50,000 servers
-   * binds 10 parameters rather than 350,000 (drizzle's per-value work for those took seconds).
-   * Between statements the event loop gets a turn: on PGlite a statement runs on this thread, so
-   * one of 50,000 rows would hold every other request for over a second. Rows get stream ids in
-   * the order given.
-   */
-  async insert(messages: readonly OutboxMessage[]): Promise<void> {
-    const now = Date.now();
-    for (let i = 0; i < messages.length; i += CHUNK) {
-      if (i > 0) await new Promise((resolve) => setImmediate(resolve));
-      const rows = JSON.stringify(messages.slice(i, i + CHUNK).map((m) => ({ x: m.destination, s: m.sender, t: m.type, u: m.userId, d: m.deviceId, c: m.content })));
-      await this.db.execute(sql`
-        insert into ${federationOutbox} (destination, sender, type, user_id, device_id, content, created_ts)
-        select m.x, m.s, m.t, m.u, m.d, m.c, ${now}
-        from rows from (jsonb_to_recordset(${rows}::jsonb) as (x text, s text, t text, u text, d text, c text)) with ordinality as m(x, s, t, u, d, c, n)
-        order by m.n`);
-    }
-  }
 
   async destinationsWithWork(): Promise<string[]> {
     const rows = await this.db
@@ -135,4 +116,16 @@ export class FederationOutboxStore {
     }
     return dropped;
   }
+}
+
+/**
+ * The statement that queues federation EDUs, for every writer of the outbox (to-device sends,
+ * device-list updates): inserts the rows `source` selects — destination, sender, type, user id,
+ * device id, content, EDU type (null for `m.direct_to_device`) — in the order it selects them,
+ * which is the order they are sent in.
+ */
+export function outboxInsertSql(source: SQL, now: number): SQL {
+  return sql`insert into federation_outbox (destination, sender, type, user_id, device_id, content, edu_type, created_ts)
+          select s.x, s.s, s.t, s.u, s.d, s.c, s.e, ${now} from (${source}) as s(x, s, t, u, d, c, e)
+          returning stream_id`;
 }

@@ -75,6 +75,8 @@ export const txnIds = pgTable(
     txnId: text('txn_id').notNull(),
     response: text('response').notNull(),
     createdTs: ms('created_ts').notNull(),
+    // Committed without waiting for its flush (LazyCommits): a retry must flush before answering.
+    lazy: boolean('lazy').notNull().default(false),
   },
   (t) => [
     primaryKey({ columns: [t.userId, t.deviceId, t.endpoint, t.txnId] }),

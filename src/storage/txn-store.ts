@@ -1,5 +1,6 @@
-import { and, eq, lt } from 'drizzle-orm';
+import { lt, sql, type SQL } from 'drizzle-orm';
 import type { Db } from './database.ts';
+import { queryRows } from '../shared/query-rows.ts';
 import { txnIds } from './schema.ts';
 
 export interface TxnKey {
@@ -10,35 +11,16 @@ export interface TxnKey {
   txnId: string;
 }
 
-/** Persisted client transaction IDs and the response each first got. */
+/** Persisted client transaction IDs: a retry of a claimed one has no new effect. */
 export class TxnStore {
   constructor(private readonly db: Db) {}
-
-  async getResponse(key: TxnKey): Promise<string | null> {
-    const rows = await this.db
-      .select({ response: txnIds.response })
-      .from(txnIds)
-      .where(
-        and(
-          eq(txnIds.userId, key.userId),
-          eq(txnIds.deviceId, key.deviceId),
-          eq(txnIds.endpoint, key.endpoint),
-          eq(txnIds.txnId, key.txnId),
-        ),
-      );
-    return rows[0]?.response ?? null;
-  }
 
   /**
    * Records the txn id inside the caller's transaction. Returns false when it was already
    * recorded; a concurrent duplicate waits on the unique key until the first one commits.
    */
-  async claim(key: TxnKey, response: string): Promise<boolean> {
-    const rows = await this.db
-      .insert(txnIds)
-      .values({ ...key, response, createdTs: Date.now() })
-      .onConflictDoNothing()
-      .returning({ txnId: txnIds.txnId });
+  async claim(key: TxnKey): Promise<boolean> {
+    const rows = await queryRows(this.db, txnClaimSql(sql`select ${key.userId}::text, ${key.deviceId}::text, ${key.endpoint}::text, ${key.txnId}::text`, Date.now(), false));
     return rows.length === 1;
   }
 
@@ -46,4 +28,30 @@ export class TxnStore {
     const rows = await this.db.delete(txnIds).where(lt(txnIds.createdTs, ts)).returning({ txnId: txnIds.txnId });
     return rows.length;
   }
+}
+
+/**
+ * The statement that claims txn ids, for the send statement and {@link TxnStore.claim}: inserts
+ * the (user, device, endpoint, txn id) rows `source` selects (four text columns, in that order)
+ * that are not there yet, returning those it inserted. `lazy` marks claims committed without
+ * waiting for their flush (see LazyCommits): a retry of one of those must flush before it is
+ * answered, a retry of any other finds its original on disk already.
+ */
+export function txnClaimSql(source: SQL, now: number, lazy: boolean): SQL {
+  return sql`insert into txn_ids (user_id, device_id, endpoint, txn_id, response, created_ts, lazy)
+          select s.u, s.d, s.e, s.t, '{}', ${now}, ${lazy} from (${source}) as s(u, d, e, t)
+          on conflict do nothing
+          returning user_id, device_id, endpoint, txn_id`;
+}
+
+/**
+ * The claims of `source` (as for {@link txnClaimSql}, with a fifth column passed through) that
+ * were already there before the statement began and were committed waiting for their flush, so
+ * are on disk. A claim committed meanwhile is not among them (the statement's snapshot is older):
+ * its retry flushes, which is always safe.
+ */
+export function txnDurableSql(source: SQL): SQL {
+  return sql`select s.r from (${source}) as s(u, d, e, t, r)
+          join txn_ids x on x.user_id = s.u and x.device_id = s.d and x.endpoint = s.e and x.txn_id = s.t
+          where not x.lazy`;
 }

@@ -504,14 +504,16 @@ async function s1(store: Store, server: Server, sender: Device, target: Device, 
       if (store === 'PostgreSQL' && n === CONNECTIONS) s1PostgresReqPerSec = r.reqPerSec;
       const ref = floor.byConnections.get(n)?.reqPerSec ?? NaN;
       const ratio = r.reqPerSec / ref;
+      const goal = n === CONNECTIONS ? 0.75 : n === 1 ? 0.6 : null;
       rows.push({
         id: 'S1',
         scenario: `sendToDevice to one device, ${store}, ${conns(n)}`,
         figure: `${fmt(r.reqPerSec)} req/s; p50 ${ms(r.p50)}, p99 ${ms(r.p99)}${r.non2xx + r.errors > 0 ? ` (${fmt(r.non2xx + r.errors)} failed!)` : ''}`,
         floor: `${floorId} ${fmt(ref)} req/s (${conns(n)})`,
-        // The target (issues 7 and 18) is at CONNECTIONS; the other counts show how it scales.
-        ratio: n === CONNECTIONS ? `${fmt(ratio, 2)} × ${floorId} (target ≥ 0.75)` : `${fmt(ratio, 2)} × ${floorId} (scaling, no target)`,
-        verdict: n !== CONNECTIONS ? 'info' : Number.isFinite(ratio) ? verdict(ratio >= 0.75) : 'n/a',
+        // Targets at CONNECTIONS (issues 7 and 18) and at 1 connection (issue 30: one client
+        // sending serially); the other counts show how it scales.
+        ratio: goal === null ? `${fmt(ratio, 2)} × ${floorId} (scaling, no target)` : `${fmt(ratio, 2)} × ${floorId} (target ≥ ${goal})`,
+        verdict: goal === null ? 'info' : Number.isFinite(ratio) ? verdict(ratio >= goal) : 'n/a',
         rank: (store === 'PGlite' ? 1000 : 0) + n,
       });
     } catch (e) {
@@ -1083,7 +1085,7 @@ async function main(): Promise<void> {
       `S1 sends to one device with a fresh txnId per request, at ${SCALE_CONNECTIONS.join(', ')} connections, each compared with its floor (F2 on PostgreSQL, F3 on PGlite) at the same concurrency and judged at ${CONNECTIONS} (the others show the scaling); ` +
       (SCALE_SECONDS < SECONDS ? `the runs at other concurrencies than ${CONNECTIONS} are measured for ${SCALE_SECONDS} s instead of ${SECONDS} s to keep the whole run short; ` : '') +
       "all of S1's sends stay queued for S4. " +
-      'Targets from issue 18 are ratios to figures of the same run: S1 ≥ 0.75 × its floor; S2 p50 ≤ 3 × the serial p50 of its floor (F2, or F3 on PGlite; p99 ≤ 15 ms kept); ' +
+      'Targets from issue 18 are ratios to figures of the same run: S1 ≥ 0.75 × its floor (≥ 0.6 × at 1 connection, issue 30); S2 p50 ≤ 3 × the serial p50 of its floor (F2, or F3 on PGlite; p99 ≤ 15 ms kept); ' +
       `S4 ≥ 4 × F2's req/s (${CONNECTIONS} connections) in msg/s; S6's stream ≥ 0.4 × and S7's ≥ 0.5 × S1 on PostgreSQL at ${CONNECTIONS} connections; ` +
       'S6\'s latency p50 ≤ 12 × F2\'s serial p50 (issue 7\'s absolute 10 ms made a ratio: 12 × the 0.79 ms of the run it was set against ≈ 10 ms). S2 parks a ' +
       '`/sync` long-poll, then sends `org.example.ping` to the server user and times until that long-poll returns the ' +

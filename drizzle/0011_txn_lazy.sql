@@ -1,0 +1,1 @@
+ALTER TABLE "txn_ids" ADD COLUMN "lazy" boolean DEFAULT false NOT NULL;
