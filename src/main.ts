@@ -8,9 +8,9 @@ import { createLogger } from './logger.ts';
 import { answerClientErrorsAsMatrix } from './rest/client-error-answer.ts';
 import { formatProblem, ModuleError } from './sdk/module-errors.ts';
 import { HandlerLoadError } from './server-user/dispatcher.ts';
-import { DataDirLockedError } from './storage/data-dir-lock.ts';
-import { openDatabase } from './storage/database.ts';
-import { installPostgresJsGuard } from './storage/postgres-js-guard.ts';
+import { DataDirLockedError } from './storage/drivers/data-dir-lock.ts';
+import { openDatabase } from './storage/drivers/database.ts';
+import { installPostgresJsGuard } from './storage/drivers/postgres-js-guard.ts';
 import { prepareStartup, StartupError } from './startup.ts';
 
 async function main(): Promise<void> {

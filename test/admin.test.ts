@@ -8,7 +8,7 @@ import ping from '../handlers/ping/index.ts';
 import { runAdmin } from '../src/admin/commands.ts';
 import { AppserviceRegistry } from '../src/appservice/registration.ts';
 import type { HandlerModule } from '../src/sdk/define-handler.ts';
-import { hashToken } from '../src/services/tokens.ts';
+import { hashToken } from '../src/crypto/tokens.ts';
 import { AccountsStore } from '../src/storage/accounts-store.ts';
 import { TestClient } from './support/client.ts';
 import { startFailingPeer } from './support/failing-peer.ts';

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GROUP_COMMIT_BATCH_SIZE } from '../src/services/counters.ts';
+import { GROUP_COMMIT_BATCH_SIZE } from '../src/metrics/counters.ts';
 import { collectToDevice, TestClient } from './support/client.ts';
 import { FakeServer } from './support/fake-server.ts';
 import { SERVER_NAME, startTestApp, type TestApp } from './support/test-app.ts';

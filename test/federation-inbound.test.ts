@@ -4,7 +4,7 @@ import { decodeBase64 } from '../src/shared/base64.ts';
 import { signingKeyFromSeed } from '../src/shared/ed25519.ts';
 import { verifySignature } from '../src/federation/json-signing.ts';
 import { EDUS_IN_ORDER_FIELD } from '../src/federation/receiver-order.ts';
-import { LAZY_COMMIT_FLUSHES } from '../src/services/counters.ts';
+import { LAZY_COMMIT_FLUSHES } from '../src/metrics/counters.ts';
 import { queryRows } from '../src/shared/query-rows.ts';
 import { federationOutbox } from '../src/storage/schema.ts';
 import { TestClient } from './support/client.ts';
@@ -160,7 +160,7 @@ describe('inbound federation transactions', () => {
   });
 
   it('answers a transaction of EDUs for the server user alone only once their claims are on disk', async () => {
-    // Its claims commit lazily (src/storage/lazy-commits.ts); with no handler reply to flush them,
+    // Its claims commit lazily (src/storage/drivers/lazy-commits.ts); with no handler reply to flush them,
     // the server flushes before the 200. PGlite has no WAL writer, so there the flush shows.
     const flushed = async () =>
       usingPostgres() ||

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GROUP_COMMIT_BATCH_SIZE } from '../src/services/counters.ts';
+import { GROUP_COMMIT_BATCH_SIZE } from '../src/metrics/counters.ts';
 import { overHttp, TestClient } from './support/client.ts';
 import { freePort, ServerProcess } from './support/server-process.ts';
 import { usingPostgres } from './support/test-database.ts';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { GroupCommit } from '../src/services/group-commit.ts';
+import { GroupCommit } from '../src/runtime/group-commit.ts';
 
 interface Item {
   id: number;

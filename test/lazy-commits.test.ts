@@ -3,9 +3,9 @@ import * as v from 'valibot';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import ping from '../handlers/ping/index.ts';
 import { defineHandler, type HandlerModule } from '../src/sdk/define-handler.ts';
-import { LAZY_COMMIT_FLUSHES } from '../src/services/counters.ts';
+import { LAZY_COMMIT_FLUSHES } from '../src/metrics/counters.ts';
 import { SendStatement } from '../src/storage/send-statement.ts';
-import { LazyCommits } from '../src/storage/lazy-commits.ts';
+import { LazyCommits } from '../src/storage/drivers/lazy-commits.ts';
 import { queryRows } from '../src/shared/query-rows.ts';
 import { TestClient } from './support/client.ts';
 import { SERVER_NAME, startTestApp, type TestApp } from './support/test-app.ts';
@@ -13,7 +13,7 @@ import { usingPostgres } from './support/test-database.ts';
 
 /**
  * A send to the server user alone stores only its txn claim, and that commit does not wait for
- * its WAL flush (src/storage/lazy-commits.ts); the claim must still be on disk before the 200.
+ * its WAL flush (src/storage/drivers/lazy-commits.ts); the claim must still be on disk before the 200.
  * PGlite has no WAL writer, so there a lazy commit stays unflushed until something flushes it:
  * what these tests read. On PostgreSQL (whose WAL writer flushes within wal_writer_delay anyway)
  * they check only what the server counted: when it flushed and when it did not.

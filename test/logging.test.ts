@@ -5,7 +5,7 @@ import { parseConfig } from '../src/config/config.ts';
 import { loadOwnSigningKey } from '../src/federation/own-signing-key.ts';
 import { createLogger } from '../src/logger.ts';
 import type { HandlerModule } from '../src/sdk/define-handler.ts';
-import type { Database } from '../src/storage/database.ts';
+import type { Database } from '../src/storage/drivers/database.ts';
 import { TestClient } from './support/client.ts';
 import { serveOverHttp } from './support/http-server.ts';
 import { SERVER_NAME } from './support/test-app.ts';

@@ -6,7 +6,7 @@ import ping from '../handlers/ping/index.ts';
 import { createApp } from '../src/app.ts';
 import { AppserviceRegistry } from '../src/appservice/registration.ts';
 import { parseConfig } from '../src/config/config.ts';
-import { Counters, MAX_SERIES, STORED_COUNTER } from '../src/services/counters.ts';
+import { Counters, MAX_SERIES, STORED_COUNTER } from '../src/metrics/counters.ts';
 import { defineHandler, type HandlerModule } from '../src/sdk/define-handler.ts';
 import { TestClient } from './support/client.ts';
 import { startFailingPeer } from './support/failing-peer.ts';

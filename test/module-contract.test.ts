@@ -2,7 +2,7 @@ import * as v from 'valibot';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defineHandler, ModuleError, SDK_VERSION, type HandlerModule } from '../src/sdk/index.ts';
 import { HandlerLoadError } from '../src/server-user/module-checks.ts';
-import { openDatabase, type Database } from '../src/storage/database.ts';
+import { openDatabase, type Database } from '../src/storage/drivers/database.ts';
 import { testModule, type ModuleTester } from '../src/testing/index.ts';
 import { TestClient } from './support/client.ts';
 import { startTestApp, type TestApp } from './support/test-app.ts';

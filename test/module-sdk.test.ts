@@ -8,7 +8,7 @@ import { createApp } from '../src/app.ts';
 import { parseConfig } from '../src/config/config.ts';
 import { defineHandler, queryRows } from '../src/sdk/index.ts';
 import type { AnyHandlerModule } from '../src/server-user/module-checks.ts';
-import { openDatabase, type Database } from '../src/storage/database.ts';
+import { openDatabase, type Database } from '../src/storage/drivers/database.ts';
 import { testModule } from '../src/testing/index.ts';
 import ping from '../handlers/ping/index.ts';
 import mls from '../handlers/mls/index.ts';

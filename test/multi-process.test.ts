@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp, type App } from '../src/app.ts';
 import { parseConfig } from '../src/config/config.ts';
 import { loadOwnSigningKey } from '../src/federation/own-signing-key.ts';
-import { openDatabase, type Database } from '../src/storage/database.ts';
+import { openDatabase, type Database } from '../src/storage/drivers/database.ts';
 import { QueueLeaseStore } from '../src/storage/queue-lease-store.ts';
 import { TestClient } from './support/client.ts';
 import { createPostgresDatabaseUrl, usingPostgres } from './support/test-database.ts';

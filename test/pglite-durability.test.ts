@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'drizzle-orm';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openDatabase } from '../src/storage/database.ts';
+import { openDatabase } from '../src/storage/drivers/database.ts';
 
 /**
  * PGlite on a data directory flushes every commit by default (docs/guarantees.md): PostgreSQL

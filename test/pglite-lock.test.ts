@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DataDirLockedError, LOCK_FILE } from '../src/storage/data-dir-lock.ts';
-import { openDatabase } from '../src/storage/database.ts';
+import { DataDirLockedError, LOCK_FILE } from '../src/storage/drivers/data-dir-lock.ts';
+import { openDatabase } from '../src/storage/drivers/database.ts';
 import { overHttp, TestClient } from './support/client.ts';
 import { freePort, ServerProcess } from './support/server-process.ts';
 

@@ -2,12 +2,12 @@ import { PGlite } from '@electric-sql/pglite';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/pglite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase, type Database } from '../src/storage/database.ts';
-import { withoutRedundantParsers } from '../src/storage/pglite-parsers.ts';
+import { openDatabase, type Database } from '../src/storage/drivers/database.ts';
+import { withoutRedundantParsers } from '../src/storage/drivers/pglite-parsers.ts';
 import { queryRows } from '../src/shared/query-rows.ts';
 
 // The server's PGlite client takes drizzle's raw-text parsers once instead of with every query
-// (src/storage/pglite-parsers.ts); what queries return must not change.
+// (src/storage/drivers/pglite-parsers.ts); what queries return must not change.
 describe('PGlite parsers', () => {
   let d: Database;
   let plain: PGlite;

@@ -1,10 +1,10 @@
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase, type Database } from '../src/storage/database.ts';
+import { openDatabase, type Database } from '../src/storage/drivers/database.ts';
 import { queryRows } from '../src/shared/query-rows.ts';
 import { devices, users } from '../src/storage/schema.ts';
 
-// PGlite's queries run as prepared statements (src/storage/pglite-prepared.ts): one session, so
+// PGlite's queries run as prepared statements (src/storage/drivers/pglite-prepared.ts): one session, so
 // pg_prepared_statements shows every statement the server prepared.
 describe('prepared statements on PGlite', () => {
   let d: Database;

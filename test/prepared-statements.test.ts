@@ -1,7 +1,7 @@
 import { eq, inArray } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase, type Database } from '../src/storage/database.ts';
-import { MAX_PREPARED_PARAMETERS } from '../src/storage/prepared-statements.ts';
+import { openDatabase, type Database } from '../src/storage/drivers/database.ts';
+import { MAX_PREPARED_PARAMETERS } from '../src/storage/drivers/prepared-statements.ts';
 import { devices } from '../src/storage/schema.ts';
 import { createPostgresDatabaseUrl, usingPostgres } from './support/test-database.ts';
 

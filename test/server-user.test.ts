@@ -4,7 +4,7 @@ import ping from '../handlers/ping/index.ts';
 import { defineHandler, type HandlerModule, type ServerUserEvent } from '../src/sdk/define-handler.ts';
 import { DISPATCH_COUNTER, HandlerLoadError } from '../src/server-user/dispatcher.ts';
 import { loadHandlerModules } from '../src/server-user/loader.ts';
-import { hashToken } from '../src/services/tokens.ts';
+import { hashToken } from '../src/crypto/tokens.ts';
 import { AccountsStore } from '../src/storage/accounts-store.ts';
 import { deviceInbox, federationOutbox } from '../src/storage/schema.ts';
 import { TestClient } from './support/client.ts';
@@ -207,7 +207,7 @@ describe('the server user cannot be an account', () => {
 
   it('takes over an account with that ID that predates the reservation', async () => {
     const store = new AccountsStore(t.database.db);
-    const { hashPassword } = await import('../src/services/passwords.ts');
+    const { hashPassword } = await import('../src/crypto/passwords.ts');
     await store.createUser(SERVER_USER, '', await hashPassword('old password'));
     await store.upsertDevice(SERVER_USER, 'OLDDEVICE', null, hashToken('old-token'));
     const login = await t.app.request('/_matrix/client/v3/login', {

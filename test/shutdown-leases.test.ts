@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase } from '../src/storage/database.ts';
+import { openDatabase } from '../src/storage/drivers/database.ts';
 import { queueLeases } from '../src/storage/schema.ts';
 import { overHttp, TestClient } from './support/client.ts';
 import { freePort, ServerProcess } from './support/server-process.ts';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Notifier } from '../src/services/notifier.ts';
+import { Notifier } from '../src/runtime/notifier.ts';
 import { ToDeviceSyncService, type ToDeviceBatch } from '../src/services/sync.ts';
-import type { Database } from '../src/storage/database.ts';
+import type { Database } from '../src/storage/drivers/database.ts';
 import { createTestDatabase } from './support/test-database.ts';
 
 /**

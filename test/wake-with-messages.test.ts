@@ -1,10 +1,10 @@
 import { and, desc, eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Counters } from '../src/services/counters.ts';
-import { Notifier } from '../src/services/notifier.ts';
+import { Counters } from '../src/metrics/counters.ts';
+import { Notifier } from '../src/runtime/notifier.ts';
 import { ToDeviceSyncService, type ToDeviceBatch } from '../src/services/sync.ts';
 import { ToDeviceService } from '../src/services/to-device.ts';
-import type { Database } from '../src/storage/database.ts';
+import type { Database } from '../src/storage/drivers/database.ts';
 import { DeviceInboxStore } from '../src/storage/device-inbox-store.ts';
 import { SendStatement, type EnqueueResult } from '../src/storage/send-statement.ts';
 import { NewMessages } from '../src/storage/new-messages.ts';

@@ -1,5 +1,5 @@
 import { eq } from 'drizzle-orm';
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import { users } from '../storage/schema.ts';
 
 /** The one write the admin CLI needs that the server itself never does. */

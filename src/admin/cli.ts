@@ -1,6 +1,6 @@
 import { ConfigError, loadConfig } from '../config/config.ts';
-import { DataDirLockedError } from '../storage/data-dir-lock.ts';
-import { openDatabase } from '../storage/database.ts';
+import { DataDirLockedError } from '../storage/drivers/data-dir-lock.ts';
+import { openDatabase } from '../storage/drivers/database.ts';
 import { runAdmin, USAGE } from './commands.ts';
 
 /**

@@ -7,12 +7,12 @@ import { ServerUserDispatcher, type HandlerToLoad } from '../server-user/dispatc
 import { loadHandlerModules } from '../server-user/loader.ts';
 import { systemClock } from '../server-user/system-clock.ts';
 import { AccountsService } from '../services/accounts.ts';
-import { Counters } from '../services/counters.ts';
-import { Notifier } from '../services/notifier.ts';
-import { hashPassword } from '../services/passwords.ts';
-import { PgWakeups } from '../services/pg-wakeups.ts';
-import { newInstanceId } from '../services/queue-lease.ts';
-import type { Database } from '../storage/database.ts';
+import { Counters } from '../metrics/counters.ts';
+import { Notifier } from '../runtime/notifier.ts';
+import { hashPassword } from '../crypto/passwords.ts';
+import { PgWakeups } from '../runtime/pg-wakeups.ts';
+import { newInstanceId } from '../runtime/queue-lease.ts';
+import type { Database } from '../storage/drivers/database.ts';
 import { OperationsStore, type QueueState } from '../storage/operations-store.ts';
 import { AdminStore } from './admin-store.ts';
 

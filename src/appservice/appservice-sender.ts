@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logger.ts';
-import type { Counters } from '../services/counters.ts';
-import { queueLease } from '../services/queue-lease.ts';
-import { RetryingRunner } from '../services/retrying-runner.ts';
+import type { Counters } from '../metrics/counters.ts';
+import { queueLease } from '../runtime/queue-lease.ts';
+import { RetryingRunner } from '../runtime/retrying-runner.ts';
 import { AppserviceQueueStore } from '../storage/appservice-queue-store.ts';
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import { AppserviceClient } from './appservice-client.ts';
 import type { AppserviceRegistry } from './registration.ts';
 

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import { FederationKeysStore } from '../storage/federation-keys-store.ts';
 import { decodeBase64, encodeBase64 } from '../shared/base64.ts';
 import { signingKeyFromSeed, type SigningKey } from '../shared/ed25519.ts';

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logger.ts';
-import type { Counters } from '../services/counters.ts';
-import type { Db } from '../storage/database.ts';
-import { queueLease } from '../services/queue-lease.ts';
-import { RetryingRunner } from '../services/retrying-runner.ts';
+import type { Counters } from '../metrics/counters.ts';
+import type { Db } from '../storage/drivers/database.ts';
+import { queueLease } from '../runtime/queue-lease.ts';
+import { RetryingRunner } from '../runtime/retrying-runner.ts';
 import { FederationOutboxStore, type PendingTxn } from '../storage/federation-outbox-store.ts';
 import { packEdus } from './edu-packer.ts';
 import type { FederationClient } from './federation-client.ts';

@@ -1,5 +1,5 @@
-import type { Counters } from '../services/counters.ts';
-import { Notifier, type WakeUp } from '../services/notifier.ts';
+import type { Counters } from './counters.ts';
+import { Notifier, type WakeUp } from '../runtime/notifier.ts';
 import type { NewMessages } from '../storage/new-messages.ts';
 
 export const WAKEUPS_COUNTER = 'to_device_sync_wakeups_total';

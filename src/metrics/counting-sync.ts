@@ -1,7 +1,7 @@
-import type { Counters } from '../services/counters.ts';
-import type { Notifier } from '../services/notifier.ts';
+import type { Counters } from './counters.ts';
+import type { Notifier } from '../runtime/notifier.ts';
 import { ToDeviceSyncService } from '../services/sync.ts';
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 
 export const DELIVERED_COUNTER = 'to_device_delivered_total';
 

@@ -1,8 +1,8 @@
 import { Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../logger.ts';
-import type { Counters } from '../services/counters.ts';
-import type { Notifier } from '../services/notifier.ts';
-import type { Db } from '../storage/database.ts';
+import type { Counters } from './counters.ts';
+import type { Notifier } from '../runtime/notifier.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import { OperationsStore } from '../storage/operations-store.ts';
 
 /** How many of the longest device queues are exported, each labelled with its user and device. */

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { AppserviceClient, type AppserviceTarget } from '../appservice/appservice-client.ts';
-import { APPSERVICE_SEND_SECONDS, type Counters } from '../services/counters.ts';
+import { APPSERVICE_SEND_SECONDS, type Counters } from './counters.ts';
 
 /**
  * The appservice client, timing transaction sends per appservice

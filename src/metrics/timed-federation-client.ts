@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { FederationClient, type FederationClientOptions, type FederationResponse } from '../federation/federation-client.ts';
-import { FEDERATION_SEND_SECONDS, type Counters } from '../services/counters.ts';
+import { FEDERATION_SEND_SECONDS, type Counters } from './counters.ts';
 
 const SEND_PATH = '/_matrix/federation/v1/send/';
 

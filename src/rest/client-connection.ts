@@ -1,6 +1,6 @@
 import { ServerResponse } from 'node:http';
 import type { Context } from 'hono';
-import { abortSignalConnection, type ClientConnection } from '../services/long-poll.ts';
+import { abortSignalConnection, type ClientConnection } from '../runtime/long-poll.ts';
 
 /**
  * The connection of the client that made this request, for a long-poll to stop waiting when it

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Hono } from 'hono';
 import type { Logger } from '../logger.ts';
-import { HTTP_REQUEST_SECONDS, type Counters } from '../services/counters.ts';
+import { HTTP_REQUEST_SECONDS, type Counters } from '../metrics/counters.ts';
 import { nodeResponseOf } from './client-connection.ts';
 import type { AppEnv, RequestScope } from './env.ts';
 import { requestIdSource } from './request-id.ts';

@@ -4,7 +4,7 @@ import * as v from 'valibot';
 import type { Logger } from '../logger.ts';
 import type { Clock } from '../sdk/clock.ts';
 import type { Db, HandlerContext, HandlerModule, ModuleContext, SendTarget } from '../sdk/define-handler.ts';
-import { DISPATCH_SECONDS, type Counters } from '../services/counters.ts';
+import { DISPATCH_SECONDS, type Counters } from '../metrics/counters.ts';
 import type { ServerUserInbox, ServerUserMessage } from '../services/send-plan.ts';
 import { checkModules, HandlerLoadError, type HandlerToLoad } from './module-checks.ts';
 import { ModuleTimers } from './module-timers.ts';

@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../logger.ts';
 import { ModuleError } from '../sdk/module-errors.ts';
-import type { Database } from '../storage/database.ts';
+import type { Database } from '../storage/drivers/database.ts';
 import type { LoadedModule } from './dispatcher.ts';
 
 /** The migrations table of a module: its own, so modules and core never share a sequence. */

@@ -1,10 +1,10 @@
 import { MatrixError } from '../errors/matrix-error.ts';
 import { formatUserId, isValidNewLocalpart, parseUserId } from '../shared/user-id.ts';
 import { AccountsStore, type DeviceRow } from '../storage/accounts-store.ts';
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import { UiaStore } from '../storage/uia-store.ts';
-import { hashPassword, verifyPassword } from './passwords.ts';
-import { hashToken, newAccessToken, newDeviceId, newOpaqueId } from './tokens.ts';
+import { hashPassword, verifyPassword } from '../crypto/passwords.ts';
+import { hashToken, newAccessToken, newDeviceId, newOpaqueId } from '../crypto/tokens.ts';
 
 export interface Session {
   userId: string;

@@ -1,5 +1,5 @@
 import { MatrixError } from '../errors/matrix-error.ts';
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import { DehydratedDevicesStore } from '../storage/dehydrated-devices-store.ts';
 import { DeviceInboxStore, type DeliveredMessage } from '../storage/device-inbox-store.ts';
 import type { AccountsService } from './accounts.ts';

@@ -1,6 +1,6 @@
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import { DeviceListsStore } from '../storage/device-lists-store.ts';
-import type { Notifier } from './notifier.ts';
+import type { Notifier } from '../runtime/notifier.ts';
 
 export interface DeviceListDelta {
   /** Users to re-query: the user itself and those it tracks, whose devices or keys changed. */

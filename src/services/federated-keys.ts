@@ -1,7 +1,7 @@
 import type { FederationClient } from '../federation/federation-client.ts';
 import type { Logger } from '../logger.ts';
 import { parseUserId } from '../shared/user-id.ts';
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import { RemoteDeviceListsStore, type CachedRemoteUser, type RemoteUserKeys } from '../storage/remote-device-lists-store.ts';
 import type { DeviceLists } from './device-lists.ts';
 import { checkCrossSigningKey, checkDeviceKeys, hasValidSignature, isObject, type JsonObject } from './key-checks.ts';

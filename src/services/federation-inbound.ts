@@ -5,7 +5,7 @@ import { canonicalJson } from '../shared/canonical-json.ts';
 import { jsonValueProblem, MAX_FEDERATION_JSON_DEPTH } from '../matrix/input-checks.ts';
 import { parseUserId } from '../shared/user-id.ts';
 import type { Logger } from '../logger.ts';
-import type { Counters } from './counters.ts';
+import type { Counters } from '../metrics/counters.ts';
 import type { SendToDeviceInput, ToDeviceService } from './to-device.ts';
 
 const MAX_PDUS = 50;

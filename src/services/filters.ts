@@ -1,5 +1,5 @@
 import { MatrixError } from '../errors/matrix-error.ts';
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import { FilterStore } from '../storage/filter-store.ts';
 
 /**

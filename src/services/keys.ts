@@ -1,10 +1,10 @@
 import { MatrixError } from '../errors/matrix-error.ts';
 import { parseUserId } from '../shared/user-id.ts';
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import { E2eKeysStore, OneTimeKeyConflict, type ClaimRequest, type KeyCounts, type SignatureRow, type StoredKey } from '../storage/e2e-keys-store.ts';
 import type { DeviceLists } from './device-lists.ts';
 import { KeyAlgorithms, metadataOf, NO_CLAIM_PARAMS, type ClaimParams } from './key-algorithms.ts';
-import { KeyCountsCache } from './key-counts-cache.ts';
+import { KeyCountsCache } from '../runtime/key-counts-cache.ts';
 import {
   canonicalOrRefuse,
   checkCrossSigningKey,

@@ -1,4 +1,4 @@
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import { DeviceInboxStore, type DeviceSelector, type RequestKey } from '../storage/device-inbox-store.ts';
 import { FederationInboundStore } from '../storage/federation-inbound-store.ts';
 import { SendStatement, type EnqueueRequest, type EnqueueResult } from '../storage/send-statement.ts';

@@ -1,8 +1,8 @@
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import { DeviceInboxStore, type DeliveredMessage } from '../storage/device-inbox-store.ts';
 import { NewMessages } from '../storage/new-messages.ts';
-import { LongPoll, type ClientConnection } from './long-poll.ts';
-import type { Notifier } from './notifier.ts';
+import { LongPoll, type ClientConnection } from '../runtime/long-poll.ts';
+import type { Notifier } from '../runtime/notifier.ts';
 import { requestRowIds } from './stale-requests.ts';
 
 export interface ToDeviceEvent {

@@ -1,11 +1,11 @@
 import { MatrixError } from '../errors/matrix-error.ts';
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import type { AppserviceRegistry } from '../appservice/registration.ts';
-import { LazyCommits } from '../storage/lazy-commits.ts';
+import { LazyCommits } from '../storage/drivers/lazy-commits.ts';
 import { SendStatement, type EnqueueRequest, type EnqueueResult, type Watched } from '../storage/send-statement.ts';
-import { GROUP_COMMIT_BATCH_SIZE, LAZY_COMMIT_FLUSHES, STORED_COUNTER, type Counters } from './counters.ts';
-import { GroupCommit } from './group-commit.ts';
-import type { Notifier } from './notifier.ts';
+import { GROUP_COMMIT_BATCH_SIZE, LAZY_COMMIT_FLUSHES, STORED_COUNTER, type Counters } from '../metrics/counters.ts';
+import { GroupCommit } from '../runtime/group-commit.ts';
+import type { Notifier } from '../runtime/notifier.ts';
 import { planSend, type PlanContext, type SendPlan, type SendToDeviceInput, type ServerUserInbox, type ServerUserMessage } from './send-plan.ts';
 import { MAX_STATEMENT_ROWS, storeInTransaction, type TransactionResult } from './send-transaction.ts';
 import { STALE_DROPPED } from './stale-requests.ts';

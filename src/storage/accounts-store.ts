@@ -1,5 +1,5 @@
 import { and, asc, eq, inArray } from 'drizzle-orm';
-import type { Db } from './database.ts';
+import type { Db } from './drivers/database.ts';
 import { DeviceListsStore } from './device-lists-store.ts';
 import { deviceInbox, devices, e2eDeviceKeys, e2eFallbackKeys, e2eOneTimeKeys, e2eSignatures, users } from './schema.ts';
 

@@ -1,5 +1,5 @@
 import { and, eq, sql } from 'drizzle-orm';
-import type { Db } from './database.ts';
+import type { Db } from './drivers/database.ts';
 import { dehydratedDevices, devices } from './schema.ts';
 
 export interface DehydratedDevice {

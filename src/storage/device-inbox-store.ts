@@ -1,5 +1,5 @@
 import { and, asc, eq, gt, lt, lte, sql, type SQL } from 'drizzle-orm';
-import type { Db } from './database.ts';
+import type { Db } from './drivers/database.ts';
 import { queryRows } from '../shared/query-rows.ts';
 import { deviceInbox } from './schema.ts';
 

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import type { Db } from './database.ts';
+import type { Db } from './drivers/database.ts';
 import { DeviceListsStore } from './device-lists-store.ts';
 import { queryRows } from '../shared/query-rows.ts';
 

@@ -1,6 +1,6 @@
 import { lt, sql, type SQL } from 'drizzle-orm';
 import { queryRows } from '../shared/query-rows.ts';
-import type { Db } from './database.ts';
+import type { Db } from './drivers/database.ts';
 import { federationInboundMessages } from './schema.ts';
 
 /** Which (origin, message_id) EDUs were already applied. */

@@ -1,5 +1,5 @@
 import { and, asc, eq, sql } from 'drizzle-orm';
-import type { Db } from './database.ts';
+import type { Db } from './drivers/database.ts';
 import { remoteServerKeys, serverSigningKeys } from './schema.ts';
 
 /** This server's signing key and the cached verify keys of other servers. */

@@ -1,5 +1,5 @@
 import { and, asc, eq, inArray, lte, sql, type SQL } from 'drizzle-orm';
-import type { Db } from './database.ts';
+import type { Db } from './drivers/database.ts';
 import { federationOutbox, federationPendingTxns } from './schema.ts';
 
 export interface OutboxMessage {

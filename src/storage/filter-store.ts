@@ -1,5 +1,5 @@
 import { and, eq } from 'drizzle-orm';
-import type { Db } from './database.ts';
+import type { Db } from './drivers/database.ts';
 import { filters } from './schema.ts';
 
 /** Sync filters uploaded by clients; accepted and returned, not applied to to-device. */

@@ -1,5 +1,5 @@
 import { and, asc, count, desc, eq, min, sql } from 'drizzle-orm';
-import type { Db } from './database.ts';
+import type { Db } from './drivers/database.ts';
 import { appservicePendingTxns, appserviceQueue, deviceInbox, devices, federationOutbox, federationPendingTxns, queueLeases } from './schema.ts';
 
 export interface QueueState {
@@ -96,7 +96,7 @@ export class OperationsStore {
     queued: { key: string; n: number; oldest: number | null }[],
     pending: { key: string; txnId: string; createdTs: number; ids: string }[],
   ): Promise<QueueState[]> {
-    // Lease rows are named `<namespace>:<key>` (services/queue-lease.ts).
+    // Lease rows are named `<namespace>:<key>` (runtime/queue-lease.ts).
     const prefix = `${namespace}:`;
     const leases = await this.db
       .select({ queue: queueLeases.queue, holder: queueLeases.holder, expiresTs: queueLeases.expiresTs })

@@ -1,5 +1,5 @@
 import { and, eq, lt, or, sql, type SQL } from 'drizzle-orm';
-import type { Db } from './database.ts';
+import type { Db } from './drivers/database.ts';
 import { queueLeases } from './schema.ts';
 
 /** Leases on send queues, so that one process at a time sends each queue. */

@@ -1,6 +1,6 @@
 import { sql, type SQL } from 'drizzle-orm';
-import type { Db } from './database.ts';
-import type { LazyCommits } from './lazy-commits.ts';
+import type { Db } from './drivers/database.ts';
+import type { LazyCommits } from './drivers/lazy-commits.ts';
 import { queryRows } from '../shared/query-rows.ts';
 import { appserviceQueueInsertSql } from './appservice-queue-store.ts';
 import { inboxInsertSql } from './device-inbox-store.ts';

@@ -1,5 +1,5 @@
 import { lt, sql, type SQL } from 'drizzle-orm';
-import type { Db } from './database.ts';
+import type { Db } from './drivers/database.ts';
 import { queryRows } from '../shared/query-rows.ts';
 import { txnIds } from './schema.ts';
 

@@ -1,5 +1,5 @@
 import { and, eq, lt } from 'drizzle-orm';
-import type { Db } from './database.ts';
+import type { Db } from './drivers/database.ts';
 import { uiaSessions } from './schema.ts';
 
 /** User-interactive-auth sessions; persisted so any process can complete a flow. */

@@ -23,9 +23,9 @@ import { createLogger } from '../logger.ts';
 import { installErrorHandling } from '../rest/errors.ts';
 import type { AppEnv } from '../rest/env.ts';
 import type { Db, HandlerModule, Logger, ModuleRouteEnv, Origin } from '../sdk/define-handler.ts';
-import { Counters } from '../services/counters.ts';
-import { taskLeases } from '../services/queue-lease.ts';
-import { openDatabase, type Database } from '../storage/database.ts';
+import { Counters } from '../metrics/counters.ts';
+import { taskLeases } from '../runtime/queue-lease.ts';
+import { openDatabase, type Database } from '../storage/drivers/database.ts';
 import { ServerUserDispatcher, type DispatchOutcome } from '../server-user/dispatcher.ts';
 import { importHandlerModules, shapeProblems } from '../server-user/loader.ts';
 import { checkModules, HandlerLoadError } from '../server-user/module-checks.ts';
@@ -33,7 +33,7 @@ import { ModuleLifecycle } from '../server-user/module-lifecycle.ts';
 import { TestClock } from './test-clock.ts';
 
 export type { DispatchOutcome } from '../server-user/dispatcher.ts';
-export type { Database } from '../storage/database.ts';
+export type { Database } from '../storage/drivers/database.ts';
 export { TestClock } from './test-clock.ts';
 
 /** @since 1.0.0 */

@@ -15,7 +15,7 @@ import { Hono } from 'hono';
 import postgres from 'postgres';
 // The product's PGlite storage setup (not its send logic): F3 must pay the same fsync per
 // commit as S1 on PGlite, or the ratio between them would compare different durability.
-import { pgliteOptions } from '../../src/storage/pglite-durable.ts';
+import { pgliteOptions } from '../../src/storage/drivers/pglite-durable.ts';
 
 const [mode, portArg, target] = process.argv.slice(2);
 if ((mode !== 'f1' && mode !== 'f2' && mode !== 'f3') || portArg === undefined || (mode !== 'f1' && target === undefined)) {

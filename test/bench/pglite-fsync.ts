@@ -12,7 +12,7 @@ import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { createApp } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/config.ts';
-import { openDatabase } from '../../src/storage/database.ts';
+import { openDatabase } from '../../src/storage/drivers/database.ts';
 import { HttpClient } from './http-client.ts';
 
 const N = Number(process.argv[2] ?? 1000);

@@ -36,7 +36,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import postgres from 'postgres';
 // Only the token format and hash, so S3's inserted devices authenticate like logged-in ones.
-import { hashToken, newAccessToken } from '../../src/services/tokens.ts';
+import { hashToken, newAccessToken } from '../../src/crypto/tokens.ts';
 import { HttpClient, pool, summarize } from './http-client.ts';
 import { appserviceScenario } from './appservice-scenario.ts';
 import { federationScenario } from './federation-scenario.ts';
@@ -1080,7 +1080,7 @@ async function main(): Promise<void> {
     ...(notes.length > 0 ? ['Notes:', '', ...notes.map((n) => `- ${n}`), ''] : []),
     `Method: each server runs in its own process: the floors under \`node --import tsx\`, the product as built by \`npm run build\` and started as \`npm run start:prod\` does (\`node dist/src/main.js\`, node flags: ${startScriptNodeArgs().join(' ') || 'none'}); ` +
       'the load generator (autocannon) in another, ' +
-      'this orchestrator is the client for S2–S7. F3 opens PGlite as the product\'s default does (src/storage/pglite-durable.ts: fsync on every commit), ' +
+      'this orchestrator is the client for S2–S7. F3 opens PGlite as the product\'s default does (src/storage/drivers/pglite-durable.ts: fsync on every commit), ' +
       'so F3 and S1 on PGlite pay the same durability. ' +
       `S1 sends to one device with a fresh txnId per request, at ${SCALE_CONNECTIONS.join(', ')} connections, each compared with its floor (F2 on PostgreSQL, F3 on PGlite) at the same concurrency and judged at ${CONNECTIONS} (the others show the scaling); ` +
       (SCALE_SECONDS < SECONDS ? `the runs at other concurrencies than ${CONNECTIONS} are measured for ${SCALE_SECONDS} s instead of ${SECONDS} s to keep the whole run short; ` : '') +

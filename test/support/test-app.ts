@@ -1,6 +1,6 @@
 import { createApp, type App } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/config.ts';
-import type { Database } from '../../src/storage/database.ts';
+import type { Database } from '../../src/storage/drivers/database.ts';
 import type { HandlerModule } from '../../src/sdk/define-handler.ts';
 import type { HandlerToLoad } from '../../src/server-user/dispatcher.ts';
 import ping from '../../handlers/ping/index.ts';

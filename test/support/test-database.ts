@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
-import { openDatabase, type Database } from '../../src/storage/database.ts';
+import { openDatabase, type Database } from '../../src/storage/drivers/database.ts';
 
 /**
  * A fresh database for one test file: in-memory PGlite by default, or a new database on the

@@ -2,7 +2,7 @@ import { Hono, type Context } from 'hono';
 import { accessTokenOf } from '../auth.ts';
 import * as v from 'valibot';
 import { MatrixError } from '../../errors/matrix-error.ts';
-import { newOpaqueId } from '../../services/tokens.ts';
+import { newOpaqueId } from '../../crypto/tokens.ts';
 import type { Services } from '../../services/services.ts';
 import type { AppEnv } from '../env.ts';
 import { readJsonBody } from '../json-body.ts';

@@ -1,4 +1,4 @@
-import type { Logger } from '../logger.ts';
+import type { Logger } from '../../logger.ts';
 
 /**
  * postgres.js 3.4 (latest as of this writing) can throw from a timer when a transaction's

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import type { TaskLeases } from '../server-user/periodic-tasks.ts';
 import { QueueLeaseStore } from '../storage/queue-lease-store.ts';
 

@@ -1,11 +1,11 @@
 import type { Config } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
-import type { Db } from '../storage/database.ts';
+import type { Db } from '../storage/drivers/database.ts';
 import { DeviceInboxStore } from '../storage/device-inbox-store.ts';
 import { FederationInboundStore } from '../storage/federation-inbound-store.ts';
 import { FederationOutboxStore } from '../storage/federation-outbox-store.ts';
-import type { Counters } from './counters.ts';
-import { REQUEST_READ_RETENTION_DAYS } from './stale-requests.ts';
+import type { Counters } from '../metrics/counters.ts';
+import { REQUEST_READ_RETENTION_DAYS } from '../services/stale-requests.ts';
 import { TxnStore } from '../storage/txn-store.ts';
 import { UiaStore } from '../storage/uia-store.ts';
 

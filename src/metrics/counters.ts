@@ -1,5 +1,5 @@
 import { Counter, Histogram, Registry } from 'prom-client';
-import { STALE_DROPPED } from './stale-requests.ts';
+import { STALE_DROPPED } from '../services/stale-requests.ts';
 
 /**
  * Named event counters (messages dropped by reason, dispatch outcomes…) and latency histograms,

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from './database.ts';
-import { queryRows } from '../shared/query-rows.ts';
+import { queryRows } from '../../shared/query-rows.ts';
 
 /**
  * Commits made without waiting for their WAL flush (`synchronous_commit` off for that

@@ -9,7 +9,7 @@ import { lockDataDir } from './data-dir-lock.ts';
 import { installRawTextParsers } from './pglite-parsers.ts';
 import { withPglitePrepared } from './pglite-prepared.ts';
 import { withPreparedStatements } from './prepared-statements.ts';
-import * as schema from './schema.ts';
+import * as schema from '../schema.ts';
 
 /** The drizzle database, whichever driver is underneath; stores and handlers use only this. */
 export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
@@ -52,7 +52,7 @@ export type DatabaseOptions =
       loadDataDir?: Blob;
     };
 
-const MIGRATIONS = fileURLToPath(new URL('../../drizzle', import.meta.url));
+const MIGRATIONS = fileURLToPath(new URL('../../../drizzle', import.meta.url));
 // Arbitrary constant: serialises migrations when several processes start on one database.
 const MIGRATION_LOCK = 4246_0001;
 
