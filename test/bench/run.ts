@@ -193,9 +193,10 @@ function startScriptNodeArgs(): string[] {
   if (override !== undefined) return override.split(/\s+/).filter(Boolean);
   const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts?: Record<string, string> };
   const start = pkg.scripts?.['start:prod'] ?? '';
-  const words = start.trim().split(/\s+/);
+  // `exec` only makes npm's child the server itself (so npm's SIGTERM reaches it); not a flag.
+  const words = start.trim().split(/\s+/).filter((w, i) => !(i === 0 && w === 'exec'));
   if (words[0] !== 'node' || words[words.length - 1] !== 'dist/src/main.js') {
-    throw new Error(`package.json scripts.start:prod is not "node <flags> dist/src/main.js" (the bench reads the server's node flags from it): ${start}`);
+    throw new Error(`package.json scripts.start:prod is not "[exec] node <flags> dist/src/main.js" (the bench reads the server's node flags from it): ${start}`);
   }
   return words.slice(1, -1);
 }
