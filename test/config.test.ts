@@ -33,7 +33,7 @@ describe('defaults', () => {
     const c = loadConfig({});
     expect(c.serverName).toBe('localhost:8008');
     expect(c.listen).toEqual({ host: '127.0.0.1', port: 8008 });
-    expect(c.database).toEqual({ kind: 'pglite', dataDir: './data/pglite', fsync: true });
+    expect(c.database).toEqual({ kind: 'pglite', dataDir: './data/pglite', fsync: true, sharedBuffersMb: 128 });
     expect(c.registrationEnabled).toBe(true);
     expect(c.limits.syncToDeviceLimit).toBe(100);
     expect(c.handlers).toEqual([{ module: 'ping' }, { module: 'mls' }, { module: 'franking' }]);
@@ -73,7 +73,7 @@ describe('environment variables', () => {
   });
 
   it('keeps string settings that look like numbers as strings, and reads decimal numbers', () => {
-    expect(loadConfig({ DATA_DIR: '2024' }).database).toEqual({ kind: 'pglite', dataDir: '2024', fsync: true });
+    expect(loadConfig({ DATA_DIR: '2024' }).database).toEqual({ kind: 'pglite', dataDir: '2024', fsync: true, sharedBuffersMb: 128 });
     expect(loadConfig({ SERVER_NAME: '1234' }).serverName).toBe('1234');
     expect(loadConfig({ RATE_LIMIT_SEND_TO_DEVICE_PER_SECOND: '0.5' }).rateLimits.sendToDevice.perSecond).toBe(0.5);
   });
@@ -91,6 +91,7 @@ describe('environment variables', () => {
       DATABASE_URL: 'postgres://h/db',
       DATA_DIR: '/tmp/x',
       PGLITE_FSYNC: 'false',
+      PGLITE_SHARED_BUFFERS_MB: '16',
       DATABASE_POOL_SIZE: '7',
       DATABASE_PREPARED_STATEMENTS: 'false',
       ENABLE_REGISTRATION: 'true',
@@ -149,8 +150,8 @@ describe('environment variables', () => {
     });
     expect(c.metrics).toEqual({ enabled: false, host: '0.0.0.0', port: 9999 });
     expect(c.log).toEqual({ level: 'debug', format: 'pretty' });
-    expect(loadConfig({ DATA_DIR: '/tmp/x' }).database).toEqual({ kind: 'pglite', dataDir: '/tmp/x', fsync: true });
-    expect(loadConfig({ DATA_DIR: '/tmp/x', PGLITE_FSYNC: 'false' }).database).toEqual({ kind: 'pglite', dataDir: '/tmp/x', fsync: false });
+    expect(loadConfig({ DATA_DIR: '/tmp/x' }).database).toEqual({ kind: 'pglite', dataDir: '/tmp/x', fsync: true, sharedBuffersMb: 128 });
+    expect(loadConfig({ DATA_DIR: '/tmp/x', PGLITE_FSYNC: 'false', PGLITE_SHARED_BUFFERS_MB: '16' }).database).toEqual({ kind: 'pglite', dataDir: '/tmp/x', fsync: false, sharedBuffersMb: 16 });
   });
 });
 
@@ -165,7 +166,7 @@ describe('YAML file (CONFIG_FILE)', () => {
     expect(c.serverName).toBe('file.example');
     expect(c.listen).toEqual({ host: '0.0.0.0', port: 9000 });
     expect(c.limits.syncToDeviceLimit).toBe(50);
-    expect(c.database).toEqual({ kind: 'pglite', dataDir: '/var/lib/tds', fsync: true });
+    expect(c.database).toEqual({ kind: 'pglite', dataDir: '/var/lib/tds', fsync: true, sharedBuffersMb: 128 });
     expect(c.registrationEnabled).toBe(false);
   });
 

@@ -39,7 +39,7 @@ async function main(): Promise<number> {
     database = await openDatabase(
       config.database.kind === 'postgres'
         ? { kind: 'postgres', url: config.database.url, poolSize: 2, preparedStatements: config.database.preparedStatements }
-        : { kind: 'pglite', dataDir: config.database.dataDir, fsync: config.database.fsync },
+        : { kind: 'pglite', dataDir: config.database.dataDir, fsync: config.database.fsync, sharedBuffersMb: config.database.sharedBuffersMb },
     );
   } catch (e) {
     if (!(e instanceof DataDirLockedError)) throw e;

@@ -21,7 +21,7 @@ export interface Config {
   readonly listen: { readonly host: string; readonly port: number };
   readonly database:
     | { readonly kind: 'postgres'; readonly url: string; readonly poolSize: number; readonly preparedStatements: boolean }
-    | { readonly kind: 'pglite'; readonly dataDir: string | null; readonly fsync: boolean };
+    | { readonly kind: 'pglite'; readonly dataDir: string | null; readonly fsync: boolean; readonly sharedBuffersMb: number };
   readonly registrationEnabled: boolean;
   readonly limits: {
     readonly syncToDeviceLimit: number;
@@ -104,7 +104,7 @@ export function parseConfig(raw: unknown): Config {
     database:
       c.database.url !== undefined
         ? { kind: 'postgres', url: c.database.url, poolSize: c.database.pool_size, preparedStatements: c.database.prepared_statements }
-        : { kind: 'pglite', dataDir: c.database.data_dir, fsync: c.database.pglite_fsync },
+        : { kind: 'pglite', dataDir: c.database.data_dir, fsync: c.database.pglite_fsync, sharedBuffersMb: c.database.pglite_shared_buffers_mb },
     registrationEnabled: c.registration.enabled ?? isLoopback(c.listen.host),
     limits: {
       syncToDeviceLimit: c.limits.sync_to_device_limit,

@@ -13,6 +13,7 @@ export const ENV_VARS = {
   DATABASE_URL: { path: ['database', 'url'], kind: 'string' },
   DATA_DIR: { path: ['database', 'data_dir'], kind: 'string' },
   PGLITE_FSYNC: { path: ['database', 'pglite_fsync'], kind: 'boolean' },
+  PGLITE_SHARED_BUFFERS_MB: { path: ['database', 'pglite_shared_buffers_mb'], kind: 'number' },
   DATABASE_POOL_SIZE: { path: ['database', 'pool_size'], kind: 'number' },
   DATABASE_PREPARED_STATEMENTS: { path: ['database', 'prepared_statements'], kind: 'boolean' },
   ENABLE_REGISTRATION: { path: ['registration', 'enabled'], kind: 'boolean' },

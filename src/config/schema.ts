@@ -41,6 +41,9 @@ export const ConfigFileSchema = section({
       data_dir: v.optional(nonEmptyString(), './data/pglite'),
       // PGlite: fsync every commit, so that what was acknowledged survives an OS crash (see pglite-durable.ts).
       pglite_fsync: v.optional(bool(), true),
+      // PGlite's buffer pool (shared_buffers). PGlite makes all of it resident at start; smaller
+      // saves that memory, and costs throughput once queued messages outgrow it (pglite-durable.ts).
+      pglite_shared_buffers_mb: v.optional(intInRange(1, 1024), 128),
       pool_size: v.optional(intInRange(1, 1000), 10),
       // Off for poolers that cannot keep a session's prepared statements (PgBouncer before 1.21 in transaction mode).
       prepared_statements: v.optional(bool(), true),

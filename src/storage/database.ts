@@ -48,6 +48,8 @@ export type DatabaseOptions =
       dataDir: string | null;
       /** Default true: every commit is on disk before it is acknowledged (see pglite-durable.ts). */
       fsync?: boolean;
+      /** PostgreSQL's shared_buffers in MB; default 128, PostgreSQL's own (see pglite-durable.ts). */
+      sharedBuffersMb?: number;
       /** In memory only: start from this dump (dumpDataDir) instead of an empty cluster; the test kit's template. */
       loadDataDir?: Blob;
     };
@@ -71,7 +73,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
     const lock = opts.dataDir === null ? null : lockDataDir(opts.dataDir);
     try {
       if (opts.dataDir !== null) await initDataDirApart(opts.dataDir);
-      const raw = opts.dataDir === null ? new PGlite(opts.loadDataDir === undefined ? {} : { loadDataDir: opts.loadDataDir }) : new PGlite(pgliteOptions(opts.dataDir, opts.fsync ?? true));
+      const raw = opts.dataDir === null ? new PGlite(opts.loadDataDir === undefined ? {} : { loadDataDir: opts.loadDataDir }) : new PGlite(pgliteOptions(opts.dataDir, opts.fsync ?? true, opts.sharedBuffersMb ?? 128));
       await raw.waitReady;
       installRawTextParsers(raw);
       const client = withPglitePrepared(raw);
