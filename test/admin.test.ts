@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -239,5 +239,26 @@ describe('npm run admin (a real process)', () => {
     const queues = run('queues', '--json');
     expect(queues.status).toBe(0);
     expect(JSON.parse(queues.stdout)).toEqual({ device_queue_total: 0, largest_device_queues: [], federation: [], appservices: [] });
+  }, 120_000);
+
+  it('checks the command line before anything else: a typo exits 2 and opens no database', () => {
+    const dataDir = join(dir, 'never-opened');
+    const env: NodeJS.ProcessEnv = { ...process.env, CONFIG_FILE: '', DATABASE_URL: '', DATA_DIR: dataDir, LOG_LEVEL: 'silent' };
+    const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'src/admin/cli.ts', ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
+    for (const [args, message] of [
+      [['create-usr', 'bob', '--password', 'pw'], 'unknown command: create-usr'],
+      [['create-user', 'bob'], 'create-user needs --password <pw> or --password-stdin'],
+      [['create-user', 'bob', '--password', 'pw', '--password-stdin'], 'give --password or --password-stdin, not both'],
+      [['delete-device', 'bob'], 'delete-device takes 2 arguments'],
+      [['queues', '--bogus'], "Unknown option '--bogus'"],
+      [['handlers', '--metrics-url', 'not a url'], '--metrics-url: not a URL'],
+    ] as const) {
+      const r = run(...args);
+      expect({ args, status: r.status }).toEqual({ args, status: 2 });
+      expect(r.stderr).toContain(message);
+      expect(r.stderr).toContain('Usage: npm run admin');
+    }
+    // PGlite creates its directory on open: none means nothing was opened.
+    expect(existsSync(dataDir)).toBe(false);
   }, 120_000);
 });

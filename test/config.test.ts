@@ -33,7 +33,7 @@ describe('defaults', () => {
     const c = loadConfig({});
     expect(c.serverName).toBe('localhost:8008');
     expect(c.listen).toEqual({ host: '127.0.0.1', port: 8008 });
-    expect(c.database).toEqual({ kind: 'pglite', dataDir: './data/pglite', fsync: true });
+    expect(c.database).toEqual({ kind: 'pglite', dataDir: './data/pglite', fsync: true, sharedBuffersMb: 128 });
     expect(c.registrationEnabled).toBe(true);
     expect(c.limits.syncToDeviceLimit).toBe(100);
     expect(c.handlers).toEqual([{ module: 'ping' }, { module: 'mls' }, { module: 'franking' }]);
@@ -73,7 +73,7 @@ describe('environment variables', () => {
   });
 
   it('keeps string settings that look like numbers as strings, and reads decimal numbers', () => {
-    expect(loadConfig({ DATA_DIR: '2024' }).database).toEqual({ kind: 'pglite', dataDir: '2024', fsync: true });
+    expect(loadConfig({ DATA_DIR: '2024' }).database).toEqual({ kind: 'pglite', dataDir: '2024', fsync: true, sharedBuffersMb: 128 });
     expect(loadConfig({ SERVER_NAME: '1234' }).serverName).toBe('1234');
     expect(loadConfig({ RATE_LIMIT_SEND_TO_DEVICE_PER_SECOND: '0.5' }).rateLimits.sendToDevice.perSecond).toBe(0.5);
   });
@@ -91,6 +91,7 @@ describe('environment variables', () => {
       DATABASE_URL: 'postgres://h/db',
       DATA_DIR: '/tmp/x',
       PGLITE_FSYNC: 'false',
+      PGLITE_SHARED_BUFFERS_MB: '16',
       DATABASE_POOL_SIZE: '7',
       DATABASE_PREPARED_STATEMENTS: 'false',
       ENABLE_REGISTRATION: 'true',
@@ -149,8 +150,8 @@ describe('environment variables', () => {
     });
     expect(c.metrics).toEqual({ enabled: false, host: '0.0.0.0', port: 9999 });
     expect(c.log).toEqual({ level: 'debug', format: 'pretty' });
-    expect(loadConfig({ DATA_DIR: '/tmp/x' }).database).toEqual({ kind: 'pglite', dataDir: '/tmp/x', fsync: true });
-    expect(loadConfig({ DATA_DIR: '/tmp/x', PGLITE_FSYNC: 'false' }).database).toEqual({ kind: 'pglite', dataDir: '/tmp/x', fsync: false });
+    expect(loadConfig({ DATA_DIR: '/tmp/x' }).database).toEqual({ kind: 'pglite', dataDir: '/tmp/x', fsync: true, sharedBuffersMb: 128 });
+    expect(loadConfig({ DATA_DIR: '/tmp/x', PGLITE_FSYNC: 'false', PGLITE_SHARED_BUFFERS_MB: '16' }).database).toEqual({ kind: 'pglite', dataDir: '/tmp/x', fsync: false, sharedBuffersMb: 16 });
   });
 });
 
@@ -165,7 +166,7 @@ describe('YAML file (CONFIG_FILE)', () => {
     expect(c.serverName).toBe('file.example');
     expect(c.listen).toEqual({ host: '0.0.0.0', port: 9000 });
     expect(c.limits.syncToDeviceLimit).toBe(50);
-    expect(c.database).toEqual({ kind: 'pglite', dataDir: '/var/lib/tds', fsync: true });
+    expect(c.database).toEqual({ kind: 'pglite', dataDir: '/var/lib/tds', fsync: true, sharedBuffersMb: 128 });
     expect(c.registrationEnabled).toBe(false);
   });
 
@@ -239,6 +240,30 @@ describe('validation', () => {
     expect(error.problems).toEqual([expect.stringMatching(new RegExp(`^${path.replace(/\./g, '\\.')}[: ]`))]);
   });
 
+  it('words every refusal itself, never in the validator\'s terms, and gives the range of a number', () => {
+    const rawWording = /Invalid|Expected|received/;
+    for (const { path, default: fallback } of settingsOf(ConfigFileSchema)) {
+      const raw: Record<string, unknown> = {};
+      const wrong = (value: unknown) => {
+        const keys = path.split('.');
+        let node = raw;
+        for (const key of keys.slice(0, -1)) node = (node[key] ??= key === 'listen' && path.startsWith('federation.') ? { port: 8448 } : {}) as Record<string, unknown>;
+        node[keys[keys.length - 1] as string] = value;
+        return configErrorOf(() => parseConfig(raw)).problems;
+      };
+      const problems = wrong({ not: 'this' });
+      expect(problems.length, path).toBeGreaterThan(0);
+      for (const p of problems) {
+        expect(p, path).toMatch(new RegExp(`^${path.replace(/\./g, '\\.')}[.: ]`));
+        expect(p, path).not.toMatch(rawWording);
+      }
+      if (typeof fallback === 'number') {
+        const [tooBig] = wrong(1e12);
+        expect(tooBig, path).toMatch(/: must be (an integer|a port number, an integer|a number) from \d+ to \d+$/);
+      }
+    }
+  });
+
   it('accepts server names with ports and IP literals', () => {
     for (const name of ['example.org', 'example.org:8448', '1.2.3.4:1234', '[1234:5678::abcd]', '[::1]:8448']) {
       expect(parseConfig({ server_name: name }).serverName).toBe(name);
@@ -282,7 +307,16 @@ describe('the server process', () => {
     expect(r.status).toBe(1);
     expect(r.stdout).toBe('');
     const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
-    expect(lines).toEqual(['Cannot start: 1 problem', '  - config: listen.port (from LISTEN_PORT="abc"): must be a number']);
+    expect(lines).toEqual(['Cannot start: 1 problem', '  - config: listen.port (from LISTEN_PORT="abc"): must be a port number, an integer from 0 to 65535']);
+  });
+
+  it('names the variable and the allowed range of a value out of range', () => {
+    const r = start({ LISTEN_PORT: '99999' });
+    expect(r.status).toBe(1);
+    expect(r.stderr.split('\n').filter((l) => l.trim() !== '')).toEqual([
+      'Cannot start: 1 problem',
+      '  - config: listen.port (from LISTEN_PORT="99999"): must be a port number, an integer from 0 to 65535',
+    ]);
   });
 
   it('reports every config and handler-module problem in one run, before creating anything on disk', () => {
@@ -308,7 +342,7 @@ describe('the server process', () => {
     expect(r.status).toBe(1);
     const problems = r.stderr.split('\n').filter((l) => l.startsWith('  - ')).map((l) => l.slice(4));
     expect(problems).toEqual([
-      expect.stringMatching(/^config: listen\.port: Invalid value: Expected <=65535/),
+      'config: listen.port: must be a port number, an integer from 0 to 65535',
       'config: limts: unknown setting',
       expect.stringMatching(/^TDS_ERR_MODULE_NOT_FOUND: handler module "no-such-module" not found: no folder .*handlers\/no-such-module, and no package "no-such-module" in node_modules of /),
       expect.stringMatching(/^TDS_ERR_MODULE_NOT_FOUND: handler module "\.\/nowhere\/module\.js" not found: nothing at .*\/nowhere\/module\.js$/),

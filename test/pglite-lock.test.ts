@@ -20,10 +20,12 @@ const dir = mkdtempSync(join(tmpdir(), 'tds-lock-'));
 const dataDir = join(dir, 'pglite');
 let first: ServerProcess;
 let second: ServerProcess;
+let metricsPort: number;
 
 beforeAll(async () => {
-  first = await ServerProcess.create('lock.test', await freePort(), { database: { data_dir: dataDir } });
-  second = await ServerProcess.create('lock.test', await freePort(), { database: { data_dir: dataDir } });
+  metricsPort = await freePort();
+  first = await ServerProcess.create('lock.test', await freePort(), { database: { data_dir: dataDir }, metrics: { port: metricsPort } });
+  second = await ServerProcess.create('lock.test', await freePort(), { database: { data_dir: dataDir }, metrics: { enabled: false } });
   await first.start();
 }, 90_000);
 afterAll(async () => {
@@ -34,7 +36,7 @@ afterAll(async () => {
 
 function admin(...args: string[]) {
   const configFile = join(dir, 'admin.yaml');
-  writeFileSync(configFile, stringify({ server_name: 'lock.test', database: { data_dir: dataDir } }));
+  writeFileSync(configFile, stringify({ server_name: 'lock.test', database: { data_dir: dataDir }, metrics: { port: metricsPort } }));
   return spawnSync(process.execPath, ['--import', 'tsx', 'src/admin/cli.ts', ...args], {
     cwd: ROOT,
     env: { ...process.env, CONFIG_FILE: configFile, DATABASE_URL: '' },
@@ -72,6 +74,25 @@ describe('PGlite directory lock', () => {
     expect(await canLogIn(first, 'bob')).toBe(false);
     // A second open inside one process is refused too.
     await expect(openDatabase({ kind: 'pglite', dataDir })).rejects.toBeInstanceOf(DataDirLockedError);
+  }, 120_000);
+
+  it('answers a typo with its usage (exit 2), not with the lock; `handlers` shows the running server\'s live counters', async () => {
+    const typo = admin('create-usr', 'bob', '--password', 'secret');
+    expect(typo.status).toBe(2);
+    expect(typo.stderr).toContain('unknown command: create-usr');
+    expect(typo.stderr).not.toContain('nothing was done');
+
+    const sender = await TestClient.register(overHttp(first.baseUrl), 'pinger');
+    expect((await sender.sendToDevice('org.example.ping', { '@:lock.test': { '': { nonce: 'n' } } })).status).toBe(200);
+    const live = admin('handlers', '--json');
+    expect({ status: live.status, stderr: live.stderr }).toEqual({ status: 0, stderr: '' });
+    const shown = JSON.parse(live.stdout) as { counters_available: boolean; modules: { name: string; event_types: { type: string; counts?: Record<string, number> }[] }[] };
+    expect(shown.counters_available).toBe(true);
+    const ping = shown.modules.find((m) => m.name === 'ping')?.event_types.find((t) => t.type === 'org.example.ping');
+    expect(ping?.counts).toEqual({ handled: 1 });
+    // The server still holds its directory and serves.
+    expect(JSON.parse(readFileSync(join(dataDir, LOCK_FILE), 'utf8'))).toMatchObject({ pid: expect.any(Number) });
+    expect(await canLogIn(first, 'alice')).toBe(true);
   }, 120_000);
 
   it('takes over the stale lock of a killed server, and the CLI works once the server is stopped', async () => {

@@ -1,13 +1,9 @@
-import { parseArgs } from 'node:util';
 import type { Config } from '../config/config.ts';
 import { MatrixError } from '../errors/matrix-error.ts';
-import { createLogger, type Logger } from '../logger.ts';
+import { createLogger } from '../logger.ts';
 import { formatUserId } from '../shared/user-id.ts';
-import { ServerUserDispatcher, type HandlerToLoad } from '../server-user/dispatcher.ts';
-import { loadHandlerModules } from '../server-user/loader.ts';
-import { systemClock } from '../server-user/system-clock.ts';
+import { HandlerLoadError, type HandlerToLoad } from '../server-user/module-checks.ts';
 import { AccountsService } from '../services/accounts.ts';
-import { Counters } from '../metrics/counters.ts';
 import { Notifier } from '../runtime/notifier.ts';
 import { hashPassword } from '../crypto/passwords.ts';
 import { PgWakeups } from '../runtime/pg-wakeups.ts';
@@ -15,24 +11,15 @@ import { newInstanceId } from '../runtime/queue-lease.ts';
 import type { Database } from '../storage/drivers/database.ts';
 import { OperationsStore, type QueueState } from '../storage/operations-store.ts';
 import { AdminStore } from './admin-store.ts';
+import { formatHandlersReport, handlersReport } from './handlers-command.ts';
+import { needsDatabase, parseAdminArgs, USAGE, type AdminCommand } from './usage.ts';
 
-export const USAGE = `Usage: npm run admin -- <command> [options]
-
-Commands:
-  create-user <localpart> (--password <pw> | --password-stdin)
-  reset-password <user> (--password <pw> | --password-stdin) [--logout-devices]
-  devices <user>                      the user's devices and their queue depths
-  delete-device <user> <device_id>    delete a device, its token and its queued messages
-  handlers [--metrics-url <url>]      handler modules, their event types and dispatch counters
-  queues                              device queue totals, federation and appservice queues
-
-<user> is a full user ID (@alice:example.org) or a localpart (alice).
-Options: --json  print JSON instead of text
-`;
+export { USAGE } from './usage.ts';
 
 export interface AdminContext {
   config: Config;
-  database: Database;
+  /** Null only for a command that needs none (see needsDatabase). */
+  database: Database | null;
   out(text: string): void;
   err(text: string): void;
   /** Reads all of standard input (for --password-stdin). */
@@ -41,51 +28,47 @@ export interface AdminContext {
   handlers?: readonly HandlerToLoad[];
 }
 
-class UsageError extends Error {}
-
 /** Runs one admin command; returns the process exit code (0 ok, 1 failed, 2 bad usage). */
 export async function runAdmin(argv: readonly string[], ctx: AdminContext): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: [...argv],
-      allowPositionals: true,
-      strict: true,
-      options: {
-        json: { type: 'boolean', default: false },
-        password: { type: 'string' },
-        'password-stdin': { type: 'boolean', default: false },
-        'logout-devices': { type: 'boolean', default: false },
-        'metrics-url': { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (e) {
-    ctx.err(`${(e as Error).message}\n\n${USAGE}`);
+  const parsed = parseAdminArgs(argv);
+  if (parsed.kind === 'usage') {
+    ctx.err(`${parsed.message}\n\n${USAGE}`);
     return 2;
   }
-  const { values: opts, positionals } = parsed;
-  const [command, ...args] = positionals;
-  if (opts.help || command === undefined || command === 'help') {
+  if (parsed.kind === 'help') {
     ctx.out(USAGE);
-    return command === undefined && !opts.help ? 2 : 0;
+    return parsed.exitCode;
   }
+  return runCommand(parsed, ctx);
+}
+
+/** Runs a command whose usage parseAdminArgs accepted. */
+export async function runCommand(parsed: AdminCommand, ctx: AdminContext): Promise<number> {
+  const { command, args, opts } = parsed;
   const log = createLogger('silent');
-  const wakeups = ctx.database.pg === null ? null : new PgWakeups(ctx.database.pg, new Notifier(), log, newInstanceId());
-  const accounts = new AccountsService(ctx.database.db, ctx.config.serverName);
+  if (command === 'handlers') {
+    try {
+      const report = await handlersReport(ctx.config, { metricsUrl: opts.metricsUrl, log, ...(ctx.handlers === undefined ? {} : { handlers: ctx.handlers }) });
+      ctx.out(opts.json ? `${JSON.stringify(report, null, 2)}\n` : formatHandlersReport(report, ctx.config));
+      return 0;
+    } catch (e) {
+      if (!(e instanceof HandlerLoadError)) throw e;
+      ctx.err(`handlers: ${e.message}\n`);
+      return 1;
+    }
+  }
+  if (ctx.database === null || !needsDatabase(command)) throw new Error(`admin ${command} needs a database`);
+  const database = ctx.database;
+  const wakeups = database.pg === null ? null : new PgWakeups(database.pg, new Notifier(), log, newInstanceId());
+  const accounts = new AccountsService(database.db, ctx.config.serverName);
   // Other server processes drop revoked tokens from their caches at once (PostgreSQL NOTIFY).
   if (wakeups !== null) accounts.publishRevoked = (hashes) => wakeups.publishRevoked(hashes);
-  const ops = new OperationsStore(ctx.database.db);
+  const ops = new OperationsStore(database.db);
   const print = (json: unknown, text: () => string) => ctx.out(opts.json ? `${JSON.stringify(json, null, 2)}\n` : text());
-  const arity = (n: number) => {
-    if (args.length !== n) throw new UsageError(`${command} takes ${n} argument${n === 1 ? '' : 's'}`);
-  };
   const userIdOf = (raw: string) => (raw.startsWith('@') ? raw : formatUserId(raw, ctx.config.serverName));
   const password = async (): Promise<string> => {
-    if (opts.password !== undefined && opts['password-stdin']) throw new UsageError('give --password or --password-stdin, not both');
-    let pw = opts.password;
-    if (opts['password-stdin']) pw = (await (ctx.readStdin ?? readStdin)()).replace(/\r?\n$/, '');
-    if (pw === undefined) throw new UsageError(`${command} needs --password <pw> or --password-stdin`);
+    // Both, or neither, was refused as usage already.
+    const pw = opts.passwordStdin ? (await (ctx.readStdin ?? readStdin)()).replace(/\r?\n$/, '') : (opts.password ?? '');
     if (pw === '') throw new AdminFailure('the password must not be empty');
     return pw;
   };
@@ -97,25 +80,22 @@ export async function runAdmin(argv: readonly string[], ctx: AdminContext): Prom
   try {
     switch (command) {
       case 'create-user': {
-        arity(1);
         const pw = await password();
         const { userId } = await accounts.register({ localpart: args[0] as string, password: pw, deviceId: null, displayName: null, inhibitLogin: true });
         print({ user_id: userId }, () => `created ${userId}\n`);
         return 0;
       }
       case 'reset-password': {
-        arity(1);
         const userId = userIdOf(args[0] as string);
         const pw = await password();
         await requireUser(userId);
-        await new AdminStore(ctx.database.db).setPasswordHash(userId, await hashPassword(pw));
-        const devices = opts['logout-devices'] ? (await accounts.listDevices(userId)).length : 0;
-        if (opts['logout-devices']) await accounts.logoutAll(userId);
-        print({ user_id: userId, devices_deleted: devices }, () => `password of ${userId} reset${opts['logout-devices'] ? `; ${devices} device(s) deleted` : ''}\n`);
+        await new AdminStore(database.db).setPasswordHash(userId, await hashPassword(pw));
+        const devices = opts.logoutDevices ? (await accounts.listDevices(userId)).length : 0;
+        if (opts.logoutDevices) await accounts.logoutAll(userId);
+        print({ user_id: userId, devices_deleted: devices }, () => `password of ${userId} reset${opts.logoutDevices ? `; ${devices} device(s) deleted` : ''}\n`);
         return 0;
       }
       case 'devices': {
-        arity(1);
         const userId = userIdOf(args[0] as string);
         await requireUser(userId);
         const devices = await ops.devicesWithQueueDepth(userId);
@@ -131,7 +111,6 @@ export async function runAdmin(argv: readonly string[], ctx: AdminContext): Prom
         return 0;
       }
       case 'delete-device': {
-        arity(2);
         const userId = userIdOf(args[0] as string);
         const deviceId = args[1] as string;
         await requireUser(userId);
@@ -141,34 +120,7 @@ export async function runAdmin(argv: readonly string[], ctx: AdminContext): Prom
         print({ user_id: userId, device_id: deviceId, messages_deleted: queued }, () => `deleted device ${deviceId} of ${userId} and its ${queued} queued message(s)\n`);
         return 0;
       }
-      case 'handlers': {
-        arity(0);
-        const dispatcher = new ServerUserDispatcher({
-          handlers: ctx.handlers ?? (await loadHandlerModules(ctx.config.handlers)),
-          dbFor: (schema) => ctx.database.withSchema(schema),
-          clock: systemClock,
-          leases: { acquire: async () => false, release: async () => {} },
-          log,
-          counters: new Counters(),
-          serverUserId: accounts.serverUserId,
-          deadlineMs: ctx.config.serverUser.dispatchDeadlineMs,
-          send: () => Promise.reject(new Error('not a server')),
-        });
-        const url = opts['metrics-url'] ?? defaultMetricsUrl(ctx.config);
-        const counts = url === null ? null : await scrapeDispatchCounts(url, log);
-        const modules = dispatcher.modules.map((m) => ({
-          name: m.name,
-          event_types: m.eventTypes.map((type) => ({ type, ...(counts === null ? {} : { counts: counts.get(type) ?? {} }) })),
-        }));
-        print({ metrics_url: url, counters_available: counts !== null, modules }, () => {
-          const lines = modules.map((m) => `${m.name}\n${m.event_types.map((t) => `  ${t.type}${t.counts === undefined ? '' : `  ${formatCounts(t.counts)}`}`).join('\n')}`);
-          const note = counts === null ? `\n(dispatch counters unavailable: ${url === null ? 'metrics are disabled' : `no answer from ${url}`})\n` : '';
-          return `${lines.join('\n')}\n${note}`;
-        });
-        return 0;
-      }
       case 'queues': {
-        arity(0);
         const [total, largest, federation, appservices] = await Promise.all([ops.deviceQueueTotal(), ops.largestDeviceQueues(5), ops.federationQueues(), ops.appserviceQueues()]);
         print(
           {
@@ -190,14 +142,8 @@ export async function runAdmin(argv: readonly string[], ctx: AdminContext): Prom
         );
         return 0;
       }
-      default:
-        throw new UsageError(`unknown command: ${command}`);
     }
   } catch (e) {
-    if (e instanceof UsageError) {
-      ctx.err(`${e.message}\n\n${USAGE}`);
-      return 2;
-    }
     if (e instanceof AdminFailure || e instanceof MatrixError) {
       ctx.err(`${command}: ${e.message}\n`);
       return 1;
@@ -218,46 +164,6 @@ function readStdin(): Promise<string> {
     process.stdin.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     process.stdin.on('error', reject);
   });
-}
-
-function defaultMetricsUrl(config: Config): string | null {
-  if (!config.metrics.enabled) return null;
-  const host = config.metrics.host === '0.0.0.0' ? '127.0.0.1' : config.metrics.host === '::' ? '[::1]' : config.metrics.host.includes(':') ? `[${config.metrics.host}]` : config.metrics.host;
-  return `http://${host}:${config.metrics.port}/metrics`;
-}
-
-/**
- * Dispatch counters live in the running server's memory: read them from its metrics listener.
- * type → outcome → count; null when the server does not answer.
- */
-async function scrapeDispatchCounts(url: string, log: Logger): Promise<Map<string, Record<string, number>> | null> {
-  let text: string;
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(3_000) });
-    if (!res.ok) return null;
-    text = await res.text();
-  } catch (e) {
-    log.debug('metrics scrape failed', { url, err: String(e) });
-    return null;
-  }
-  const counts = new Map<string, Record<string, number>>();
-  for (const line of text.split('\n')) {
-    if (!line.startsWith('server_user_dispatch_total{')) continue;
-    const labels = Object.fromEntries([...line.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], (m[2] ?? '').replace(/\\(.)/g, (_, ch: string) => (ch === 'n' ? '\n' : ch))]));
-    const value = Number(line.slice(line.lastIndexOf(' ') + 1));
-    const type = labels.type;
-    const outcome = labels.outcome;
-    if (type === undefined || outcome === undefined || !Number.isFinite(value)) continue;
-    const byOutcome = counts.get(type) ?? {};
-    byOutcome[outcome] = value;
-    counts.set(type, byOutcome);
-  }
-  return counts;
-}
-
-function formatCounts(counts: Record<string, number>): string {
-  const entries = Object.entries(counts);
-  return entries.length === 0 ? 'no messages yet' : entries.map(([k, n]) => `${k}=${n}`).join(' ');
 }
 
 function queueJson(q: QueueState) {

@@ -1,158 +1,18 @@
 import { readFileSync } from 'node:fs';
 import * as v from 'valibot';
 import { parse as parseYaml } from 'yaml';
-import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../logger.ts';
-import { isValidServerName } from '../shared/user-id.ts';
+import type { LogFormat, LogLevel } from '../logger.ts';
+import { coerceEnv, ENV_VARS, setPath } from './env-vars.ts';
+import { ConfigFileSchema } from './schema.ts';
+
+// Where they were first defined; the README check and tests import them from here.
+export { ENV_VARS } from './env-vars.ts';
+export { ConfigFileSchema } from './schema.ts';
 
 /**
  * Server configuration: defaults, then an optional YAML file, then environment variables.
  * Validated once at start and frozen; a bad config is reported with every problem at once.
  */
-
-const intInRange = (min: number, max: number) =>
-  v.pipe(v.number('must be a number'), v.integer('must be an integer'), v.minValue(min), v.maxValue(max));
-
-/** The YAML file's shape, with each setting's default (exported for the docs/configuration.md check). */
-export const ConfigFileSchema = v.strictObject({
-  server_name: v.optional(
-    v.pipe(v.string(), v.check(isValidServerName, 'must be a valid Matrix server name (host[:port])')),
-    'localhost:8008',
-  ),
-  listen: v.optional(
-    v.strictObject({
-      host: v.optional(v.pipe(v.string(), v.minLength(1)), '127.0.0.1'),
-      port: v.optional(intInRange(0, 65535), 8008),
-    }),
-    {},
-  ),
-  database: v.optional(
-    v.strictObject({
-      // A PostgreSQL URL; when absent the embedded PGlite database in data_dir is used.
-      url: v.optional(v.pipe(v.string(), v.regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'))),
-      data_dir: v.optional(v.pipe(v.string(), v.minLength(1)), './data/pglite'),
-      // PGlite: fsync every commit, so that what was acknowledged survives an OS crash (see pglite-durable.ts).
-      pglite_fsync: v.optional(v.boolean('must be true or false'), true),
-      pool_size: v.optional(intInRange(1, 1000), 10),
-      // Off for poolers that cannot keep a session's prepared statements (PgBouncer before 1.21 in transaction mode).
-      prepared_statements: v.optional(v.boolean('must be true or false'), true),
-    }),
-    {},
-  ),
-  registration: v.optional(
-    v.strictObject({
-      // Default: open only when listening on loopback (decided after parsing).
-      enabled: v.optional(v.boolean('must be true or false')),
-    }),
-    {},
-  ),
-  limits: v.optional(
-    v.strictObject({
-      sync_to_device_limit: v.optional(intInRange(1, 10_000), 100),
-      max_request_bytes: v.optional(intInRange(1024, 1024 * 1024 * 1024), 10 * 1024 * 1024),
-      max_sync_timeout_ms: v.optional(intInRange(0, 3_600_000), 300_000),
-      txn_retention_hours: v.optional(intInRange(24, 24 * 365), 24),
-      // Oldest messages beyond this many per device are dropped by maintenance (counted).
-      device_queue_max: v.optional(intInRange(1, 100_000_000), 100_000),
-      // Undelivered messages older than this are dropped by maintenance; 0 keeps them forever.
-      to_device_ttl_hours: v.optional(intInRange(0, 24 * 3650), 0),
-      maintenance_interval_s: v.optional(intInRange(1, 24 * 3600), 600),
-    }),
-    {},
-  ),
-  // Handler modules to load, in order. Absent means the three that ship, so that `npm start`
-  // serves every example; franking without moderators until the operator names some.
-  handlers: v.optional(
-    v.array(
-      v.strictObject({
-        module: v.pipe(v.string(), v.minLength(1)),
-        config: v.optional(v.unknown()),
-      }),
-    ),
-    [{ module: 'ping' }, { module: 'mls' }, { module: 'franking' }],
-  ),
-  federation: v.optional(
-    v.strictObject({
-      enabled: v.optional(v.boolean(), true),
-      // A second listener for federation, e.g. TLS on 8448 (it serves the whole API).
-      listen: v.optional(
-        v.strictObject({
-          host: v.optional(v.pipe(v.string(), v.minLength(1)), '0.0.0.0'),
-          port: intInRange(0, 65535),
-          tls_cert: v.optional(v.pipe(v.string(), v.minLength(1))),
-          tls_key: v.optional(v.pipe(v.string(), v.minLength(1))),
-        }),
-      ),
-      // PEM file of extra CAs to trust when dialling other servers (e.g. a test Synapse's).
-      ca_file: v.optional(v.pipe(v.string(), v.minLength(1))),
-      // Test/development only: dial other servers over plain HTTP.
-      allow_http: v.optional(v.boolean(), false),
-      // Test/development only: server name → base URL, bypassing server discovery.
-      static_routes: v.optional(v.record(v.string(), v.pipe(v.string(), v.url('must be a URL'))), {}),
-      backoff_initial_ms: v.optional(intInRange(1, 3_600_000), 2_000),
-      backoff_max_ms: v.optional(intInRange(1, 24 * 3_600_000), 3_600_000),
-      inbound_dedupe_days: v.optional(intInRange(7, 365), 7),
-      max_concurrent_destinations: v.optional(intInRange(1, 10_000), 50),
-      destination_queue_max: v.optional(intInRange(1, 100_000_000), 100_000),
-      // How often remote users that local users track, on servers that send no device-list
-      // updates (Synapse without a shared room), are asked for their keys again; 0 never.
-      remote_device_list_poll_s: v.optional(intInRange(0, 7 * 24 * 3600), 300),
-    }),
-    {},
-  ),
-  rate_limits: v.optional(
-    v.strictObject({
-      // Per (user, device); per_second 0 turns the limit off. Appservices with
-      // `rate_limited: false` in their registration are exempt.
-      send_to_device: v.optional(
-        v.strictObject({
-          per_second: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1_000_000)), 100),
-          burst_count: v.optional(intInRange(1, 1_000_000), 500),
-        }),
-        {},
-      ),
-      // Per user: each claim uses up another user's one-time keys, so a client that claims in a
-      // loop would drain them all. per_second 0 turns the limit off.
-      keys_claim: v.optional(
-        v.strictObject({
-          per_second: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1_000_000)), 10),
-          burst_count: v.optional(intInRange(1, 1_000_000), 100),
-        }),
-        {},
-      ),
-    }),
-    {},
-  ),
-  // Paths of appservice registration files (YAML).
-  appservices: v.optional(v.array(v.pipe(v.string(), v.minLength(1))), []),
-  server_user: v.optional(
-    v.strictObject({
-      // How long a sender's request waits for its server-user messages to be handled.
-      dispatch_deadline_ms: v.optional(intInRange(0, 600_000), 5000),
-      // How long a handler module's setup may take at start before the start fails.
-      setup_deadline_ms: v.optional(intInRange(1, 600_000), 30_000),
-      // How long shutdown waits for a module's in-flight handlers, and then for its stop.
-      stop_deadline_ms: v.optional(intInRange(1, 600_000), 10_000),
-    }),
-    {},
-  ),
-  // Prometheus metrics on a listener of their own, loopback by default: they name users.
-  metrics: v.optional(
-    v.strictObject({
-      enabled: v.optional(v.boolean('must be true or false'), true),
-      host: v.optional(v.pipe(v.string(), v.minLength(1)), '127.0.0.1'),
-      port: v.optional(intInRange(0, 65535), 9464),
-    }),
-    {},
-  ),
-  log: v.optional(
-    v.strictObject({
-      level: v.optional(v.picklist(LOG_LEVELS, `must be one of ${LOG_LEVELS.join(', ')}`), 'info'),
-      // Default: pretty on a terminal, json otherwise (decided at start, see main.ts).
-      format: v.optional(v.picklist(LOG_FORMATS, `must be one of ${LOG_FORMATS.join(', ')}`)),
-    }),
-    {},
-  ),
-});
 
 export type ConfigFile = v.InferOutput<typeof ConfigFileSchema>;
 
@@ -161,7 +21,7 @@ export interface Config {
   readonly listen: { readonly host: string; readonly port: number };
   readonly database:
     | { readonly kind: 'postgres'; readonly url: string; readonly poolSize: number; readonly preparedStatements: boolean }
-    | { readonly kind: 'pglite'; readonly dataDir: string | null; readonly fsync: boolean };
+    | { readonly kind: 'pglite'; readonly dataDir: string | null; readonly fsync: boolean; readonly sharedBuffersMb: number };
   readonly registrationEnabled: boolean;
   readonly limits: {
     readonly syncToDeviceLimit: number;
@@ -211,82 +71,6 @@ export class ConfigError extends Error {
   }
 }
 
-type EnvKind = 'string' | 'number' | 'boolean';
-
-/**
- * Every environment variable, where it lands in the config file's shape, and the type it holds.
- * One table for all of them: the configuration reference, docs/configuration.md, is checked against it
- * (test/config.test.ts), so a variable cannot exist undocumented. Lists and maps (handlers,
- * appservices, federation.static_routes) are set in the YAML file only.
- */
-export const ENV_VARS = {
-  SERVER_NAME: { path: ['server_name'], kind: 'string' },
-  LISTEN_HOST: { path: ['listen', 'host'], kind: 'string' },
-  LISTEN_PORT: { path: ['listen', 'port'], kind: 'number' },
-  DATABASE_URL: { path: ['database', 'url'], kind: 'string' },
-  DATA_DIR: { path: ['database', 'data_dir'], kind: 'string' },
-  PGLITE_FSYNC: { path: ['database', 'pglite_fsync'], kind: 'boolean' },
-  DATABASE_POOL_SIZE: { path: ['database', 'pool_size'], kind: 'number' },
-  DATABASE_PREPARED_STATEMENTS: { path: ['database', 'prepared_statements'], kind: 'boolean' },
-  ENABLE_REGISTRATION: { path: ['registration', 'enabled'], kind: 'boolean' },
-  SYNC_TO_DEVICE_LIMIT: { path: ['limits', 'sync_to_device_limit'], kind: 'number' },
-  MAX_REQUEST_BYTES: { path: ['limits', 'max_request_bytes'], kind: 'number' },
-  MAX_SYNC_TIMEOUT_MS: { path: ['limits', 'max_sync_timeout_ms'], kind: 'number' },
-  TXN_RETENTION_HOURS: { path: ['limits', 'txn_retention_hours'], kind: 'number' },
-  DEVICE_QUEUE_MAX: { path: ['limits', 'device_queue_max'], kind: 'number' },
-  TO_DEVICE_TTL_HOURS: { path: ['limits', 'to_device_ttl_hours'], kind: 'number' },
-  MAINTENANCE_INTERVAL_S: { path: ['limits', 'maintenance_interval_s'], kind: 'number' },
-  RATE_LIMIT_SEND_TO_DEVICE_PER_SECOND: { path: ['rate_limits', 'send_to_device', 'per_second'], kind: 'number' },
-  RATE_LIMIT_SEND_TO_DEVICE_BURST: { path: ['rate_limits', 'send_to_device', 'burst_count'], kind: 'number' },
-  RATE_LIMIT_KEYS_CLAIM_PER_SECOND: { path: ['rate_limits', 'keys_claim', 'per_second'], kind: 'number' },
-  RATE_LIMIT_KEYS_CLAIM_BURST: { path: ['rate_limits', 'keys_claim', 'burst_count'], kind: 'number' },
-  SERVER_USER_DISPATCH_DEADLINE_MS: { path: ['server_user', 'dispatch_deadline_ms'], kind: 'number' },
-  SERVER_USER_SETUP_DEADLINE_MS: { path: ['server_user', 'setup_deadline_ms'], kind: 'number' },
-  SERVER_USER_STOP_DEADLINE_MS: { path: ['server_user', 'stop_deadline_ms'], kind: 'number' },
-  FEDERATION_ENABLED: { path: ['federation', 'enabled'], kind: 'boolean' },
-  FEDERATION_LISTEN_HOST: { path: ['federation', 'listen', 'host'], kind: 'string' },
-  FEDERATION_LISTEN_PORT: { path: ['federation', 'listen', 'port'], kind: 'number' },
-  FEDERATION_TLS_CERT: { path: ['federation', 'listen', 'tls_cert'], kind: 'string' },
-  FEDERATION_TLS_KEY: { path: ['federation', 'listen', 'tls_key'], kind: 'string' },
-  FEDERATION_CA_FILE: { path: ['federation', 'ca_file'], kind: 'string' },
-  FEDERATION_ALLOW_HTTP: { path: ['federation', 'allow_http'], kind: 'boolean' },
-  FEDERATION_BACKOFF_INITIAL_MS: { path: ['federation', 'backoff_initial_ms'], kind: 'number' },
-  FEDERATION_BACKOFF_MAX_MS: { path: ['federation', 'backoff_max_ms'], kind: 'number' },
-  FEDERATION_INBOUND_DEDUPE_DAYS: { path: ['federation', 'inbound_dedupe_days'], kind: 'number' },
-  FEDERATION_MAX_CONCURRENT_DESTINATIONS: { path: ['federation', 'max_concurrent_destinations'], kind: 'number' },
-  FEDERATION_DESTINATION_QUEUE_MAX: { path: ['federation', 'destination_queue_max'], kind: 'number' },
-  FEDERATION_REMOTE_DEVICE_LIST_POLL_S: { path: ['federation', 'remote_device_list_poll_s'], kind: 'number' },
-  METRICS_ENABLED: { path: ['metrics', 'enabled'], kind: 'boolean' },
-  METRICS_HOST: { path: ['metrics', 'host'], kind: 'string' },
-  METRICS_PORT: { path: ['metrics', 'port'], kind: 'number' },
-  LOG_LEVEL: { path: ['log', 'level'], kind: 'string' },
-  LOG_FORMAT: { path: ['log', 'format'], kind: 'string' },
-} as const satisfies Record<string, { path: readonly string[]; kind: EnvKind }>;
-
-/**
- * Converts by the target's type, so a string setting that looks like a number (DATA_DIR=2024)
- * stays a string. A value that does not convert is passed on as is and the schema reports it.
- */
-function coerceEnv(raw: string, kind: EnvKind): unknown {
-  const trimmed = raw.trim();
-  if (kind === 'number') return /^-?\d+(\.\d+)?$/.test(trimmed) ? Number(trimmed) : raw;
-  if (kind === 'boolean') {
-    if (/^(true|yes|on|1)$/i.test(trimmed)) return true;
-    if (/^(false|no|off|0)$/i.test(trimmed)) return false;
-  }
-  return raw;
-}
-
-function setPath(target: Record<string, unknown>, path: readonly string[], value: unknown): void {
-  let node = target;
-  for (const key of path.slice(0, -1)) {
-    const next = node[key];
-    if (typeof next !== 'object' || next === null || Array.isArray(next)) node[key] = {};
-    node = node[key] as Record<string, unknown>;
-  }
-  node[path[path.length - 1] as string] = value;
-}
-
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\./.test(host);
 }
@@ -306,7 +90,8 @@ export function parseConfig(raw: unknown): Config {
   const parsed = v.safeParse(ConfigFileSchema, raw ?? {});
   if (!parsed.success) {
     const handlers = v.safeParse(ConfigFileSchema.entries.handlers, (raw as { handlers?: unknown } | null)?.handlers);
-    throw new ConfigError(parsed.issues.map(describeIssue), handlers.success ? handlers.output : undefined);
+    // A value can fail several checks of one setting (99999.5: integer, and range) with one message.
+    throw new ConfigError([...new Set(parsed.issues.map(describeIssue))], handlers.success ? handlers.output : undefined);
   }
   const c = parsed.output;
   const listen = c.federation.listen;
@@ -319,7 +104,7 @@ export function parseConfig(raw: unknown): Config {
     database:
       c.database.url !== undefined
         ? { kind: 'postgres', url: c.database.url, poolSize: c.database.pool_size, preparedStatements: c.database.prepared_statements }
-        : { kind: 'pglite', dataDir: c.database.data_dir, fsync: c.database.pglite_fsync },
+        : { kind: 'pglite', dataDir: c.database.data_dir, fsync: c.database.pglite_fsync, sharedBuffersMb: c.database.pglite_shared_buffers_mb },
     registrationEnabled: c.registration.enabled ?? isLoopback(c.listen.host),
     limits: {
       syncToDeviceLimit: c.limits.sync_to_device_limit,

@@ -4,6 +4,8 @@
  *   f2 <port> <url>      the same plus one postgres.js INSERT per request into a one-index table
  *   f3 <port> <dataDir>  the same plus one PGlite INSERT per request (same table), PGlite opened
  *                        as the product's default opens it (durable: fsync on every commit)
+ *   f4 <port> <dataDir>  f1 plus a bare PGlite, `new PGlite(dataDir)` with PGlite's default options,
+ *                        on a fresh directory: the memory floor of the product on PGlite (M1)
  * f1 also parks `GET /park` requests until `POST /release` (the floor for S5's memory).
  * The route has the shape of sendToDevice (two path parameters, a Bearer header is sent but
  * not checked), the body is read as text and parsed as JSON like the product does.
@@ -18,8 +20,8 @@ import postgres from 'postgres';
 import { pgliteOptions } from '../../src/storage/drivers/pglite-durable.ts';
 
 const [mode, portArg, target] = process.argv.slice(2);
-if ((mode !== 'f1' && mode !== 'f2' && mode !== 'f3') || portArg === undefined || (mode !== 'f1' && target === undefined)) {
-  console.error('usage: floor-server.ts f1 <port> | f2 <port> <postgres url> | f3 <port> <pglite data dir>');
+if ((mode !== 'f1' && mode !== 'f2' && mode !== 'f3' && mode !== 'f4') || portArg === undefined || (mode !== 'f1' && target === undefined)) {
+  console.error('usage: floor-server.ts f1 <port> | f2 <port> <postgres url> | f3 <port> <pglite data dir> | f4 <port> <pglite data dir>');
   process.exit(2);
 }
 
@@ -45,6 +47,12 @@ if (mode === 'f2') {
   insert = async (txnId, body) => {
     await pg.query('insert into floor_messages (txn_id, body) values ($1, $2)', [txnId, body]);
   };
+  close = () => pg.close();
+} else if (mode === 'f4') {
+  // Nothing of the product's: what a newcomer gets from PGlite's README, opened and left idle.
+  mkdirSync(target!, { recursive: true });
+  const pg = new PGlite(target!);
+  await pg.waitReady;
   close = () => pg.close();
 }
 

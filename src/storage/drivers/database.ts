@@ -48,6 +48,8 @@ export type DatabaseOptions =
       dataDir: string | null;
       /** Default true: every commit is on disk before it is acknowledged (see pglite-durable.ts). */
       fsync?: boolean;
+      /** PostgreSQL's shared_buffers in MB; default 128, PostgreSQL's own (see pglite-durable.ts). */
+      sharedBuffersMb?: number;
       /** In memory only: start from this dump (dumpDataDir) instead of an empty cluster; the test kit's template. */
       loadDataDir?: Blob;
     };
@@ -59,17 +61,19 @@ const MIGRATION_LOCK = 4246_0001;
 export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
   if (opts.kind === 'pglite') {
     // Loaded only when used: a server on PostgreSQL has no use for PGlite's code (~2 MB resident).
-    const [{ PGlite }, { drizzle: drizzlePglite }, { migrate: migratePglite }, { pgliteOptions }] = await Promise.all([
+    const [{ PGlite }, { drizzle: drizzlePglite }, { migrate: migratePglite }, { pgliteOptions }, { initDataDirApart }] = await Promise.all([
       import('@electric-sql/pglite'),
       import('drizzle-orm/pglite'),
       import('drizzle-orm/pglite/migrator'),
       import('./pglite-durable.ts'),
+      import('./pglite-init.ts'),
     ]);
     if (opts.dataDir !== null) mkdirSync(opts.dataDir, { recursive: true });
     // Before PGlite touches the directory: a second process must not even start recovery on it.
     const lock = opts.dataDir === null ? null : lockDataDir(opts.dataDir);
     try {
-      const raw = opts.dataDir === null ? new PGlite(opts.loadDataDir === undefined ? {} : { loadDataDir: opts.loadDataDir }) : new PGlite(pgliteOptions(opts.dataDir, opts.fsync ?? true));
+      if (opts.dataDir !== null) await initDataDirApart(opts.dataDir);
+      const raw = opts.dataDir === null ? new PGlite(opts.loadDataDir === undefined ? {} : { loadDataDir: opts.loadDataDir }) : new PGlite(pgliteOptions(opts.dataDir, opts.fsync ?? true, opts.sharedBuffersMb ?? 128));
       await raw.waitReady;
       installRawTextParsers(raw);
       const client = withPglitePrepared(raw);
