@@ -19,9 +19,8 @@ export class RateLimiter {
   }
 
   /** Takes one token; returns 0 when allowed, else how long to wait in milliseconds. */
-  take(key: string): number {
+  take(key: string, now = this.clock.now()): number {
     if (!this.enabled) return 0;
-    const now = this.clock.now();
     const bucket = this.buckets.get(key) ?? { tokens: this.burstCount, at: now };
     bucket.tokens = Math.min(this.burstCount, bucket.tokens + ((now - bucket.at) / 1000) * this.perSecond);
     bucket.at = now;
