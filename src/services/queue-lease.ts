@@ -28,7 +28,7 @@ const shuttingDown = new Map<string, 'stopping' | 'released'>();
 export function queueLease(db: Db, namespace: string, holder: string, clock: Clock, retryMs = 1_000) {
   const store = new QueueLeaseStore(db);
   return {
-    // Expiry on the injected clock: a test moves it past LEASE_TTL_MS instead of waiting 45 s.
+    // Expiry on the injected clock, the one the runner times its lease retries and renewals with.
     acquire: async (key: string) => shuttingDown.get(holder) === undefined && store.acquire(`${namespace}:${key}`, holder, LEASE_TTL_MS, clock.now()),
     release: async (key: string) => {
       if (shuttingDown.get(holder) !== 'released') await store.release(`${namespace}:${key}`, holder);
