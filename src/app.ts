@@ -47,6 +47,7 @@ import { KeyAlgorithms } from './services/key-algorithms.ts';
 import { ModuleLifecycle } from './server-user/module-lifecycle.ts';
 import { moduleRoutes } from './server-user/module-routes.ts';
 import { systemClock } from './server-user/system-clock.ts';
+import type { Clock } from './sdk/clock.ts';
 import { CountingNotifier } from './metrics/counting-notifier.ts';
 import { CountingToDeviceSync } from './metrics/counting-sync.ts';
 import { ServerMetrics } from './metrics/server-metrics.ts';
@@ -70,6 +71,8 @@ export interface AppDeps {
   federationCa?: string;
   /** Appservice registrations (loadAppserviceRegistrations); none when absent. */
   appservices?: AppserviceRegistry;
+  /** Time for rate limits, backoffs, leases, maintenance, the dispatch deadline and modules; a test passes a TestClock. */
+  clock?: Clock;
 }
 
 export interface Federation {
@@ -111,6 +114,7 @@ export interface App {
 export function createApp(deps: AppDeps): App {
   const { config, database } = deps;
   const log = deps.log ?? createLogger('silent');
+  const clock = deps.clock ?? systemClock;
   const counters = new Counters();
   const notifier = new CountingNotifier(counters);
   const serverUserId = `@:${config.serverName}`;
@@ -124,6 +128,7 @@ export function createApp(deps: AppDeps): App {
     counters,
     instanceId,
     backoff: config.federation.backoff,
+    clock,
     client: new TimedAppserviceClient(counters),
   });
   const toDevice: ToDeviceService = new ToDeviceService({
@@ -159,7 +164,8 @@ export function createApp(deps: AppDeps): App {
   const dispatcher: ServerUserDispatcher = new ServerUserDispatcher({
     handlers: deps.handlers ?? [],
     dbFor: (schema) => database.withSchema(schema),
-    clock: systemClock,
+    clock,
+    deadlineClock: clock,
     leases: taskLeases(database.db, instanceId),
     log,
     counters,
@@ -189,11 +195,11 @@ export function createApp(deps: AppDeps): App {
     toDeviceSync: new CountingToDeviceSync(database.db, notifier, counters),
     filters: new FiltersService(database.db),
     appservices,
-    sendToDeviceLimiter: new RateLimiter(config.rateLimits.sendToDevice.perSecond, config.rateLimits.sendToDevice.burstCount),
+    sendToDeviceLimiter: new RateLimiter(config.rateLimits.sendToDevice.perSecond, config.rateLimits.sendToDevice.burstCount, clock),
     keys,
     deviceLists,
     dehydratedDevices: new DehydratedDevices(database.db, accounts, keys),
-    keysClaimLimiter: new RateLimiter(config.rateLimits.keysClaim.perSecond, config.rateLimits.keysClaim.burstCount),
+    keysClaimLimiter: new RateLimiter(config.rateLimits.keysClaim.perSecond, config.rateLimits.keysClaim.burstCount, clock),
   };
 
   let stopping = false;
@@ -249,7 +255,7 @@ export function createApp(deps: AppDeps): App {
     dispatcher,
     federation,
     appserviceSender,
-    maintenance: new Maintenance(database.db, config, log, counters),
+    maintenance: new Maintenance(database.db, config, log, counters, clock),
     async start() {
       await modules.start();
       await wakeups?.start();
@@ -297,7 +303,7 @@ function buildFederation(deps: AppDeps, signingKey: SigningKey, log: Logger, cou
   // waiting for its origin's key never queues behind transactions to slow destinations.
   lookups = new FederationClient({ ...clientOptions, timeoutMs: KEY_FETCH_DEADLINE_MS });
   const receiverOrder = new ReceiverOrder(lookups);
-  const sender = new FederationSender({ serverName: config.serverName, db: database.db, client, receiverOrder, log, counters, instanceId, backoff: fed.backoff, maxConcurrent: fed.maxConcurrentDestinations });
+  const sender = new FederationSender({ serverName: config.serverName, db: database.db, client, receiverOrder, log, counters, instanceId, backoff: fed.backoff, maxConcurrent: fed.maxConcurrentDestinations, clock: deps.clock ?? systemClock });
   const keysClient = new FederationClient({ ...clientOptions, timeoutMs: 60_000 });
   const deviceKeys = new FederatedKeys({ db: database.db, client: keysClient, deviceLists, log: log.child({ component: 'federated-keys' }) });
   return { sender, client, lookups, keys: new RemoteKeys(new FederationKeysStore(database.db), lookups), deviceKeys, keysClient };

@@ -216,7 +216,8 @@ describe('npm run admin (a real process)', () => {
     } else {
       env.DATABASE_URL = pg.url;
     }
-    const run = (...args: string[]) => spawnSync('npx', ['tsx', 'src/admin/cli.ts', ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
+    // The tsx that `npm run admin` runs, without npx resolving it anew for each run.
+    const run = (...args: string[]) => spawnSync(join(ROOT, 'node_modules/.bin/tsx'), ['src/admin/cli.ts', ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
     const created = run('create-user', 'zoe', '--password', 'pw', '--json');
     expect(created.stderr.split('\n').filter((l) => l.trim() !== '' && !l.startsWith('npm warn'))).toEqual([]);
     expect(created.status).toBe(0);

@@ -2,7 +2,8 @@ import * as v from 'valibot';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defineHandler, ModuleError, SDK_VERSION, type HandlerModule } from '../src/sdk/index.ts';
 import { HandlerLoadError } from '../src/server-user/module-checks.ts';
-import { openDatabase, type Database } from '../src/storage/drivers/database.ts';
+import type { Database } from '../src/storage/drivers/database.ts';
+import { openPgliteInMemory } from './support/test-database.ts';
 import { testModule, type ModuleTester } from '../src/testing/index.ts';
 import { TestClient } from './support/client.ts';
 import { startTestApp, type TestApp } from './support/test-app.ts';
@@ -157,7 +158,7 @@ describe('ctx.clock and ctx.periodic', () => {
   const start = Date.UTC(2027, 0, 1);
 
   it('runs a deployment task on exactly one of two processes, and on the other once the first stops', async () => {
-    const database: Database = await openDatabase({ kind: 'pglite', dataDir: null });
+    const database: Database = await openPgliteInMemory();
     closers.push(() => database.close());
     const runs: string[] = [];
     const module = ticker(runs);

@@ -12,7 +12,7 @@ import { openDatabase, type Database } from '../src/storage/drivers/database.ts'
 import { testModule } from '../src/testing/index.ts';
 import ping from '../handlers/ping/index.ts';
 import mls from '../handlers/mls/index.ts';
-import { createPostgresDatabaseUrl } from './support/test-database.ts';
+import { createPostgresDatabaseUrl, openPgliteInMemory } from './support/test-database.ts';
 
 /** The core's migrations, as drizzle-kit's journal lists them. */
 const coreMigrations = (JSON.parse(readFileSync(new URL('../drizzle/meta/_journal.json', import.meta.url), 'utf8')) as { entries: unknown[] }).entries.length;
@@ -119,7 +119,7 @@ describe('module lifecycle', () => {
           },
         },
       });
-    const database = await openDatabase({ kind: 'pglite', dataDir: null });
+    const database = await openPgliteInMemory();
     // The first sets up slowest: the second must still wait for it.
     const built = createApp({ config: parseConfig({ server_name: 'sdk.test' }), database, handlers: [make('a', 50), make('b', 0), make('c', 10)].map((module) => ({ module })) });
     await built.start();
@@ -150,7 +150,7 @@ describe('module lifecycle', () => {
       },
       events: {},
     });
-    const database = await openDatabase({ kind: 'pglite', dataDir: null });
+    const database = await openPgliteInMemory();
     const built = createApp({ config: parseConfig({ server_name: 'sdk.test' }), database, handlers: [{ module: ok }, { module: broken }] });
     await expect(built.start()).rejects.toThrow('handler module "broken" failed to start: no key file');
     expect(calls).toEqual(['stop ok']);

@@ -124,7 +124,7 @@ describe.skipIf(!usingPostgres())('several processes on one PostgreSQL', () => {
     const u = await TestClient.register(a.app.app, 'orphaned');
     // A dead process's lease: never renewed, expiring in 1.5 s.
     const started = Date.now();
-    await new QueueLeaseStore(a.database.db).acquire('federation:peer.test', 'dead-process', 1_500);
+    await new QueueLeaseStore(a.database.db).acquire('federation:peer.test', 'dead-process', 1_500, Date.now());
     const before = received.length;
     await u.sendToDevice('m.orphan', { '@remote:peer.test': { X: { n: 999 } } });
     const deadline = Date.now() + 15_000;

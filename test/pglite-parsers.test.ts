@@ -2,7 +2,8 @@ import { PGlite } from '@electric-sql/pglite';
 import { sql } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/pglite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase, type Database } from '../src/storage/drivers/database.ts';
+import type { Database } from '../src/storage/drivers/database.ts';
+import { openPgliteInMemory } from './support/test-database.ts';
 import { withoutRedundantParsers } from '../src/storage/drivers/pglite-parsers.ts';
 import { queryRows } from '../src/shared/query-rows.ts';
 
@@ -13,7 +14,7 @@ describe('PGlite parsers', () => {
   let plain: PGlite;
 
   beforeAll(async () => {
-    d = await openDatabase({ kind: 'pglite', dataDir: null });
+    d = await openPgliteInMemory();
     plain = new PGlite();
     await plain.waitReady;
   });

@@ -1,6 +1,7 @@
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openDatabase, type Database } from '../src/storage/drivers/database.ts';
+import type { Database } from '../src/storage/drivers/database.ts';
+import { openPgliteInMemory } from './support/test-database.ts';
 import { queryRows } from '../src/shared/query-rows.ts';
 import { devices, users } from '../src/storage/schema.ts';
 
@@ -10,7 +11,7 @@ describe('prepared statements on PGlite', () => {
   let d: Database;
 
   beforeAll(async () => {
-    d = await openDatabase({ kind: 'pglite', dataDir: null });
+    d = await openPgliteInMemory();
   });
 
   afterAll(async () => {

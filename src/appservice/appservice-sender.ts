@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logger.ts';
+import type { Clock } from '../sdk/clock.ts';
 import type { Counters } from '../metrics/counters.ts';
 import { queueLease } from '../runtime/queue-lease.ts';
 import { RetryingRunner } from '../runtime/retrying-runner.ts';
+import { systemClock } from '../server-user/system-clock.ts';
 import { AppserviceQueueStore } from '../storage/appservice-queue-store.ts';
 import type { Db } from '../storage/drivers/database.ts';
 import { AppserviceClient } from './appservice-client.ts';
@@ -25,6 +27,8 @@ export interface AppserviceSenderOptions {
   /** Holder name for this instance's queue leases. */
   instanceId: string;
   backoff: { initialMs: number; maxMs: number };
+  /** Times backoffs and queue leases; the system clock by default. */
+  clock?: Clock;
   /** The HTTP transport; app.ts passes a timed one. */
   client?: AppserviceClient;
 }
@@ -53,7 +57,8 @@ export class AppserviceSender {
       // Appservices are few and configured; this only bounds a misconfiguration.
       maxConcurrent: 16,
       log: opts.log.child({ component: 'appservice-sender' }),
-      lease: queueLease(opts.db, 'appservice', opts.instanceId),
+      lease: queueLease(opts.db, 'appservice', opts.instanceId, opts.clock ?? systemClock),
+      clock: opts.clock ?? systemClock,
       onFailure: (id) => opts.counters.inc('appservice_send_failures_total', { appservice: id }),
     });
   }

@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logger.ts';
+import type { Clock } from '../sdk/clock.ts';
 import type { Counters } from '../metrics/counters.ts';
 import type { Db } from '../storage/drivers/database.ts';
 import { queueLease } from '../runtime/queue-lease.ts';
 import { RetryingRunner } from '../runtime/retrying-runner.ts';
+import { systemClock } from '../server-user/system-clock.ts';
 import { FederationOutboxStore, type PendingTxn } from '../storage/federation-outbox-store.ts';
 import { packEdus } from './edu-packer.ts';
 import type { FederationClient } from './federation-client.ts';
@@ -20,6 +22,8 @@ export interface SenderOptions {
   /** Holder name for this instance's queue leases. */
   instanceId: string;
   backoff: { initialMs: number; maxMs: number };
+  /** Times backoffs and queue leases; the system clock by default. */
+  clock?: Clock;
   /** Destinations sent to at once. */
   maxConcurrent: number;
 }
@@ -47,7 +51,8 @@ export class FederationSender {
       backoff: opts.backoff,
       maxConcurrent: opts.maxConcurrent,
       log: opts.log.child({ component: 'federation-sender' }),
-      lease: queueLease(opts.db, 'federation', opts.instanceId),
+      lease: queueLease(opts.db, 'federation', opts.instanceId, opts.clock ?? systemClock),
+      clock: opts.clock ?? systemClock,
       onFailure: (destination) => opts.counters.inc('federation_send_failures_total', { destination }),
     });
   }

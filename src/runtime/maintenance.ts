@@ -1,5 +1,7 @@
 import type { Config } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
+import type { Clock } from '../sdk/clock.ts';
+import { systemClock } from '../server-user/system-clock.ts';
 import type { Db } from '../storage/drivers/database.ts';
 import { DeviceInboxStore } from '../storage/device-inbox-store.ts';
 import { FederationInboundStore } from '../storage/federation-inbound-store.ts';
@@ -13,16 +15,19 @@ const HOUR = 60 * 60 * 1000;
 
 /** Periodic clean-up of rows whose purpose has expired. */
 export class Maintenance {
-  private timer: NodeJS.Timeout | null = null;
+  private cancel: (() => void) | null = null;
+  private stopped = false;
+  private running: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly db: Db,
     private readonly config: Config,
     private readonly log: Logger,
     private readonly counters: Counters,
+    private readonly clock: Clock = systemClock,
   ) {}
 
-  async runOnce(now = Date.now()): Promise<{ txnIds: number; inboundEdus: number; queueCap: number; ttl: number; federationQueueCap: number }> {
+  async runOnce(now = this.clock.now()): Promise<{ txnIds: number; inboundEdus: number; queueCap: number; ttl: number; federationQueueCap: number }> {
     const txnIds = await new TxnStore(this.db).deleteOlderThan(now - this.config.limits.txnRetentionHours * HOUR);
     await new UiaStore(this.db).deleteOlderThan(now - HOUR);
     const inboundEdus = await new FederationInboundStore(this.db).deleteOlderThan(now - this.config.federation.inboundDedupeDays * 24 * HOUR);
@@ -39,16 +44,27 @@ export class Maintenance {
     return { txnIds, inboundEdus, queueCap, ttl, federationQueueCap };
   }
 
+  /**
+   * Runs now, then `intervalMs` after each run has finished: a slow run (a large backlog on a
+   * loaded database) is never overlapped by the next.
+   */
   start(intervalMs = this.config.limits.maintenanceIntervalS * 1000): void {
-    const run = () =>
-      this.runOnce().catch((e: unknown) => this.log.warn('maintenance failed', { err: String(e) }));
-    void run();
-    this.timer = setInterval(run, intervalMs);
-    this.timer.unref();
+    this.stopped = false;
+    const run = async (): Promise<void> => {
+      await this.runOnce().catch((e: unknown) => this.log.warn('maintenance failed', { err: String(e) }));
+      if (!this.stopped) this.cancel = this.clock.setTimeout(() => (this.running = run()), intervalMs);
+    };
+    this.running = run();
+  }
+
+  /** Resolves when the run in progress (if any) has finished: for a test that moved the clock. */
+  async idle(): Promise<void> {
+    await this.running;
   }
 
   stop(): void {
-    if (this.timer !== null) clearInterval(this.timer);
-    this.timer = null;
+    this.stopped = true;
+    this.cancel?.();
+    this.cancel = null;
   }
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { Clock } from '../sdk/clock.ts';
 import type { Db } from '../storage/drivers/database.ts';
 import type { TaskLeases } from '../server-user/periodic-tasks.ts';
 import { QueueLeaseStore } from '../storage/queue-lease-store.ts';
@@ -24,10 +25,11 @@ const RENEW_AFTER_MS = 5_000;
 const shuttingDown = new Map<string, 'stopping' | 'released'>();
 
 /** Leases for a RetryingRunner, namespaced so federation and appservice keys cannot collide. */
-export function queueLease(db: Db, namespace: string, holder: string, retryMs = 1_000) {
+export function queueLease(db: Db, namespace: string, holder: string, clock: Clock, retryMs = 1_000) {
   const store = new QueueLeaseStore(db);
   return {
-    acquire: async (key: string) => shuttingDown.get(holder) === undefined && store.acquire(`${namespace}:${key}`, holder, LEASE_TTL_MS),
+    // Expiry on the injected clock, the one the runner times its lease retries and renewals with.
+    acquire: async (key: string) => shuttingDown.get(holder) === undefined && store.acquire(`${namespace}:${key}`, holder, LEASE_TTL_MS, clock.now()),
     release: async (key: string) => {
       if (shuttingDown.get(holder) !== 'released') await store.release(`${namespace}:${key}`, holder);
     },

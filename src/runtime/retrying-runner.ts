@@ -1,4 +1,6 @@
 import type { Logger } from '../logger.ts';
+import type { Clock } from '../sdk/clock.ts';
+import { systemClock } from '../server-user/system-clock.ts';
 
 interface KeyState {
   running: boolean;
@@ -7,7 +9,8 @@ interface KeyState {
   /** A wake-up arrived while running: look again before stopping. */
   again: boolean;
   attempts: number;
-  timer: NodeJS.Timeout | null;
+  /** Cancels the pending retry; null when none is pending. */
+  timer: (() => void) | null;
 }
 
 export interface RetryingRunnerOptions {
@@ -22,6 +25,8 @@ export interface RetryingRunnerOptions {
   /** Keys worked on at once; the others wait their turn in wake-up order. */
   maxConcurrent: number;
   log: Logger;
+  /** Times backoffs and lease renewals; the system clock unless a test drives its own. */
+  clock?: Clock;
   onFailure?(key: string, attempts: number, err: unknown): void;
   /**
    * Several processes: only the holder of a key's lease sends it. A process that finds the
@@ -57,8 +62,11 @@ export class RetryingRunner {
   /** Keys whose lease this runner holds right now. */
   private readonly held = new Set<string>();
   private stopped = false;
+  private readonly clock: Clock;
 
-  constructor(private readonly opts: RetryingRunnerOptions) {}
+  constructor(private readonly opts: RetryingRunnerOptions) {
+    this.clock = opts.clock ?? systemClock;
+  }
 
   /** Keys known to the runner: running, waiting for a slot, or backing off. */
   get size(): number {
@@ -84,7 +92,7 @@ export class RetryingRunner {
   async stop(): Promise<void> {
     this.stopped = true;
     this.ready.clear();
-    for (const state of this.keys.values()) if (state.timer !== null) clearTimeout(state.timer);
+    for (const state of this.keys.values()) state.timer?.();
     const lease = this.opts.lease;
     if (lease === undefined) return;
     await Promise.all([...this.held].map((key) => lease.release(key).catch(() => {})));
@@ -122,7 +130,7 @@ export class RetryingRunner {
       await this.opts.precheck?.(key);
       if (lease !== undefined) {
         held = await lease.acquire(key);
-        acquiredAt = Date.now();
+        acquiredAt = this.clock.now();
         if (held) this.held.add(key);
         if (!held) {
           this.schedule(key, state, lease.retryMs);
@@ -134,12 +142,12 @@ export class RetryingRunner {
         while (!this.stopped && (await this.opts.step(key))) {
           state.attempts = 0;
           // Renew, and notice if the lease was lost (e.g. this process stalled past its expiry).
-          if (lease !== undefined && Date.now() - acquiredAt >= (lease.renewAfterMs ?? 0)) {
+          if (lease !== undefined && this.clock.now() - acquiredAt >= (lease.renewAfterMs ?? 0)) {
             if (!(await lease.acquire(key))) {
               held = false;
               return;
             }
-            acquiredAt = Date.now();
+            acquiredAt = this.clock.now();
           }
         }
       } while (state.again && !this.stopped);
@@ -171,10 +179,9 @@ export class RetryingRunner {
   }
 
   private schedule(key: string, state: KeyState, delayMs: number): void {
-    state.timer = setTimeout(() => {
+    state.timer = this.clock.setTimeout(() => {
       state.timer = null;
       if (!this.stopped) this.enqueue(key, state);
     }, delayMs);
-    state.timer.unref();
   }
 }

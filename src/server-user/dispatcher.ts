@@ -10,6 +10,7 @@ import { checkModules, HandlerLoadError, type HandlerToLoad } from './module-che
 import { ModuleTimers } from './module-timers.ts';
 import { PeriodicTasks, type TaskLeases } from './periodic-tasks.ts';
 import { checkModuleSend } from './send-checks.ts';
+import { systemClock } from './system-clock.ts';
 
 export { HandlerLoadError, type HandlerToLoad } from './module-checks.ts';
 
@@ -46,6 +47,12 @@ export interface DispatcherDeps {
   dbFor: (schema: AnySchema | undefined) => Db<AnySchema>;
   /** The time modules see: the real clock, or the test kit's. */
   clock: Clock;
+  /**
+   * Times the dispatch deadline; the system clock when absent. Apart from `clock` because the
+   * test kit's modules' time stands still until the test moves it, and its deliveries must
+   * still end at the deadline; the server passes one clock for both.
+   */
+  deadlineClock?: Clock;
   /** Leases of `deployment` periodic tasks, held in this process's name. */
   leases: TaskLeases;
   log: Logger;
@@ -214,10 +221,10 @@ export class ServerUserDispatcher implements ServerUserInbox {
       });
     }
     if (pending.length === 0) return outcomes;
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.deps.deadlineMs)));
+    let cancel = noop;
+    const deadline = new Promise<void>((resolve) => (cancel = (this.deps.deadlineClock ?? systemClock).setTimeout(resolve, this.deps.deadlineMs)));
     await Promise.race([Promise.all(pending), deadline]);
-    clearTimeout(timer);
+    cancel();
     for (const markTimeout of timeouts) markTimeout();
     return outcomes;
   }

@@ -15,11 +15,18 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** The real time, for the server; the test kit has a clock of its own (src/testing/test-clock.ts). */
+/**
+ * The real time, for the server (its backoffs, leases, rate limits, maintenance, dispatch
+ * deadline and modules); tests give createApp a TestClock (src/testing/test-clock.ts) instead.
+ */
 export const systemClock: Clock = {
   now: () => Date.now(),
   setTimeout(fn, ms) {
     const timer = setTimeout(fn, ms);
+    // Every timer of the server is cancelled by its stop; none may be what keeps a process
+    // alive (a backoff of minutes would hold a CLI or a test worker open). `sleep` stays
+    // referenced: whoever awaits it wants the process to live until it resolves.
+    timer.unref();
     return () => clearTimeout(timer);
   },
   sleep,

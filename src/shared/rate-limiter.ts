@@ -1,3 +1,6 @@
+import type { Clock } from '../sdk/clock.ts';
+import { systemClock } from '../server-user/system-clock.ts';
+
 /**
  * Token buckets per key (Synapse's `per_second` / `burst_count` model): a key may make
  * `burstCount` requests at once, refilled at `perSecond`. In memory, so per process.
@@ -8,6 +11,7 @@ export class RateLimiter {
   constructor(
     private readonly perSecond: number,
     private readonly burstCount: number,
+    private readonly clock: Clock = systemClock,
   ) {}
 
   get enabled(): boolean {
@@ -15,7 +19,7 @@ export class RateLimiter {
   }
 
   /** Takes one token; returns 0 when allowed, else how long to wait in milliseconds. */
-  take(key: string, now = Date.now()): number {
+  take(key: string, now = this.clock.now()): number {
     if (!this.enabled) return 0;
     const bucket = this.buckets.get(key) ?? { tokens: this.burstCount, at: now };
     bucket.tokens = Math.min(this.burstCount, bucket.tokens + ((now - bucket.at) / 1000) * this.perSecond);

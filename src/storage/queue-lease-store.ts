@@ -6,8 +6,11 @@ import { queueLeases } from './schema.ts';
 export class QueueLeaseStore {
   constructor(private readonly db: Db) {}
 
-  /** Takes or renews the lease; false while another live holder has it. */
-  async acquire(queue: string, holder: string, ttlMs: number, now = Date.now()): Promise<boolean> {
+  /**
+   * Takes or renews the lease; false while another live holder has it. `now` comes from the
+   * caller's clock, so that expiry follows a test's clock as well as the real one.
+   */
+  async acquire(queue: string, holder: string, ttlMs: number, now: number): Promise<boolean> {
     const rows = await this.db
       .insert(queueLeases)
       .values({ queue, holder, expiresTs: now + ttlMs })

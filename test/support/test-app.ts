@@ -5,6 +5,7 @@ import type { HandlerModule } from '../../src/sdk/define-handler.ts';
 import type { HandlerToLoad } from '../../src/server-user/dispatcher.ts';
 import ping from '../../handlers/ping/index.ts';
 import type { AppserviceRegistry } from '../../src/appservice/registration.ts';
+import type { Clock } from '../../src/sdk/clock.ts';
 import { loadOwnSigningKey } from '../../src/federation/own-signing-key.ts';
 import { createTestDatabase } from './test-database.ts';
 
@@ -19,7 +20,7 @@ export interface TestApp extends App {
 export async function startTestApp(
   config: Record<string, unknown> = {},
   handlers: readonly HandlerToLoad[] = [{ module: ping as HandlerModule<unknown> }],
-  extra: { federationCa?: string; appservices?: AppserviceRegistry } = {},
+  extra: { federationCa?: string; appservices?: AppserviceRegistry; clock?: Clock } = {},
 ): Promise<TestApp> {
   const database = await createTestDatabase();
   let built: App;

@@ -1,14 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import { openDatabase, type Database } from '../../src/storage/drivers/database.ts';
+import { readPgliteTemplate } from './pglite-template.ts';
+
+let template: Promise<Blob | null> | null = null;
 
 /**
- * A fresh database for one test file: in-memory PGlite by default, or a new database on the
- * PostgreSQL server named by TEST_DATABASE_URL (dropped again by `close`).
+ * A fresh database for one test file: in-memory PGlite by default (started from the migrated
+ * template that global-setup.ts made, when there is one), or a new database on the PostgreSQL
+ * server named by TEST_DATABASE_URL (dropped again by `close`).
  */
 export async function createTestDatabase(): Promise<Database> {
   const adminUrl = process.env.TEST_DATABASE_URL;
-  if (adminUrl === undefined || adminUrl === '') return openDatabase({ kind: 'pglite', dataDir: null });
+  if (adminUrl === undefined || adminUrl === '') return openPgliteInMemory();
 
   const name = `tds_test_${randomBytes(6).toString('hex')}`;
   const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
@@ -24,6 +28,13 @@ export async function createTestDatabase(): Promise<Database> {
       await admin.end();
     },
   };
+}
+
+/** A fresh in-memory PGlite database, migrated (from the template when there is one), whatever TEST_DATABASE_URL says. */
+export async function openPgliteInMemory(): Promise<Database> {
+  template ??= readPgliteTemplate();
+  const blob = await template;
+  return openDatabase({ kind: 'pglite', dataDir: null, ...(blob === null ? {} : { loadDataDir: blob }) });
 }
 
 /** A new, empty PostgreSQL database for a server process; null when not testing on PostgreSQL. */
