@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm';
 import type { Db } from './database.ts';
+import { ClaimCursors } from './claim-cursors.ts';
 import { DeviceListsStore } from './device-lists-store.ts';
 import { queryRows } from '../shared/query-rows.ts';
 
@@ -71,6 +72,9 @@ type Num = string | number;
 
 /** Device keys, one-time and fallback keys, cross-signing keys and signatures. */
 export class E2eKeysStore {
+  /** Where claims start looking, per device (process memory: see ClaimCursors). */
+  private readonly cursors = new ClaimCursors();
+
   constructor(private readonly db: Db) {}
 
   /**
@@ -126,24 +130,34 @@ export class E2eKeysStore {
   }
 
   /**
-   * Hands out one key per request: the lowest-id one-time key, else the fallback key (marked
-   * used, and handed out again until replaced). One statement: `skip locked` sends concurrent
-   * claimers (on any process) to different rows, and the delete makes each key go out once.
+   * Hands out one key per request: a one-time key, else the fallback key (marked used, and handed
+   * out again until replaced). The one-time key is the next in key-id order after the one this
+   * process handed out last for that device (see ClaimCursors), else the lowest. One statement:
+   * `skip locked` sends concurrent claimers (on any process) to different rows, and the delete
+   * makes each key go out once.
    */
   async claim(requests: readonly ClaimRequest[]): Promise<ClaimedKey[]> {
     if (requests.length === 0) return [];
+    const req = requests.map((r) => ({ u: r.userId, d: r.deviceId, a: r.algorithm, h: this.cursors.get(r.userId, r.deviceId, r.algorithm) }));
+    // The lookup from the lowest key runs only when the one past the cursor found nothing (an
+    // Append under a Limit is lazy); `key_id > null` (no cursor) finds nothing without reading the
+    // index. The delete finds the row it locked by ctid, which the lock keeps: no second index descent.
     const rows = await queryRows<{ user_id: string; device_id: string; algorithm: string; key_id: string; key_json: string; fallback: boolean }>(
       this.db,
       sql`with req as (
-            select * from jsonb_to_recordset(${JSON.stringify(requests.map((r) => ({ u: r.userId, d: r.deviceId, a: r.algorithm })))}::jsonb) as r(u text, d text, a text)),
+            select * from jsonb_to_recordset(${JSON.stringify(req)}::jsonb) as r(u text, d text, a text, h text)),
           picked as (
             select p.* from req cross join lateral (
-              select o.user_id, o.device_id, o.algorithm, o.key_id from e2e_one_time_keys o
-              where o.user_id = req.u and o.device_id = req.d and o.algorithm = req.a
-              order by o.key_id limit 1 for update skip locked) p),
+              select * from (select o.ctid, o.user_id, o.device_id, o.algorithm from e2e_one_time_keys o
+                             where o.user_id = req.u and o.device_id = req.d and o.algorithm = req.a and o.key_id > req.h
+                             order by o.key_id limit 1 for update skip locked) past
+              union all
+              select * from (select o.ctid, o.user_id, o.device_id, o.algorithm from e2e_one_time_keys o
+                             where o.user_id = req.u and o.device_id = req.d and o.algorithm = req.a
+                             order by o.key_id limit 1 for update skip locked) lowest
+              limit 1) p),
           claimed as (
-            delete from e2e_one_time_keys o using picked p
-            where o.user_id = p.user_id and o.device_id = p.device_id and o.algorithm = p.algorithm and o.key_id = p.key_id
+            delete from e2e_one_time_keys o using picked p where o.ctid = p.ctid
             returning o.user_id, o.device_id, o.algorithm, o.key_id, o.key_json),
           fell_back as (
             update e2e_fallback_keys f set used = true from req
@@ -152,7 +166,9 @@ export class E2eKeysStore {
             returning f.user_id, f.device_id, f.algorithm, f.key_id, f.key_json)
           select *, false as fallback from claimed union all select *, true as fallback from fell_back`,
     );
-    return rows.map((r) => ({ userId: r.user_id, deviceId: r.device_id, algorithm: r.algorithm, keyId: r.key_id, keyJson: r.key_json, fallback: r.fallback }));
+    const claimed = rows.map((r) => ({ userId: r.user_id, deviceId: r.device_id, algorithm: r.algorithm, keyId: r.key_id, keyJson: r.key_json, fallback: r.fallback }));
+    this.cursors.record(requests, claimed);
+    return claimed;
   }
 
   /**

@@ -1,0 +1,55 @@
+const MAX_ENTRIES = 10_000;
+
+interface Claim {
+  userId: string;
+  deviceId: string;
+  algorithm: string;
+}
+
+/**
+ * Where this process's next claim of a device's one-time keys starts looking: just past the key
+ * it handed out last (per user, device and algorithm).
+ *
+ * Why: a claim deletes its key, and a deleted row's index entry stays in the primary key's index
+ * until VACUUM, which runs only after thousands of deletes. A claim that always looked for the
+ * lowest key id would walk every entry claimed since then, one more per claim: 200 index pages
+ * per claim after 20,000 claims of one device, and the scan cost grew with the run. Starting past
+ * the last key handed out skips them.
+ *
+ * Only a hint: it never decides who gets a key (the claim's `for update skip locked` and delete
+ * do), so other processes' claims, a stale entry or a forgotten one cost a longer scan at worst.
+ * A claim that finds nothing past it looks again from the lowest key id, so keys uploaded with
+ * lower ids, or skipped while a concurrent claim held them, still go out.
+ */
+export class ClaimCursors {
+  private readonly after = new Map<string, string>();
+
+  private static key(userId: string, deviceId: string, algorithm: string): string {
+    return `${userId}\u0000${deviceId}\u0000${algorithm}`;
+  }
+
+  /** The key id to look past, or null to start from the lowest. */
+  get(userId: string, deviceId: string, algorithm: string): string | null {
+    return this.after.get(ClaimCursors.key(userId, deviceId, algorithm)) ?? null;
+  }
+
+  /**
+   * After a claim: each device's cursor moves to the one-time key it handed out; a device that
+   * had none left (it gave its fallback key or nothing) loses its cursor.
+   */
+  record(requests: readonly Claim[], claimed: readonly (Claim & { keyId: string; fallback: boolean })[]): void {
+    const handedOut = new Map<string, string>();
+    for (const k of claimed) if (!k.fallback) handedOut.set(ClaimCursors.key(k.userId, k.deviceId, k.algorithm), k.keyId);
+    for (const r of requests) {
+      const key = ClaimCursors.key(r.userId, r.deviceId, r.algorithm);
+      const keyId = handedOut.get(key);
+      if (keyId === undefined) {
+        this.after.delete(key);
+        continue;
+      }
+      // Forgetting everything costs each device one scan from the start: cheaper than tracking age.
+      if (this.after.size >= MAX_ENTRIES && !this.after.has(key)) this.after.clear();
+      this.after.set(key, keyId);
+    }
+  }
+}
