@@ -1,9 +1,10 @@
 import { MatrixError } from '../errors/matrix-error.ts';
 import { parseUserId } from '../shared/user-id.ts';
 import type { Db } from '../storage/database.ts';
-import { E2eKeysStore, OneTimeKeyConflict, type ClaimRequest, type KeyCounts, type SignatureRow, type StoredKey } from '../storage/e2e-keys-store.ts';
+import { E2eKeysStore, OneTimeKeyConflict, type ClaimedKey, type ClaimRequest, type KeyCounts, type SignatureRow, type StoredKey } from '../storage/e2e-keys-store.ts';
 import type { DeviceLists } from './device-lists.ts';
 import { KeyAlgorithms, metadataOf, NO_CLAIM_PARAMS, type ClaimParams } from './key-algorithms.ts';
+import { GroupCommit } from './group-commit.ts';
 import { KeyCountsCache } from './key-counts-cache.ts';
 import {
   canonicalOrRefuse,
@@ -37,6 +38,11 @@ export interface KeysUploadInput {
 
 /** With several processes, how long a device's cached key counts may lag a claim made elsewhere. */
 const COUNTS_TTL_MS = 1_000;
+
+/** Claim statements in flight at once per process (batches gather what arrives meanwhile). */
+const CLAIM_CONCURRENCY = 2;
+/** Most one-time keys claimed in one statement (one request naming more devices goes alone). */
+const MAX_CLAIMS_PER_BATCH = 1_000;
 
 /** How long a client's key query or claim waits for other servers unless it says (spec default). */
 export const DEFAULT_FEDERATION_TIMEOUT_MS = 10_000;
@@ -84,9 +90,22 @@ export class KeysService {
   remote: RemoteKeysSource | null = null;
   /** The one-time-key algorithms handler modules contribute (set once modules are loaded). */
   algorithms = new KeyAlgorithms();
+  /**
+   * Concurrent claims share statements (see GroupCommit): many clients claiming one device's
+   * keys at once cost one statement and one commit per batch instead of one each.
+   */
+  private readonly claims: GroupCommit<ClaimRequest, ClaimedKey | null>;
 
   constructor(private readonly deps: KeysServiceDeps) {
     this.store = new E2eKeysStore(deps.db);
+    this.claims = new GroupCommit({
+      flush: (requests) => this.store.claim(requests),
+      concurrency: CLAIM_CONCURRENCY,
+      maxItems: MAX_CLAIMS_PER_BATCH,
+      maxWeight: MAX_CLAIMS_PER_BATCH,
+      weightOf: () => 1,
+      keyOf: () => null,
+    });
     // Several processes (PostgreSQL): claims elsewhere are not announced, see KeyCountsCache.
     this.counts = new KeyCountsCache(deps.publishCountsChanged === undefined ? Number.POSITIVE_INFINITY : COUNTS_TTL_MS);
   }
@@ -270,7 +289,7 @@ export class KeysService {
       }
     }
     checkRequestSize(Object.keys(oneTimeKeys).length, count);
-    const claimed = await this.store.claim(plain);
+    const claimed = (await this.claims.runAll(plain)).filter((k): k is ClaimedKey => k !== null);
     for (const { request, matches } of matched) {
       const key = await this.store.claimMatching(request, matches);
       if (key !== null) claimed.push(key);

@@ -1,11 +1,5 @@
 const MAX_ENTRIES = 10_000;
 
-interface Claim {
-  userId: string;
-  deviceId: string;
-  algorithm: string;
-}
-
 /**
  * Where this process's next claim of a device's one-time keys starts looking: just past the key
  * it handed out last (per user, device and algorithm).
@@ -34,22 +28,19 @@ export class ClaimCursors {
   }
 
   /**
-   * After a claim: each device's cursor moves to the one-time key it handed out; a device that
-   * had none left (it gave its fallback key or nothing) loses its cursor.
+   * After a claim of one device's keys (`claimed`: its one-time keys in key-id order, then its
+   * fallback key if it gave that): the cursor moves to the last one-time key, or is forgotten if
+   * there was none (the device has none left).
    */
-  record(requests: readonly Claim[], claimed: readonly (Claim & { keyId: string; fallback: boolean })[]): void {
-    const handedOut = new Map<string, string>();
-    for (const k of claimed) if (!k.fallback) handedOut.set(ClaimCursors.key(k.userId, k.deviceId, k.algorithm), k.keyId);
-    for (const r of requests) {
-      const key = ClaimCursors.key(r.userId, r.deviceId, r.algorithm);
-      const keyId = handedOut.get(key);
-      if (keyId === undefined) {
-        this.after.delete(key);
-        continue;
-      }
-      // Forgetting everything costs each device one scan from the start: cheaper than tracking age.
-      if (this.after.size >= MAX_ENTRIES && !this.after.has(key)) this.after.clear();
-      this.after.set(key, keyId);
+  moved(userId: string, deviceId: string, algorithm: string, claimed: readonly { keyId: string; fallback: boolean }[]): void {
+    const key = ClaimCursors.key(userId, deviceId, algorithm);
+    const last = claimed.filter((k) => !k.fallback).at(-1);
+    if (last === undefined) {
+      this.after.delete(key);
+      return;
     }
+    // Forgetting everything costs each device one scan from the start: cheaper than tracking age.
+    if (this.after.size >= MAX_ENTRIES && !this.after.has(key)) this.after.clear();
+    this.after.set(key, last.keyId);
   }
 }
