@@ -151,7 +151,9 @@ export class E2eKeysStore {
     // is lazy) those up to it; no key id is empty, so the cursor '' means from the lowest. For
     // each of SQL's `for update skip locked`, the rows this statement locked are not locked:
     // the two ranges are disjoint so no row is picked twice. The delete finds the rows it locked
-    // by ctid, which the lock keeps, without descending the index again.
+    // by ctid, which the lock keeps, without descending the index again. The fallback keys join
+    // the picked counts rather than count per device in a subquery: a request may name 10,000
+    // devices, and a correlated count over all picked rows for each took 10 s there (a join, 0.2 s).
     const rows = await queryRows<{ user_id: string; device_id: string; algorithm: string; key_id: string; key_json: string; fallback: boolean }>(
       this.db,
       sql`with req as (
@@ -170,9 +172,10 @@ export class E2eKeysStore {
             delete from e2e_one_time_keys o where o.ctid = any(array(select p.ctid from picked p))
             returning o.user_id, o.device_id, o.algorithm, o.key_id, o.key_json),
           fell_back as (
-            update e2e_fallback_keys f set used = true from req
-            where f.user_id = req.u and f.device_id = req.d and f.algorithm = req.a
-              and (select count(*) from picked p where p.user_id = req.u and p.device_id = req.d and p.algorithm = req.a) < req.n
+            update e2e_fallback_keys f set used = true
+            from req left join (select p.user_id, p.device_id, p.algorithm, count(*) as got from picked p group by 1, 2, 3) g
+              on g.user_id = req.u and g.device_id = req.d and g.algorithm = req.a
+            where f.user_id = req.u and f.device_id = req.d and f.algorithm = req.a and coalesce(g.got, 0) < req.n
             returning f.user_id, f.device_id, f.algorithm, f.key_id, f.key_json)
           select * from (select *, false as fallback from claimed union all select *, true as fallback from fell_back) k
           order by fallback, key_id`,
