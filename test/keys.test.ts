@@ -138,6 +138,35 @@ describe('/keys/claim', () => {
     expect(new Set(ids).size).toBe(20);
   });
 
+  it('gives concurrent claimers of one device different one-time keys, then each the fallback key', async () => {
+    const gus = await TestClient.register(t.app, 'gus', { deviceId: 'GUS1' });
+    const { key } = deviceKeysFor(gus.userId, 'GUS1');
+    const fallback = { 'signed_curve25519:FB1': signAs({ key: 'ZmFsbGJhY2s', fallback: true }, gus.userId, key) };
+    await upload(gus, { one_time_keys: oneTimeKeys(gus.userId, key, 10), fallback_keys: fallback });
+    const claimers = await Promise.all(Array.from({ length: 3 }, (_, i) => TestClient.register(t.app, `gusclaimer${i}`)));
+    // Sent at once, so claims of the same device share statements (GroupCommit).
+    const results = await Promise.all(Array.from({ length: 14 }, (_, i) => claim(claimers[i % 3] as TestClient, gus.userId, 'GUS1')));
+    expect(results.every((r) => r.status === 200)).toBe(true);
+    const answers = results.map((r) => r.body.one_time_keys[gus.userId]?.GUS1 ?? {});
+    const oneTime = answers.flatMap((a) => Object.keys(a)).filter((id) => id !== 'signed_curve25519:FB1');
+    expect(oneTime).toHaveLength(10);
+    expect(new Set(oneTime).size).toBe(10);
+    expect(answers.filter((a) => 'signed_curve25519:FB1' in a)).toEqual(Array.from({ length: 4 }, () => fallback));
+  });
+
+  it('still hands out keys uploaded with lower ids than those already claimed', async () => {
+    const hal = await TestClient.register(t.app, 'hal', { deviceId: 'HAL1' });
+    const { key } = deviceKeysFor(hal.userId, 'HAL1');
+    await upload(hal, { one_time_keys: oneTimeKeys(hal.userId, key, 3, 50) });
+    const first = await claim(bob, hal.userId, 'HAL1');
+    expect(Object.keys(first.body.one_time_keys[hal.userId]?.HAL1 ?? {})).toEqual(['signed_curve25519:AAAA0050']);
+    // Claims now look past AAAA0050 first; these sort before it.
+    await upload(hal, { one_time_keys: oneTimeKeys(hal.userId, key, 2, 10) });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push(...Object.keys((await claim(bob, hal.userId, 'HAL1')).body.one_time_keys[hal.userId]?.HAL1 ?? {}));
+    expect(ids.sort()).toEqual(['signed_curve25519:AAAA0010', 'signed_curve25519:AAAA0011', 'signed_curve25519:AAAA0051', 'signed_curve25519:AAAA0052']);
+  });
+
   it('rate-limits claims per user', async () => {
     const greedy = await TestClient.register(t.app, 'greedy');
     const statuses: number[] = [];

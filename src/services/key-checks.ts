@@ -119,3 +119,18 @@ export function withSignatures(keyJson: string, extra: readonly { signerUserId: 
   if (unsigned !== undefined) key.unsigned = { ...(isObject(key.unsigned) ? key.unsigned : {}), ...unsigned };
   return key;
 }
+
+/** Most users in one /keys/query or /keys/claim, and most devices named in one request. */
+export const MAX_USERS_PER_REQUEST = 1_000;
+export const MAX_DEVICES_PER_REQUEST = 10_000;
+
+export function checkRequestSize(users: number, devices: number): void {
+  if (users > MAX_USERS_PER_REQUEST) throw new MatrixError('M_TOO_LARGE', `At most ${MAX_USERS_PER_REQUEST} users per request`);
+  if (devices > MAX_DEVICES_PER_REQUEST) throw new MatrixError('M_TOO_LARGE', `At most ${MAX_DEVICES_PER_REQUEST} devices per request`);
+}
+
+/** `ed25519:<public key>` of a stored cross-signing key. */
+export function publicKeyIdOf(json: string): string {
+  const keys = (JSON.parse(json) as { keys?: Record<string, string> }).keys ?? {};
+  return Object.keys(keys)[0] ?? '';
+}

@@ -1,31 +1,29 @@
 import { MatrixError } from '../errors/matrix-error.ts';
 import { parseUserId } from '../shared/user-id.ts';
 import type { Db } from '../storage/drivers/database.ts';
-import { E2eKeysStore, OneTimeKeyConflict, type ClaimRequest, type KeyCounts, type SignatureRow, type StoredKey } from '../storage/e2e-keys-store.ts';
+import { E2eKeysStore, OneTimeKeyConflict, type ClaimedKey, type ClaimRequest, type KeyCounts, type StoredKey } from '../storage/e2e-keys-store.ts';
 import type { DeviceLists } from './device-lists.ts';
 import { KeyAlgorithms, metadataOf, NO_CLAIM_PARAMS, type ClaimParams } from './key-algorithms.ts';
+import { GroupCommit } from '../runtime/group-commit.ts';
 import { KeyCountsCache } from '../runtime/key-counts-cache.ts';
+import { uploadSignatures } from './key-signatures.ts';
 import {
   canonicalOrRefuse,
   checkCrossSigningKey,
+  checkRequestSize,
   checkDeviceKeys,
   CROSS_SIGNING_TYPES,
-  ed25519PublicKey,
   hasValidSignature,
   isObject,
-  signedPart,
+  publicKeyIdOf,
   splitKeyId,
   withSignatures,
   type CrossSigningType,
   type JsonObject,
 } from './key-checks.ts';
-import { canonicalJson } from '../shared/canonical-json.ts';
 
 /** Most one-time plus fallback keys in one upload (clients upload 50 at a time). */
 export const MAX_KEYS_PER_UPLOAD = 1_000;
-/** Most users in one /keys/query or /keys/claim, and most devices named in one request. */
-export const MAX_USERS_PER_REQUEST = 1_000;
-export const MAX_DEVICES_PER_REQUEST = 10_000;
 
 export interface KeysUploadInput {
   userId: string;
@@ -37,6 +35,11 @@ export interface KeysUploadInput {
 
 /** With several processes, how long a device's cached key counts may lag a claim made elsewhere. */
 const COUNTS_TTL_MS = 1_000;
+
+/** Claim statements in flight at once per process (batches gather what arrives meanwhile). */
+const CLAIM_CONCURRENCY = 2;
+/** Most one-time keys claimed in one statement (one request naming more devices goes alone). */
+const MAX_CLAIMS_PER_BATCH = 1_000;
 
 /** How long a client's key query or claim waits for other servers unless it says (spec default). */
 export const DEFAULT_FEDERATION_TIMEOUT_MS = 10_000;
@@ -84,9 +87,22 @@ export class KeysService {
   remote: RemoteKeysSource | null = null;
   /** The one-time-key algorithms handler modules contribute (set once modules are loaded). */
   algorithms = new KeyAlgorithms();
+  /**
+   * Concurrent claims share statements (see GroupCommit): many clients claiming one device's
+   * keys at once cost one statement and one commit per batch instead of one each.
+   */
+  private readonly claims: GroupCommit<ClaimRequest, ClaimedKey | null>;
 
   constructor(private readonly deps: KeysServiceDeps) {
     this.store = new E2eKeysStore(deps.db);
+    this.claims = new GroupCommit({
+      flush: (requests) => this.store.claim(requests),
+      concurrency: CLAIM_CONCURRENCY,
+      maxItems: MAX_CLAIMS_PER_BATCH,
+      maxWeight: MAX_CLAIMS_PER_BATCH,
+      weightOf: () => 1,
+      keyOf: () => null,
+    });
     // Several processes (PostgreSQL): claims elsewhere are not announced, see KeyCountsCache.
     this.counts = new KeyCountsCache(deps.publishCountsChanged === undefined ? Number.POSITIVE_INFINITY : COUNTS_TTL_MS);
   }
@@ -270,7 +286,7 @@ export class KeysService {
       }
     }
     checkRequestSize(Object.keys(oneTimeKeys).length, count);
-    const claimed = await this.store.claim(plain);
+    const claimed = (await this.claims.runAll(plain)).filter((k): k is ClaimedKey => k !== null);
     for (const { request, matches } of matched) {
       const key = await this.store.claimMatching(request, matches);
       if (key !== null) claimed.push(key);
@@ -310,81 +326,9 @@ export class KeysService {
     await this.deps.deviceLists.changed(position, [userId]);
   }
 
-  /**
-   * POST /keys/signatures/upload: a user's self-signing key over their devices, a device over
-   * its user's master key, a user-signing key over another user's master key. Each signature is
-   * checked against the signer's key and the object against what is stored; refusals are
-   * reported per key in `failures`, the rest stored.
-   */
-  async uploadSignatures(userId: string, body: Record<string, unknown>): Promise<JsonObject> {
-    const failures: Record<string, Record<string, JsonObject>> = {};
-    const fail = (target: string, keyId: string, errcode: string, error: string) => ((failures[target] ??= {})[keyId] = { errcode, error });
-    const targets = Object.keys(body).filter((u) => this.isLocal(u));
-    checkRequestSize(Object.keys(body).length, Object.values(body).reduce<number>((n, m) => n + (isObject(m) ? Object.keys(m).length : 0), 0));
-    const crossSigning = await this.store.crossSigningKeys([...new Set([userId, ...targets])]);
-    const own = crossSigning.get(userId);
-    const keyOf = (user: string, type: CrossSigningType) => {
-      const json = crossSigning.get(user)?.get(type);
-      if (json === undefined) return null;
-      const keyId = publicKeyIdOf(json);
-      return { json, keyId, publicKey: ed25519PublicKey(keyId.slice('ed25519:'.length)) };
-    };
-    const ownDevices = new Map((await this.store.deviceKeys([{ userId, deviceIds: [] }])).map((d) => [d.deviceId, d.keyJson]));
-    const accepted: SignatureRow[] = [];
-    for (const [target, objects] of Object.entries(body)) {
-      if (!isObject(objects)) throw new MatrixError('M_BAD_JSON', `${target}: must map key ids to signed objects`);
-      for (const [keyId, signed] of Object.entries(objects)) {
-        if (!isObject(signed) || !isObject(signed.signatures) || !isObject(signed.signatures[userId])) {
-          fail(target, keyId, 'M_INVALID_SIGNATURE', `no signature by ${userId}`);
-          continue;
-        }
-        const stored = target === userId ? (ownDevices.get(keyId) ?? (keyOf(userId, 'master')?.keyId === `ed25519:${keyId}` ? keyOf(userId, 'master')?.json : undefined)) : keyOf(target, 'master')?.keyId === `ed25519:${keyId}` ? keyOf(target, 'master')?.json : undefined;
-        if (stored === undefined) {
-          fail(target, keyId, 'M_NOT_FOUND', target === userId ? 'No such device or master key' : "Only another user's master key can be signed");
-          continue;
-        }
-        let same: boolean;
-        try {
-          same = canonicalJson(signedPart(signed)) === canonicalJson(signedPart(JSON.parse(stored) as JsonObject));
-        } catch {
-          same = false;
-        }
-        if (!same) {
-          fail(target, keyId, 'M_INVALID_SIGNATURE', 'The signed object differs from the stored key');
-          continue;
-        }
-        // Which of the uploader's keys may sign this target.
-        const signers: { keyId: string; publicKey: Uint8Array | null }[] = [];
-        if (target !== userId) {
-          const usk = keyOf(userId, 'user_signing');
-          if (usk !== null) signers.push(usk);
-        } else if (ownDevices.has(keyId)) {
-          const ssk = keyOf(userId, 'self_signing');
-          if (ssk !== null) signers.push(ssk);
-        } else {
-          for (const [deviceId, json] of ownDevices) {
-            const keys = (JSON.parse(json) as { keys?: Record<string, unknown> }).keys ?? {};
-            signers.push({ keyId: `ed25519:${deviceId}`, publicKey: ed25519PublicKey(keys[`ed25519:${deviceId}`]) });
-          }
-          const master = keyOf(userId, 'master');
-          if (own !== undefined && master !== null) signers.push(master);
-        }
-        const ofUploader = signed.signatures[userId] as Record<string, unknown>;
-        let any = false;
-        for (const [signerKeyId, signature] of Object.entries(ofUploader)) {
-          const signer = signers.find((s) => s.keyId === signerKeyId);
-          if (signer === undefined || signer.publicKey === null || typeof signature !== 'string') continue;
-          if (!hasValidSignature(signed, userId, signerKeyId, signer.publicKey)) continue;
-          if (signerKeyId === `ed25519:${keyId}` && target === userId) continue; // a key's own self-signature is already stored with it
-          accepted.push({ signerUserId: userId, signerKeyId, targetUserId: target, targetKeyId: keyId, signature, targetIsDevice: target === userId && ownDevices.has(keyId) });
-          any = true;
-        }
-        if (!any) fail(target, keyId, 'M_INVALID_SIGNATURE', 'No valid signature by a key of yours that may sign this');
-      }
-    }
-    const position = await this.store.addSignatures(accepted);
-    if (accepted.length > 0) await this.deps.deviceLists.changed(position, accepted.map((s) => s.targetUserId));
-    return { failures };
+  /** POST /keys/signatures/upload (key-signatures.ts). */
+  uploadSignatures(userId: string, body: Record<string, unknown>): Promise<JsonObject> {
+    return uploadSignatures({ store: this.store, deviceLists: this.deps.deviceLists, isLocal: (u) => this.isLocal(u) }, userId, body);
   }
 }
 
@@ -393,23 +337,12 @@ function unreachable(userIds: readonly string[]): Record<string, JsonObject> {
   return Object.fromEntries(userIds.map((u) => [parseUserId(u)?.serverName ?? u, { errcode: 'M_UNRECOGNIZED', error: 'Federation is off on this server' }]));
 }
 
-function checkRequestSize(users: number, devices: number): void {
-  if (users > MAX_USERS_PER_REQUEST) throw new MatrixError('M_TOO_LARGE', `At most ${MAX_USERS_PER_REQUEST} users per request`);
-  if (devices > MAX_DEVICES_PER_REQUEST) throw new MatrixError('M_TOO_LARGE', `At most ${MAX_DEVICES_PER_REQUEST} devices per request`);
-}
-
 function keysOf(keys: Record<string, unknown>, field: string): StoredKey[] {
   if (!isObject(keys)) throw new MatrixError('M_BAD_JSON', `${field} must be an object`);
   return Object.entries(keys).map(([id, value]) => {
     if (typeof value !== 'string' && !isObject(value)) throw new MatrixError('M_BAD_JSON', `${field}.${id}: a key is a string or a signed object`);
     return { ...splitKeyId(id, field), keyJson: canonicalOrRefuse(value, `${field}.${id}`) };
   });
-}
-
-/** `ed25519:<public key>` of a stored cross-signing key. */
-function publicKeyIdOf(json: string): string {
-  const keys = (JSON.parse(json) as { keys?: Record<string, string> }).keys ?? {};
-  return Object.keys(keys)[0] ?? '';
 }
 
 /** `one_time_key_counts`, with `signed_curve25519` always present as clients expect (as Synapse does). */
