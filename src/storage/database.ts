@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import type { PGlite } from '@electric-sql/pglite';
 import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
@@ -31,7 +32,7 @@ export interface Database {
    */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   withSchema<S extends Record<string, any>>(schema: S | undefined): PgDatabase<PgQueryResultHKT, S>;
-  /** PGlite only: the whole cluster as a tarball, to start copies of it (the test kit's template). */
+  /** PGlite only: the whole cluster as a tarball, to start copies of it. */
   dumpDataDir?(): Promise<Blob>;
   close(): Promise<void>;
 }
@@ -48,8 +49,6 @@ export type DatabaseOptions =
       dataDir: string | null;
       /** Default true: every commit is on disk before it is acknowledged (see pglite-durable.ts). */
       fsync?: boolean;
-      /** In memory only: start from this dump (dumpDataDir) instead of an empty cluster; the test kit's template. */
-      loadDataDir?: Blob;
     };
 
 const MIGRATIONS = fileURLToPath(new URL('../../drizzle', import.meta.url));
@@ -59,37 +58,24 @@ const MIGRATION_LOCK = 4246_0001;
 export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
   if (opts.kind === 'pglite') {
     // Loaded only when used: a server on PostgreSQL has no use for PGlite's code (~2 MB resident).
-    const [{ PGlite }, { drizzle: drizzlePglite }, { migrate: migratePglite }, { pgliteOptions }] = await Promise.all([
-      import('@electric-sql/pglite'),
-      import('drizzle-orm/pglite'),
-      import('drizzle-orm/pglite/migrator'),
-      import('./pglite-durable.ts'),
-    ]);
+    const { PGlite } = await import('@electric-sql/pglite');
+    const { pgliteOptions } = await import('./pglite-durable.ts');
     if (opts.dataDir !== null) mkdirSync(opts.dataDir, { recursive: true });
     // Before PGlite touches the directory: a second process must not even start recovery on it.
     const lock = opts.dataDir === null ? null : lockDataDir(opts.dataDir);
     try {
-      const raw = opts.dataDir === null ? new PGlite(opts.loadDataDir === undefined ? {} : { loadDataDir: opts.loadDataDir }) : new PGlite(pgliteOptions(opts.dataDir, opts.fsync ?? true));
+      const raw = opts.dataDir === null ? new PGlite() : new PGlite(pgliteOptions(opts.dataDir, opts.fsync ?? true));
       await raw.waitReady;
-      installRawTextParsers(raw);
-      const client = withPglitePrepared(raw);
-      const db = drizzlePglite(client, { schema });
-      await migratePglite(db, { migrationsFolder: MIGRATIONS });
-      return {
-        db: db as unknown as Db,
-        kind: 'pglite',
-        pg: null,
-        migrate: (m) => countingApplied(db as unknown as Db, m.table, () => migratePglite(db, { migrationsFolder: m.folder, migrationsTable: m.table })),
-        withSchema: (s) => drizzlePglite(client, { schema: s ?? {} }) as never,
-        dumpDataDir: async () => raw.dumpDataDir('none'),
+      return await pgliteDatabase(raw, {
+        migrateCore: true,
         close: async () => {
           try {
-            await client.close();
+            await raw.close();
           } finally {
             lock?.release();
           }
         },
-      };
+      });
     } catch (e) {
       lock?.release();
       throw e;
@@ -111,6 +97,29 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
     migrate: (m) => migrate(opts.url, m),
     withSchema: (s) => drizzlePostgres(sqlClient, { schema: s ?? {} }) as never,
     close: () => client.end({ timeout: 5 }),
+  };
+}
+
+/**
+ * A Database over a PGlite that is already running, set up as openDatabase sets up its own
+ * (raw-text parsers, prepared statements). `close` is what closing the Database does: the test
+ * kit hands its instance back to a pool instead of closing it; `migrateCore: false` when the
+ * caller knows the core's migrations are applied.
+ */
+export async function pgliteDatabase(raw: PGlite, opts: { migrateCore: boolean; close: () => Promise<void> }): Promise<Database> {
+  const [{ drizzle: drizzlePglite }, { migrate: migratePglite }] = await Promise.all([import('drizzle-orm/pglite'), import('drizzle-orm/pglite/migrator')]);
+  installRawTextParsers(raw);
+  const client = withPglitePrepared(raw);
+  const db = drizzlePglite(client, { schema });
+  if (opts.migrateCore) await migratePglite(db, { migrationsFolder: MIGRATIONS });
+  return {
+    db: db as unknown as Db,
+    kind: 'pglite',
+    pg: null,
+    migrate: (m) => countingApplied(db as unknown as Db, m.table, () => migratePglite(db, { migrationsFolder: m.folder, migrationsTable: m.table })),
+    withSchema: (s) => drizzlePglite(client, { schema: s ?? {} }) as never,
+    dumpDataDir: async () => client.dumpDataDir('none'),
+    close: opts.close,
   };
 }
 
