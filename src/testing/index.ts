@@ -11,12 +11,7 @@
  *   expect(sent).toEqual([{ userId: '@alice:test.local', deviceId: 'ALICEDEVICE', type: 'org.example.hi', content: { … } }]);
  *   await kit.close();
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
-import { readFile, rename, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
 import { Hono } from 'hono';
 import { createMiddleware } from 'hono/factory';
 import { createLogger } from '../logger.ts';
@@ -25,11 +20,12 @@ import type { AppEnv } from '../rest/env.ts';
 import type { Db, HandlerModule, Logger, ModuleRouteEnv, Origin } from '../sdk/define-handler.ts';
 import { Counters } from '../metrics/counters.ts';
 import { taskLeases } from '../runtime/queue-lease.ts';
-import { openDatabase, type Database } from '../storage/drivers/database.ts';
+import type { Database } from '../storage/drivers/database.ts';
 import { ServerUserDispatcher, type DispatchOutcome } from '../server-user/dispatcher.ts';
 import { importHandlerModules, shapeProblems } from '../server-user/loader.ts';
 import { checkModules, HandlerLoadError } from '../server-user/module-checks.ts';
 import { ModuleLifecycle } from '../server-user/module-lifecycle.ts';
+import { kitDatabase } from './kit-database.ts';
 import { TestClock } from './test-clock.ts';
 
 export type { DispatchOutcome } from '../server-user/dispatcher.ts';
@@ -51,8 +47,8 @@ export interface TestModuleOptions {
   /**
    * A database to run on (it stays open at `close()`), e.g. `openDatabase({ kind: 'postgres', … })`
    * to test on PostgreSQL. Two kits on one database are two server processes of one deployment
-   * (`deployment` periodic tasks run on one of them). Default: a fresh in-memory PGlite, closed
-   * at `close()`.
+   * (`deployment` periodic tasks run on one of them). Default: an in-memory PGlite holding the
+   * core's tables and nothing else, emptied at `close()` for the next kit of the process.
    */
   database?: Database;
   /** Where the module's log lines go; default nowhere. */
@@ -111,48 +107,13 @@ export interface ModuleTester {
    * as an authenticated user; errors come back as the server would answer them.
    */
   request(path: string, init?: RequestInit, as?: RequestAs): Promise<Response>;
-  /** Stops the module as shutdown does (tasks, in-flight handlers, `stop`), then closes the database the kit opened. */
+  /**
+   * Stops the module as shutdown does (tasks, in-flight handlers, `stop`). A database the kit
+   * chose is then emptied (the module's tables and the rows of the core's dropped) and kept for
+   * the next kit in this process; `db` refuses queries from then on. A given `database` stays
+   * as it is, open.
+   */
   close(): Promise<void>;
-}
-
-// The core's migrations are applied once per machine and version: the migrated cluster is kept
-// as a tarball in the temporary folder (named by the migrations and PGlite versions), and every
-// later kit, in this process or another, starts from it rather than migrating again.
-let template: Promise<Blob | null> | null = null;
-
-function templateFile(): string {
-  const journal = readFileSync(fileURLToPath(new URL('../../drizzle/meta/_journal.json', import.meta.url)));
-  // PGlite's entry file stands for its version (its package.json is not exported).
-  const pglite = import.meta.resolve('@electric-sql/pglite');
-  const key = createHash('sha256').update(journal).update(pglite).update(String(statSync(fileURLToPath(pglite)).mtimeMs)).digest('hex').slice(0, 16);
-  return join(tmpdir(), `matrix-to-device-kit-${key}.tar`);
-}
-
-async function readTemplate(): Promise<Blob | null> {
-  try {
-    return new Blob([await readFile(templateFile())]);
-  } catch {
-    return null;
-  }
-}
-
-async function freshDatabase(): Promise<Database> {
-  template ??= readTemplate();
-  const blob = await template;
-  if (blob !== null) return openDatabase({ kind: 'pglite', dataDir: null, loadDataDir: blob });
-  const first = await openDatabase({ kind: 'pglite', dataDir: null });
-  const dumped = (first.dumpDataDir as () => Promise<Blob>)();
-  template = dumped.catch(() => null);
-  // Written beside, then renamed: a kit in another process reads a whole file or none.
-  void dumped
-    .then(async (b) => {
-      const file = templateFile();
-      const partial = `${file}.${process.pid}.partial`;
-      await writeFile(partial, new Uint8Array(await b.arrayBuffer()));
-      await rename(partial, file);
-    })
-    .catch(() => {});
-  return first;
 }
 
 /**
@@ -185,7 +146,7 @@ export async function testModule<Config, State, Schema extends Record<string, un
   const serverUserId = `@:${serverName}`;
   const log = opts.log ?? createLogger('silent');
   const clock = opts.clock ?? new TestClock();
-  const database = opts.database ?? (await freshDatabase());
+  const database = opts.database ?? (await kitDatabase());
   const sent: SentMessage[] = [];
   const listeners = new Set<(m: SentMessage) => void>();
   const closeOwned = async (): Promise<void> => {

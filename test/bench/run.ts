@@ -14,7 +14,7 @@
  * PostgreSQL at 32 connections.
  *
  * Knobs (environment): BENCH_DATABASE_URL (an admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
- * BENCH_ONLY (comma list of F1,F2,F3,F4,S1,S2,S3,S4,S5,S6,S7,K1,K2,PGLITE; PGLITE is the product on PGlite: M1, S1 and S2 there), BENCH_SECONDS (measured seconds per
+ * BENCH_ONLY (comma list of F1,F2,F3,F4,S1,S2,S3,S4,S5,S6,S7,K1,K2,KIT,PGLITE; PGLITE is the product on PGlite: M1, S1 and S2 there), BENCH_SECONDS (measured seconds per
  * throughput run at 32 connections, 10), BENCH_SCALE_CONNECTIONS (the concurrencies of S1 and its floors,
  * 1,8,32,128), BENCH_SCALE_SECONDS (measured seconds at the other concurrencies than 32, 5),
  * BENCH_S3_SCALE_DEVICES (S3's other device counts besides 1,000, 100,5000), BENCH_S5_CONNECTIONS (10000), BENCH_S5_DEVICES (distinct devices behind
@@ -41,6 +41,7 @@ import { HttpClient, pool, summarize } from './http-client.ts';
 import { appserviceScenario } from './appservice-scenario.ts';
 import { federationScenario } from './federation-scenario.ts';
 import { keysScenario } from './keys-scenario.ts';
+import { kitScenario } from './kit-scenario.ts';
 import type { LoadResult, LoadSpec } from './load.ts';
 import type { BenchContext, BenchRow } from './scenario-support.ts';
 
@@ -1079,7 +1080,7 @@ async function machine(): Promise<string[]> {
 }
 
 /** Rows grouped by id in the order of ORDER, by rank within an id, else as measured. */
-const ORDER = ['F1', 'F2', 'F3', 'F4', 'M1', 'S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'K1', 'K2'];
+const ORDER = ['F1', 'F2', 'F3', 'F4', 'M1', 'S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'K1', 'K2', 'KIT'];
 
 function table(): string[] {
   const head = '| # | scenario | figure | floor | ratio / target | result |';
@@ -1117,6 +1118,13 @@ async function main(): Promise<void> {
   if (want('S6')) rows.push(...(await federationScenario(benchContext(fl))));
   if (want('S7')) rows.push(...(await appserviceScenario(benchContext(fl))));
   if (want('K1') || want('K2')) rows.push(...(await keysScenario(benchContext(fl), { claim: want('K1'), query: want('K2') })));
+  if (want('KIT')) {
+    try {
+      rows.push(...kitScenario(fmt));
+    } catch (e) {
+      failed('KIT', 'module test kit', e);
+    }
+  }
 
   const minutes = (performance.now() - started) / 60_000;
   const out = [

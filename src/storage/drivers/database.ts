@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import type { PGlite } from '@electric-sql/pglite';
 import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
@@ -31,7 +32,7 @@ export interface Database {
    */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   withSchema<S extends Record<string, any>>(schema: S | undefined): PgDatabase<PgQueryResultHKT, S>;
-  /** PGlite only: the whole cluster as a tarball, to start copies of it (the test kit's template). */
+  /** PGlite only: the whole cluster as a tarball, to start copies of it. */
   dumpDataDir?(): Promise<Blob>;
   close(): Promise<void>;
 }
@@ -61,10 +62,8 @@ const MIGRATION_LOCK = 4246_0001;
 export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
   if (opts.kind === 'pglite') {
     // Loaded only when used: a server on PostgreSQL has no use for PGlite's code (~2 MB resident).
-    const [{ PGlite }, { drizzle: drizzlePglite }, { migrate: migratePglite }, { pgliteOptions }, { initDataDirApart }] = await Promise.all([
+    const [{ PGlite }, { pgliteOptions }, { initDataDirApart }] = await Promise.all([
       import('@electric-sql/pglite'),
-      import('drizzle-orm/pglite'),
-      import('drizzle-orm/pglite/migrator'),
       import('./pglite-durable.ts'),
       import('./pglite-init.ts'),
     ]);
@@ -75,25 +74,16 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
       if (opts.dataDir !== null) await initDataDirApart(opts.dataDir);
       const raw = opts.dataDir === null ? new PGlite(opts.loadDataDir === undefined ? {} : { loadDataDir: opts.loadDataDir }) : new PGlite(pgliteOptions(opts.dataDir, opts.fsync ?? true, opts.sharedBuffersMb ?? 128));
       await raw.waitReady;
-      installRawTextParsers(raw);
-      const client = withPglitePrepared(raw);
-      const db = drizzlePglite(client, { schema });
-      await migratePglite(db, { migrationsFolder: MIGRATIONS });
-      return {
-        db: db as unknown as Db,
-        kind: 'pglite',
-        pg: null,
-        migrate: (m) => countingApplied(db as unknown as Db, m.table, () => migratePglite(db, { migrationsFolder: m.folder, migrationsTable: m.table })),
-        withSchema: (s) => drizzlePglite(client, { schema: s ?? {} }) as never,
-        dumpDataDir: async () => raw.dumpDataDir('none'),
+      return await pgliteDatabase(raw, {
+        migrateCore: true,
         close: async () => {
           try {
-            await client.close();
+            await raw.close();
           } finally {
             lock?.release();
           }
         },
-      };
+      });
     } catch (e) {
       lock?.release();
       throw e;
@@ -115,6 +105,29 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
     migrate: (m) => migrate(opts.url, m),
     withSchema: (s) => drizzlePostgres(sqlClient, { schema: s ?? {} }) as never,
     close: () => client.end({ timeout: 5 }),
+  };
+}
+
+/**
+ * A Database over a PGlite that is already running, set up as openDatabase sets up its own
+ * (raw-text parsers, prepared statements). `close` is what closing the Database does: the test
+ * kit hands its instance back to a pool instead of closing it; `migrateCore: false` when the
+ * caller knows the core's migrations are applied.
+ */
+export async function pgliteDatabase(raw: PGlite, opts: { migrateCore: boolean; close: () => Promise<void> }): Promise<Database> {
+  const [{ drizzle: drizzlePglite }, { migrate: migratePglite }] = await Promise.all([import('drizzle-orm/pglite'), import('drizzle-orm/pglite/migrator')]);
+  installRawTextParsers(raw);
+  const client = withPglitePrepared(raw);
+  const db = drizzlePglite(client, { schema });
+  if (opts.migrateCore) await migratePglite(db, { migrationsFolder: MIGRATIONS });
+  return {
+    db: db as unknown as Db,
+    kind: 'pglite',
+    pg: null,
+    migrate: (m) => countingApplied(db as unknown as Db, m.table, () => migratePglite(db, { migrationsFolder: m.folder, migrationsTable: m.table })),
+    withSchema: (s) => drizzlePglite(client, { schema: s ?? {} }) as never,
+    dumpDataDir: async () => client.dumpDataDir('none'),
+    close: opts.close,
   };
 }
 
