@@ -29,6 +29,10 @@ export const ConfigFileSchema = v.strictObject({
     v.strictObject({
       // A PostgreSQL URL; when absent the embedded PGlite database in data_dir is used.
       url: v.optional(v.pipe(v.string(), v.regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'))),
+      // A direct connection (not a transaction pooler) for LISTEN and migrations' advisory lock; default: url.
+      listen_url: v.optional(v.pipe(v.string(), v.regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'))),
+      // How long a request waits for a database connection before it is answered 503.
+      wait_timeout_ms: v.optional(intInRange(100, 600_000), 5_000),
       data_dir: v.optional(v.pipe(v.string(), v.minLength(1)), './data/pglite'),
       // PGlite: fsync every commit, so that what was acknowledged survives an OS crash (see pglite-durable.ts).
       pglite_fsync: v.optional(v.boolean('must be true or false'), true),
@@ -160,7 +164,14 @@ export interface Config {
   readonly serverName: string;
   readonly listen: { readonly host: string; readonly port: number };
   readonly database:
-    | { readonly kind: 'postgres'; readonly url: string; readonly poolSize: number; readonly preparedStatements: boolean }
+    | {
+        readonly kind: 'postgres';
+        readonly url: string;
+        readonly listenUrl: string;
+        readonly poolSize: number;
+        readonly preparedStatements: boolean;
+        readonly waitTimeoutMs: number;
+      }
     | { readonly kind: 'pglite'; readonly dataDir: string | null; readonly fsync: boolean };
   readonly registrationEnabled: boolean;
   readonly limits: {
@@ -228,6 +239,8 @@ export const ENV_VARS = {
   PGLITE_FSYNC: { path: ['database', 'pglite_fsync'], kind: 'boolean' },
   DATABASE_POOL_SIZE: { path: ['database', 'pool_size'], kind: 'number' },
   DATABASE_PREPARED_STATEMENTS: { path: ['database', 'prepared_statements'], kind: 'boolean' },
+  DATABASE_LISTEN_URL: { path: ['database', 'listen_url'], kind: 'string' },
+  DATABASE_WAIT_TIMEOUT_MS: { path: ['database', 'wait_timeout_ms'], kind: 'number' },
   ENABLE_REGISTRATION: { path: ['registration', 'enabled'], kind: 'boolean' },
   SYNC_TO_DEVICE_LIMIT: { path: ['limits', 'sync_to_device_limit'], kind: 'number' },
   MAX_REQUEST_BYTES: { path: ['limits', 'max_request_bytes'], kind: 'number' },
@@ -318,7 +331,14 @@ export function parseConfig(raw: unknown): Config {
     listen: { host: c.listen.host, port: c.listen.port },
     database:
       c.database.url !== undefined
-        ? { kind: 'postgres', url: c.database.url, poolSize: c.database.pool_size, preparedStatements: c.database.prepared_statements }
+        ? {
+            kind: 'postgres',
+            url: c.database.url,
+            listenUrl: c.database.listen_url ?? c.database.url,
+            poolSize: c.database.pool_size,
+            preparedStatements: c.database.prepared_statements,
+            waitTimeoutMs: c.database.wait_timeout_ms,
+          }
         : { kind: 'pglite', dataDir: c.database.data_dir, fsync: c.database.pglite_fsync },
     registrationEnabled: c.registration.enabled ?? isLoopback(c.listen.host),
     limits: {
@@ -398,7 +418,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (value === undefined || value === '') continue;
     setPath(raw, path, coerceEnv(value, kind));
     // The URL may carry a password: name the variable but do not echo it.
-    fromEnv.set(path.join('.'), name === 'DATABASE_URL' ? name : `${name}=${JSON.stringify(value)}`);
+    fromEnv.set(path.join('.'), name === 'DATABASE_URL' || name === 'DATABASE_LISTEN_URL' ? name : `${name}=${JSON.stringify(value)}`);
   }
   try {
     return parseConfig(raw);
