@@ -120,7 +120,7 @@ export function createApp(deps: AppDeps): App {
   const serverUserId = `@:${config.serverName}`;
   const appservices = deps.appservices ?? new AppserviceRegistry([]);
   const instanceId = newInstanceId();
-  const wakeups = database.pg === null ? null : new PgWakeups(database.pg, notifier, log, instanceId);
+  const wakeups = database.pg === null ? null : new PgWakeups(database.pg, notifier, log, instanceId, database.listener ?? database.pg);
   const appserviceSender = new AppserviceSender({
     db: database.db,
     registry: appservices,
@@ -184,6 +184,11 @@ export function createApp(deps: AppDeps): App {
     wakeups.onRevoked = (hashes) => accounts.forgetTokens(hashes);
     wakeups.onDeviceListPosition = (position) => deviceLists.observe(position);
     wakeups.onKeyCountsChanged = (devices) => keys.counts.forget(devices);
+    wakeups.onMissedNotifications = () => {
+      accounts.forgetAllTokens();
+      keys.counts.forgetAll();
+      deviceLists.forgetPosition();
+    };
   }
   const services: Services = {
     config,
@@ -204,7 +209,7 @@ export function createApp(deps: AppDeps): App {
 
   let stopping = false;
   let remotePoll: NodeJS.Timeout | null = null;
-  const health = healthRoutes({ checkDatabase: () => new OperationsStore(database.db).ping(), stopping: () => stopping });
+  const health = healthRoutes({ checkDatabase: () => new OperationsStore(database.db).inRecovery(), stopping: () => stopping });
   const app = new Hono<AppEnv>();
   installRequestLog(app, {
     log,

@@ -34,7 +34,7 @@ async function main(): Promise<void> {
   });
   const database = await openDatabase(
     config.database.kind === 'postgres'
-      ? { kind: 'postgres', url: config.database.url, poolSize: config.database.poolSize, preparedStatements: config.database.preparedStatements }
+      ? { ...config.database }
       : { kind: 'pglite', dataDir: config.database.dataDir, fsync: config.database.fsync, sharedBuffersMb: config.database.sharedBuffersMb },
   ).catch((e: unknown) => {
     if (!(e instanceof DataDirLockedError)) throw e;

@@ -57,8 +57,15 @@ describe('environment variables', () => {
     const c = loadConfig({ SERVER_NAME: 'example.org', LISTEN_PORT: '9000', DATABASE_URL: 'postgres://u:p@db:5432/x' });
     expect(c.serverName).toBe('example.org');
     expect(c.listen).toEqual({ host: '127.0.0.1', port: 9000 });
-    expect(c.database).toEqual({ kind: 'postgres', url: 'postgres://u:p@db:5432/x', poolSize: 10, preparedStatements: true });
-    expect(loadConfig({ DATABASE_URL: 'postgresql://db/x', DATABASE_POOL_SIZE: '3' }).database).toEqual({ kind: 'postgres', url: 'postgresql://db/x', poolSize: 3, preparedStatements: true });
+    expect(c.database).toEqual({ kind: 'postgres', url: 'postgres://u:p@db:5432/x', listenUrl: 'postgres://u:p@db:5432/x', poolSize: 10, preparedStatements: true, waitTimeoutMs: 5000 });
+    expect(loadConfig({ DATABASE_URL: 'postgresql://db/x', DATABASE_POOL_SIZE: '3' }).database).toEqual({
+      kind: 'postgres',
+      url: 'postgresql://db/x',
+      listenUrl: 'postgresql://db/x',
+      poolSize: 3,
+      preparedStatements: true,
+      waitTimeoutMs: 5000,
+    });
   });
 
   it('ENABLE_REGISTRATION turns registration on or off whatever the host', () => {
@@ -94,6 +101,8 @@ describe('environment variables', () => {
       PGLITE_SHARED_BUFFERS_MB: '16',
       DATABASE_POOL_SIZE: '7',
       DATABASE_PREPARED_STATEMENTS: 'false',
+      DATABASE_LISTEN_URL: 'postgres://direct/db',
+      DATABASE_WAIT_TIMEOUT_MS: '700',
       ENABLE_REGISTRATION: 'true',
       SYNC_TO_DEVICE_LIMIT: '7',
       MAX_REQUEST_BYTES: '2048',
@@ -131,7 +140,7 @@ describe('environment variables', () => {
     const c = loadConfig(values);
     expect(c.serverName).toBe('env.example');
     expect(c.listen).toEqual({ host: '0.0.0.0', port: 1234 });
-    expect(c.database).toEqual({ kind: 'postgres', url: 'postgres://h/db', poolSize: 7, preparedStatements: false });
+    expect(c.database).toEqual({ kind: 'postgres', url: 'postgres://h/db', listenUrl: 'postgres://direct/db', poolSize: 7, preparedStatements: false, waitTimeoutMs: 700 });
     expect(c.registrationEnabled).toBe(true);
     expect(c.limits).toEqual({ syncToDeviceLimit: 7, maxRequestBytes: 2048, maxSyncTimeoutMs: 7, txnRetentionHours: 48, deviceQueueMax: 7, toDeviceTtlHours: 7, maintenanceIntervalS: 7 });
     expect(c.rateLimits.sendToDevice).toEqual({ perSecond: 7, burstCount: 7 });
@@ -175,7 +184,7 @@ describe('YAML file (CONFIG_FILE)', () => {
     expect(c.serverName).toBe('env.example');
     expect(c.listen).toEqual({ host: '0.0.0.0', port: 9100 });
     expect(c.limits.syncToDeviceLimit).toBe(50);
-    expect(c.database).toEqual({ kind: 'postgres', url: 'postgres://u@db:5432/x', poolSize: 10, preparedStatements: true });
+    expect(c.database).toEqual({ kind: 'postgres', url: 'postgres://u@db:5432/x', listenUrl: 'postgres://u@db:5432/x', poolSize: 10, preparedStatements: true, waitTimeoutMs: 5000 });
     expect(c.registrationEnabled).toBe(true);
   });
 

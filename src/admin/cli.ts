@@ -38,7 +38,7 @@ async function main(): Promise<number> {
   try {
     database = await openDatabase(
       config.database.kind === 'postgres'
-        ? { kind: 'postgres', url: config.database.url, poolSize: 2, preparedStatements: config.database.preparedStatements }
+        ? { kind: 'postgres', url: config.database.url, listenUrl: config.database.listenUrl, poolSize: 2, preparedStatements: config.database.preparedStatements }
         : { kind: 'pglite', dataDir: config.database.dataDir, fsync: config.database.fsync, sharedBuffersMb: config.database.sharedBuffersMb },
     );
   } catch (e) {

@@ -20,7 +20,14 @@ export interface Config {
   readonly serverName: string;
   readonly listen: { readonly host: string; readonly port: number };
   readonly database:
-    | { readonly kind: 'postgres'; readonly url: string; readonly poolSize: number; readonly preparedStatements: boolean }
+    | {
+        readonly kind: 'postgres';
+        readonly url: string;
+        readonly listenUrl: string;
+        readonly poolSize: number;
+        readonly preparedStatements: boolean;
+        readonly waitTimeoutMs: number;
+      }
     | { readonly kind: 'pglite'; readonly dataDir: string | null; readonly fsync: boolean; readonly sharedBuffersMb: number };
   readonly registrationEnabled: boolean;
   readonly limits: {
@@ -103,7 +110,14 @@ export function parseConfig(raw: unknown): Config {
     listen: { host: c.listen.host, port: c.listen.port },
     database:
       c.database.url !== undefined
-        ? { kind: 'postgres', url: c.database.url, poolSize: c.database.pool_size, preparedStatements: c.database.prepared_statements }
+        ? {
+            kind: 'postgres',
+            url: c.database.url,
+            listenUrl: c.database.listen_url ?? c.database.url,
+            poolSize: c.database.pool_size,
+            preparedStatements: c.database.prepared_statements,
+            waitTimeoutMs: c.database.wait_timeout_ms,
+          }
         : { kind: 'pglite', dataDir: c.database.data_dir, fsync: c.database.pglite_fsync, sharedBuffersMb: c.database.pglite_shared_buffers_mb },
     registrationEnabled: c.registration.enabled ?? isLoopback(c.listen.host),
     limits: {
@@ -183,7 +197,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (value === undefined || value === '') continue;
     setPath(raw, path, coerceEnv(value, kind));
     // The URL may carry a password: name the variable but do not echo it.
-    fromEnv.set(path.join('.'), name === 'DATABASE_URL' ? name : `${name}=${JSON.stringify(value)}`);
+    fromEnv.set(path.join('.'), name === 'DATABASE_URL' || name === 'DATABASE_LISTEN_URL' ? name : `${name}=${JSON.stringify(value)}`);
   }
   try {
     return parseConfig(raw);

@@ -11,6 +11,8 @@ export const ENV_VARS = {
   LISTEN_HOST: { path: ['listen', 'host'], kind: 'string' },
   LISTEN_PORT: { path: ['listen', 'port'], kind: 'number' },
   DATABASE_URL: { path: ['database', 'url'], kind: 'string' },
+  DATABASE_LISTEN_URL: { path: ['database', 'listen_url'], kind: 'string' },
+  DATABASE_WAIT_TIMEOUT_MS: { path: ['database', 'wait_timeout_ms'], kind: 'number' },
   DATA_DIR: { path: ['database', 'data_dir'], kind: 'string' },
   PGLITE_FSYNC: { path: ['database', 'pglite_fsync'], kind: 'boolean' },
   PGLITE_SHARED_BUFFERS_MB: { path: ['database', 'pglite_shared_buffers_mb'], kind: 'number' },

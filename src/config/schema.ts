@@ -38,6 +38,10 @@ export const ConfigFileSchema = section({
     section({
       // A PostgreSQL URL; when absent the embedded PGlite database in data_dir is used.
       url: v.optional(v.pipe(v.string('must be a string'), v.regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'))),
+      // A direct connection (not a transaction pooler) for LISTEN and migrations' advisory lock; default: url.
+      listen_url: v.optional(v.pipe(v.string('must be a string'), v.regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'))),
+      // How long a request waits for a database connection before it is answered 503.
+      wait_timeout_ms: v.optional(intInRange(100, 600_000), 5_000),
       data_dir: v.optional(nonEmptyString(), './data/pglite'),
       // PGlite: fsync every commit, so that what was acknowledged survives an OS crash (see pglite-durable.ts).
       pglite_fsync: v.optional(bool(), true),

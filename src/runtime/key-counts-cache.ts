@@ -34,6 +34,11 @@ export class KeyCountsCache {
     return counts;
   }
 
+  forgetAll(): void {
+    this.forgets++;
+    this.entries.clear();
+  }
+
   forget(devices: readonly { userId: string; deviceId: string }[]): void {
     this.forgets++;
     for (const d of devices) this.entries.delete(KeyCountsCache.key(d.userId, d.deviceId));

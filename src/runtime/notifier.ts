@@ -68,6 +68,11 @@ export class Notifier {
   /** Ends every long-poll now and any later one at once (graceful shutdown: they answer instead of holding the server). */
   wakeAll(): void {
     this.closed = true;
+    this.wakeWaiting();
+  }
+
+  /** Wakes every long-poll waiting now, so each reads its queue (wake-ups from other processes may have been missed). */
+  wakeWaiting(): void {
     const all = [...this.listeners.values()].flatMap((devices) => [...devices.values()]);
     this.listeners.clear();
     for (const current of all) this.wakeEach(current);

@@ -5,6 +5,8 @@ import type { Notifier } from './notifier.ts';
 const CHANNEL = 'to_device_wake';
 // NOTIFY payloads are limited to 8000 bytes.
 const MAX_PAYLOAD = 7_500;
+// How often a process checks that it still hears its own NOTIFYs.
+const PROBE_MS = 10_000;
 
 interface WakePayload {
   from: string;
@@ -15,6 +17,8 @@ interface WakePayload {
   dl?: number;
   /** Devices whose one-time or fallback key counts changed (upload, claim). */
   keys?: [string, string][];
+  /** A process's check that its own LISTEN still works. */
+  probe?: number;
 }
 
 /**
@@ -29,24 +33,87 @@ export class PgWakeups {
   private pendingKeys: [string, string][] = [];
   private pendingPosition: number | null = null;
   private flushScheduled = false;
+  private probeTimer: NodeJS.Timeout | null = null;
+  private probeSent = 0;
+  private probeHeard = 0;
   onRevoked: (tokenHashes: string[]) => void = () => {};
   onDeviceListPosition: (position: number) => void = () => {};
   onKeyCountsChanged: (devices: { userId: string; deviceId: string }[]) => void = () => {};
+  /** Notifications may have been missed (LISTEN was re-established): drop what other processes would have said. */
+  onMissedNotifications: () => void = () => {};
 
   constructor(
     private readonly pg: postgres.Sql,
     private readonly notifier: Notifier,
     private readonly log: Logger,
     private readonly instanceId: string,
+    /** Where LISTEN runs: a direct connection, since a transaction pooler drops notifications. */
+    private readonly listener: postgres.Sql = pg,
   ) {}
 
   async start(): Promise<void> {
-    this.listening = await this.pg.listen(CHANNEL, (payload) => this.receive(payload));
+    await this.listen();
+    this.probeTimer = setInterval(() => void this.probe(), PROBE_MS);
+    this.probeTimer.unref();
   }
 
   async stop(): Promise<void> {
+    if (this.probeTimer !== null) clearInterval(this.probeTimer);
+    this.probeTimer = null;
     await this.listening?.unlisten().catch(() => {});
     this.listening = null;
+  }
+
+  /**
+   * postgres.js issues LISTEN again after its connection drops (a restart, a failover) and then
+   * calls `onlisten`: whatever was notified in between is lost, so every local long-poll is
+   * woken to read its queue and what other processes would have announced is forgotten.
+   */
+  private async listen(): Promise<void> {
+    let first = true;
+    this.listening = await this.listener.listen(
+      CHANNEL,
+      (payload) => this.receive(payload),
+      () => {
+        if (first) {
+          first = false;
+          return;
+        }
+        this.log.info('LISTEN re-established; waking long-polls and dropping cross-process caches');
+        this.resync();
+      },
+    );
+  }
+
+  private resync(): void {
+    this.notifier.wakeWaiting();
+    this.onMissedNotifications();
+  }
+
+  /**
+   * postgres.js gives up silently when its re-LISTEN fails (e.g. it reconnected before the
+   * standby was promoted). A NOTIFY to itself that never arrives shows it; LISTEN again.
+   */
+  private async probe(): Promise<void> {
+    if (this.probeSent > this.probeHeard) {
+      this.log.warn('own NOTIFY not received; issuing LISTEN again');
+      this.probeHeard = this.probeSent;
+      try {
+        await this.listening?.unlisten().catch(() => {});
+        await this.listen();
+        this.resync();
+      } catch (e) {
+        this.log.warn('LISTEN failed', { err: String(e) });
+        return;
+      }
+    }
+    const n = this.probeSent + 1;
+    try {
+      await this.pg.notify(CHANNEL, JSON.stringify({ from: this.instanceId, probe: n } satisfies WakePayload));
+      this.probeSent = n;
+    } catch {
+      // The database is away; the next round tries again.
+    }
   }
 
   publish(devices: readonly { userId: string; deviceId: string }[]): void {
@@ -119,7 +186,10 @@ export class PgWakeups {
     } catch {
       return;
     }
-    if (parsed.from === this.instanceId) return;
+    if (parsed.from === this.instanceId) {
+      if (typeof parsed.probe === 'number') this.probeHeard = Math.max(this.probeHeard, parsed.probe);
+      return;
+    }
     if (typeof parsed.dl === 'number') this.onDeviceListPosition(parsed.dl);
     if (parsed.keys !== undefined && parsed.keys.length > 0) this.onKeyCountsChanged(parsed.keys.map(([userId, deviceId]) => ({ userId, deviceId })));
     for (const [userId, deviceId] of parsed.devices ?? []) this.notifier.notify(userId, deviceId);

@@ -1,6 +1,10 @@
 import type { Logger } from '../logger.ts';
 import type { Clock } from '../sdk/clock.ts';
 import { systemClock } from '../server-user/system-clock.ts';
+import { isDatabaseUnavailable } from '../storage/drivers/database-unavailable.ts';
+
+// While the database is away (a failover takes seconds), every key looks again this soon.
+const DATABASE_RETRY_MS = 1_000;
 
 interface KeyState {
   running: boolean;
@@ -154,6 +158,12 @@ export class RetryingRunner {
       state.attempts = 0;
       finished = true;
     } catch (e) {
+      if (isDatabaseUnavailable(e)) {
+        // Not the destination's fault: its backoff does not grow, and it resumes with the database.
+        this.opts.log.debug('database unavailable; retrying soon', { key, err: String(e) });
+        this.schedule(key, state, Math.round(DATABASE_RETRY_MS / 2 + Math.random() * DATABASE_RETRY_MS));
+        return;
+      }
       state.attempts += 1;
       const { initialMs, maxMs } = this.opts.backoff;
       const base = Math.min(maxMs, initialMs * 2 ** Math.min(state.attempts - 1, 30));

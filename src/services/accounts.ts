@@ -76,6 +76,12 @@ export class AccountsService {
     return { userId, login: inhibitLogin ? null : await this.startSession(userId, deviceId, null) };
   }
 
+  /** Drops every cached token: other processes' revocations may have been missed. */
+  forgetAllTokens(): void {
+    this.revocations++;
+    this.tokenCache.clear();
+  }
+
   /** Drops tokens from the cache; called locally and for other processes' revocations. */
   forgetTokens(tokenHashes: readonly string[]): void {
     this.revocations++;

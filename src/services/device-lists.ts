@@ -42,6 +42,11 @@ export class DeviceLists {
     if (this.known === null || position > this.known) this.known = position;
   }
 
+  /** Other processes' positions may have been missed: read the stream's position again when next needed. */
+  forgetPosition(): void {
+    this.known = null;
+  }
+
   private async knownPosition(): Promise<number> {
     if (this.known === null) this.observe(await this.store.position());
     return this.known ?? 0;

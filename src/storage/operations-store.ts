@@ -20,9 +20,14 @@ export interface QueueState {
 export class OperationsStore {
   constructor(private readonly db: Db) {}
 
-  /** Answers when the database does (readiness). */
-  async ping(): Promise<void> {
-    await this.db.execute(sql`select 1`);
+  /**
+   * Answers when the database does (readiness): true when it is a standby (in recovery), which
+   * serves reads but fails every write; after a failover the old connection target may be one.
+   */
+  async inRecovery(): Promise<boolean> {
+    const result: unknown = await this.db.execute(sql`select pg_is_in_recovery() as recovering`);
+    const rows = Array.isArray(result) ? result : (result as { rows: unknown[] }).rows;
+    return (rows[0] as { recovering: boolean } | undefined)?.recovering === true;
   }
 
   /** Messages waiting in device queues, over all devices. */

@@ -9,7 +9,9 @@ import postgres from 'postgres';
 import { lockDataDir } from './data-dir-lock.ts';
 import { installRawTextParsers } from './pglite-parsers.ts';
 import { withPglitePrepared } from './pglite-prepared.ts';
+import { postgresJsUrl } from './postgres-url.ts';
 import { withPreparedStatements } from './prepared-statements.ts';
+import { withWaitTimeout } from './wait-timeout.ts';
 import * as schema from '../schema.ts';
 
 /** The drizzle database, whichever driver is underneath; stores and handlers use only this. */
@@ -18,8 +20,10 @@ export type Db = PgDatabase<PgQueryResultHKT, typeof schema>;
 export interface Database {
   readonly db: Db;
   readonly kind: 'pglite' | 'postgres';
-  /** The postgres.js client when on PostgreSQL (for LISTEN/NOTIFY); null on PGlite. */
+  /** The postgres.js client when on PostgreSQL (for NOTIFY); null on PGlite. */
   readonly pg: postgres.Sql | null;
+  /** The client to LISTEN on: a direct connection (database.listen_url), never a transaction pooler's. */
+  readonly listener: postgres.Sql | null;
   /**
    * Applies a drizzle-kit migrations folder recorded in a table of its own (in the `drizzle`
    * schema, beside the core's): how a handler module's tables come and go with the module.
@@ -43,7 +47,17 @@ export interface MigrationsSource {
 }
 
 export type DatabaseOptions =
-  | { kind: 'postgres'; url: string; poolSize?: number; /** Default true, see prepared-statements.ts. */ preparedStatements?: boolean }
+  | {
+      kind: 'postgres';
+      url: string;
+      /** A direct connection for LISTEN and migrations (their session advisory lock); default `url`. */
+      listenUrl?: string;
+      poolSize?: number;
+      /** Default true, see prepared-statements.ts. */
+      preparedStatements?: boolean;
+      /** How long a query may wait for a connection before it fails (wait-timeout.ts); default 5000. */
+      waitTimeoutMs?: number;
+    }
   | {
       kind: 'pglite';
       dataDir: string | null;
@@ -89,22 +103,30 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
       throw e;
     }
   }
-  await migrate(opts.url, { folder: MIGRATIONS, table: '__drizzle_migrations' });
-  const client = postgres(opts.url, {
+  const url = postgresJsUrl(opts.url);
+  const listenUrl = postgresJsUrl(opts.listenUrl ?? opts.url);
+  await migrate(listenUrl, { folder: MIGRATIONS, table: '__drizzle_migrations' });
+  const client = postgres(url, {
     max: opts.poolSize ?? 10,
     onnotice: () => {},
     // A dead server must fail requests quickly, not hang them.
     connect_timeout: 10,
   });
-  const sqlClient = opts.preparedStatements === false ? client : withPreparedStatements(client);
+  // postgres.js opens LISTEN's connection from the options of the client it is called on.
+  const listener = listenUrl === url ? client : postgres(listenUrl, { max: 1, onnotice: () => {}, connect_timeout: 10 });
+  const bounded = withWaitTimeout(client, opts.waitTimeoutMs ?? 5_000);
+  const sqlClient = opts.preparedStatements === false ? bounded : withPreparedStatements(bounded);
   const db = drizzlePostgres(sqlClient, { schema });
   return {
     db: db as unknown as Db,
     kind: 'postgres',
     pg: client,
-    migrate: (m) => migrate(opts.url, m),
+    listener,
+    migrate: (m) => migrate(listenUrl, m),
     withSchema: (s) => drizzlePostgres(sqlClient, { schema: s ?? {} }) as never,
-    close: () => client.end({ timeout: 5 }),
+    close: async () => {
+      await Promise.all([client.end({ timeout: 5 }), listener === client ? undefined : listener.end({ timeout: 5 })]);
+    },
   };
 }
 
@@ -124,6 +146,7 @@ export async function pgliteDatabase(raw: PGlite, opts: { migrateCore: boolean; 
     db: db as unknown as Db,
     kind: 'pglite',
     pg: null,
+    listener: null,
     migrate: (m) => countingApplied(db as unknown as Db, m.table, () => migratePglite(db, { migrationsFolder: m.folder, migrationsTable: m.table })),
     withSchema: (s) => drizzlePglite(client, { schema: s ?? {} }) as never,
     dumpDataDir: async () => client.dumpDataDir('none'),
@@ -134,7 +157,8 @@ export async function pgliteDatabase(raw: PGlite, opts: { migrateCore: boolean; 
 /**
  * Migrates on a connection of its own, holding an advisory lock so that processes starting
  * together take turns. Own connection: the lock is per session, and borrowing one from the pool
- * would leave a pool of one nothing to migrate with.
+ * would leave a pool of one nothing to migrate with. `url` must reach PostgreSQL directly: a
+ * transaction-mode pooler runs the unlock on another server session than the lock.
  */
 async function migrate(url: string, m: MigrationsSource): Promise<number> {
   const conn = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 10 });
@@ -142,7 +166,8 @@ async function migrate(url: string, m: MigrationsSource): Promise<number> {
     await conn`select pg_advisory_lock(${MIGRATION_LOCK})`;
     const db = drizzlePostgres(conn, { schema });
     const applied = await countingApplied(db as unknown as Db, m.table, () => migratePostgres(db, { migrationsFolder: m.folder, migrationsTable: m.table }));
-    await conn`select pg_advisory_unlock(${MIGRATION_LOCK})`;
+    const [unlocked] = await conn<{ unlocked: boolean }[]>`select pg_advisory_unlock(${MIGRATION_LOCK}) as unlocked`;
+    if (unlocked?.unlocked !== true) throw new MigrationLockError();
     return applied;
   } finally {
     await conn.end({ timeout: 1 });
@@ -162,4 +187,16 @@ async function countingApplied(db: Db, table: string, run: () => Promise<void>):
   const before = await count();
   await run();
   return (await count()) - before;
+}
+
+/** The migrations' advisory lock was not held by the session that released it: a transaction pooler is in the way. */
+export class MigrationLockError extends Error {
+  constructor() {
+    super(
+      'The migrations\' advisory lock was released on another database session than the one that took it: the database URL goes through a ' +
+        'transaction pooler (e.g. PgBouncer in transaction mode), which cannot hold session locks or LISTEN. ' +
+        'Set database.listen_url (DATABASE_LISTEN_URL) to a direct connection to PostgreSQL.',
+    );
+    this.name = 'MigrationLockError';
+  }
 }
