@@ -2,6 +2,7 @@ import { MatrixError } from '../errors/matrix-error.ts';
 import type { Db } from '../storage/drivers/database.ts';
 import type { AppserviceRegistry } from '../appservice/registration.ts';
 import { LazyCommits } from '../storage/drivers/lazy-commits.ts';
+import { TxnStore } from '../storage/txn-store.ts';
 import { SendStatement, type EnqueueRequest, type EnqueueResult, type Watched } from '../storage/send-statement.ts';
 import { GROUP_COMMIT_BATCH_SIZE, LAZY_COMMIT_FLUSHES, STORED_COUNTER, type Counters } from '../metrics/counters.ts';
 import { GroupCommit } from '../runtime/group-commit.ts';
@@ -113,8 +114,10 @@ export class ToDeviceService {
         : await this.enqueue.run(planned.request);
     if (!result.claimed) {
       if (input.txn === undefined) this.deps.counters.inc(DROPPED, { reason: 'duplicate_edu' });
-      // The first claim may have been lazy and its own request not answered yet.
-      if (result.originalDurable !== true) await this.lazy.makeDurable(this.lazy.mark());
+      // The first claim may have been lazy and its own request not answered yet; one that waited
+      // for its flush needs no flush of ours (a read costs less than forcing one).
+      const durable = input.txn !== undefined && (await new TxnStore(this.deps.db).committedWithFlush(input.txn));
+      if (!durable) await this.lazy.makeDurable(this.lazy.mark());
       return {};
     }
     this.afterStored([planned], [result]);

@@ -7,7 +7,7 @@ import { inboxInsertSql } from './device-inbox-store.ts';
 import { inboundClaimSql } from './federation-inbound-store.ts';
 import { outboxInsertSql } from './federation-outbox-store.ts';
 import { NewMessages } from './new-messages.ts';
-import { txnClaimSql, txnDurableSql, type TxnKey } from './txn-store.ts';
+import { txnClaimSql, type TxnKey } from './txn-store.ts';
 
 /** One planned send (a request, a federation EDU, a module's reply), for {@link SendStatement.run}. */
 export interface EnqueueRequest {
@@ -37,11 +37,6 @@ export interface Watched {
 export interface EnqueueResult {
   /** False when the txn id (or the EDU) was already used: nothing was stored. */
   claimed: boolean;
-  /**
-   * Not claimed, and the first claim is known to be on disk (it committed waiting for its flush
-   * before this statement began), so the retry can be answered at once.
-   */
-  originalDurable?: boolean;
   /**
    * Each device that got a message, with what the whole batch stored for that device: requests
    * of one batch that reach the same device share one NewMessages, so whichever wakes the device
@@ -125,7 +120,6 @@ export class SendStatement {
               : sql``
           }
         )`;
-    const durable = sql`select 'durable' as k, d.r, null::int as o, null::text as u, null::text as d, null::bigint as n from (${txnDurableSql(sql`select q.tu, q.td, q.te, q.tt, q.r from req q where q.tu is not null`)}) d`;
     const flushed = lazy === undefined ? this.lazy?.flushedCommit() : undefined;
     const rows = await queryRows<Row>(
       this.db,
@@ -136,7 +130,6 @@ export class SendStatement {
           // CTE run whether or not anything was claimed.
           sql`${head}${lazy === undefined ? sql`` : sql`, lazy as (select set_config('synchronous_commit', 'off', true) as v)`}
         select 'claimed' as k, ok.r, null::int as o, null::text as u, null::text as d, null::bigint as n from ok
-        union all ${durable}
         ${lazy === undefined ? sql`` : sql`union all select 'lazy', null, null, null, null, null from lazy`}`
         : sql`${head},
         tgt as (
@@ -195,7 +188,6 @@ export class SendStatement {
         )})`
         }
         select 'claimed' as k, ok.r, null::int as o, null::text as u, null::text as d, null::bigint as n from ok
-        union all ${durable}
         union all
         select 'stored', e.r, e.o, e.u, e.d, null from expanded e join locked l on l.user_id = e.u and l.device_id = e.d
         union all
@@ -242,8 +234,6 @@ export class SendStatement {
         claim as (${txnClaimSql(sql`select k.u, k.d, k.e, k.t from keys k`, Date.now(), lazy !== undefined)})
         select 'claimed' as k, k.r, null::int as o, null::text as u, null::text as d, null::bigint as n
         from keys k join claim c on c.user_id = k.u and c.device_id = k.d and c.endpoint = k.e and c.txn_id = k.t
-        union all
-        select 'durable', d.r, null, null, null, null from (${txnDurableSql(sql`select * from keys`)}) d
         ${lazy === undefined ? sql`` : sql`union all select 'lazy', null, null, null, null, null from lazy`}`,
     );
     const results = resultsOf(requests, rows, lazy?.mark());
@@ -279,9 +269,6 @@ function resultsOf(requests: readonly EnqueueRequest[], rows: readonly Row[], la
     else if (row.k === 'claimed') {
       const result = results[Number(row.r)];
       if (result !== undefined) result.claimed = true;
-    } else if (row.k === 'durable') {
-      const result = results[Number(row.r)];
-      if (result !== undefined) result.originalDurable = true;
     } else {
       // Positions matter only for watched devices' news; S1's batches of 500 watch nothing.
       if (watching) deviceOf(row.u, row.d).at.push([Number(row.r), Number(row.o)]);
@@ -304,8 +291,6 @@ function resultsOf(requests: readonly EnqueueRequest[], rows: readonly Row[], la
   for (const { r, u, d } of storedRows) results[r]?.stored.push({ userId: u, deviceId: d, news: news.get(`${u}\u0000${d}`) });
   requests.forEach((q, i) => {
     const result = results[i] as EnqueueResult;
-    // A durable original is a claimed one's only when the claim failed.
-    if (result.claimed) delete result.originalDurable;
     for (const t of q.targets) if (known.has(t.userId)) result.knownUsers.add(t.userId);
     result.appservicesQueued = [...new Set((q.appservices ?? []).map((a) => a.appserviceId))].filter((id) => queuedFor.has(id));
   });

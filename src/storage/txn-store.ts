@@ -24,6 +24,19 @@ export class TxnStore {
     return rows.length === 1;
   }
 
+  /**
+   * Whether a claim is on disk for certain: it was committed waiting for its flush (not lazily,
+   * see LazyCommits). A retry that found its txn id claimed asks this (one index read) instead of
+   * forcing a flush; false also when the claim is not visible yet.
+   */
+  async committedWithFlush(key: TxnKey): Promise<boolean> {
+    const rows = await queryRows<{ lazy: boolean }>(
+      this.db,
+      sql`select lazy from txn_ids where user_id = ${key.userId} and device_id = ${key.deviceId} and endpoint = ${key.endpoint} and txn_id = ${key.txnId}`,
+    );
+    return rows[0]?.lazy === false;
+  }
+
   async deleteOlderThan(ts: number): Promise<number> {
     const rows = await this.db.delete(txnIds).where(lt(txnIds.createdTs, ts)).returning({ txnId: txnIds.txnId });
     return rows.length;
@@ -42,16 +55,4 @@ export function txnClaimSql(source: SQL, now: number, lazy: boolean): SQL {
           select s.u, s.d, s.e, s.t, '{}', ${now}, ${lazy} from (${source}) as s(u, d, e, t)
           on conflict do nothing
           returning user_id, device_id, endpoint, txn_id`;
-}
-
-/**
- * The claims of `source` (as for {@link txnClaimSql}, with a fifth column passed through) that
- * were already there before the statement began and were committed waiting for their flush, so
- * are on disk. A claim committed meanwhile is not among them (the statement's snapshot is older):
- * its retry flushes, which is always safe.
- */
-export function txnDurableSql(source: SQL): SQL {
-  return sql`select s.r from (${source}) as s(u, d, e, t, r)
-          join txn_ids x on x.user_id = s.u and x.device_id = s.d and x.endpoint = s.e and x.txn_id = s.t
-          where not x.lazy`;
 }
