@@ -27,7 +27,7 @@ import { RateLimiter } from './shared/rate-limiter.ts';
 import { newInstanceId, releaseAllLeases, stopTakingLeases, taskLeases } from './runtime/queue-lease.ts';
 import type { Services } from './services/services.ts';
 import { ToDeviceService } from './services/to-device.ts';
-import type { Database } from './storage/drivers/database.ts';
+import type { Database, ServerDatabase } from './storage/drivers/database.ts';
 import { AppserviceSender } from './appservice/appservice-sender.ts';
 import { AppserviceRegistry } from './appservice/registration.ts';
 import type { SigningKey } from './shared/ed25519.ts';
@@ -120,7 +120,7 @@ export function createApp(deps: AppDeps): App {
   const serverUserId = `@:${config.serverName}`;
   const appservices = deps.appservices ?? new AppserviceRegistry([]);
   const instanceId = newInstanceId();
-  const wakeups = database.pg === null ? null : new PgWakeups(database.pg, notifier, log, instanceId, database.listener ?? database.pg);
+  const wakeups = database.pg === null ? null : new PgWakeups(database.pg, notifier, log, instanceId, ('listener' in database ? (database as ServerDatabase).listener : null) ?? database.pg);
   const appserviceSender = new AppserviceSender({
     db: database.db,
     registry: appservices,

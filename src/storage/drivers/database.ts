@@ -22,8 +22,6 @@ export interface Database {
   readonly kind: 'pglite' | 'postgres';
   /** The postgres.js client when on PostgreSQL (for NOTIFY); null on PGlite. */
   readonly pg: postgres.Sql | null;
-  /** The client to LISTEN on: a direct connection (database.listen_url), never a transaction pooler's. */
-  readonly listener: postgres.Sql | null;
   /**
    * Applies a drizzle-kit migrations folder recorded in a table of its own (in the `drizzle`
    * schema, beside the core's): how a handler module's tables come and go with the module.
@@ -39,6 +37,15 @@ export interface Database {
   /** PGlite only: the whole cluster as a tarball, to start copies of it. */
   dumpDataDir?(): Promise<Blob>;
   close(): Promise<void>;
+}
+
+/**
+ * What openDatabase returns: a Database and, on PostgreSQL, the connection to LISTEN on. Apart
+ * from Database so that the type the test kit exports (the SDK surface) stays as it was.
+ */
+export interface ServerDatabase extends Database {
+  /** The client to LISTEN on: a direct connection (database.listen_url), never a transaction pooler's. */
+  readonly listener: postgres.Sql | null;
 }
 
 export interface MigrationsSource {
@@ -73,7 +80,7 @@ const MIGRATIONS = fileURLToPath(new URL('../../../drizzle', import.meta.url));
 // Arbitrary constant: serialises migrations when several processes start on one database.
 const MIGRATION_LOCK = 4246_0001;
 
-export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
+export async function openDatabase(opts: DatabaseOptions): Promise<ServerDatabase> {
   if (opts.kind === 'pglite') {
     // Loaded only when used: a server on PostgreSQL has no use for PGlite's code (~2 MB resident).
     const [{ PGlite }, { pgliteOptions }, { initDataDirApart }] = await Promise.all([
@@ -88,7 +95,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
       if (opts.dataDir !== null) await initDataDirApart(opts.dataDir);
       const raw = opts.dataDir === null ? new PGlite(opts.loadDataDir === undefined ? {} : { loadDataDir: opts.loadDataDir }) : new PGlite(pgliteOptions(opts.dataDir, opts.fsync ?? true, opts.sharedBuffersMb ?? 128));
       await raw.waitReady;
-      return await pgliteDatabase(raw, {
+      const database = await pgliteDatabase(raw, {
         migrateCore: true,
         close: async () => {
           try {
@@ -98,6 +105,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
           }
         },
       });
+      return { ...database, listener: null };
     } catch (e) {
       lock?.release();
       throw e;
@@ -146,7 +154,6 @@ export async function pgliteDatabase(raw: PGlite, opts: { migrateCore: boolean; 
     db: db as unknown as Db,
     kind: 'pglite',
     pg: null,
-    listener: null,
     migrate: (m) => countingApplied(db as unknown as Db, m.table, () => migratePglite(db, { migrationsFolder: m.folder, migrationsTable: m.table })),
     withSchema: (s) => drizzlePglite(client, { schema: s ?? {} }) as never,
     dumpDataDir: async () => client.dumpDataDir('none'),
