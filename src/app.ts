@@ -22,7 +22,7 @@ import { AccountsService } from './services/accounts.ts';
 import { Counters } from './metrics/counters.ts';
 import { FiltersService } from './services/filters.ts';
 import { Maintenance } from './runtime/maintenance.ts';
-import { PgWakeups } from './runtime/pg-wakeups.ts';
+import { PgWakeups, WAKE_CHANNEL } from './runtime/pg-wakeups.ts';
 import { RateLimiter } from './shared/rate-limiter.ts';
 import { newInstanceId, releaseAllLeases, stopTakingLeases, taskLeases } from './runtime/queue-lease.ts';
 import type { Services } from './services/services.ts';
@@ -137,7 +137,7 @@ export function createApp(deps: AppDeps): App {
     notifier,
     counters,
     appservices,
-    ...(wakeups === null ? {} : { publishWake: (devices: { userId: string; deviceId: string }[]) => wakeups.publish(devices) }),
+    ...(wakeups === null ? {} : { publishWake: (devices: { userId: string; deviceId: string }[]) => wakeups.publish(devices), wakeInStatement: { channel: WAKE_CHANNEL, from: instanceId } }),
     onAppserviceQueued: (ids) => {
       for (const id of ids) appserviceSender.wake(id);
     },

@@ -2,7 +2,9 @@ import type postgres from 'postgres';
 import type { Logger } from '../logger.ts';
 import type { Notifier } from './notifier.ts';
 
-const CHANNEL = 'to_device_wake';
+/** The one channel of cross-process events; the send statement NOTIFYs on it too (see SendStatement). */
+export const WAKE_CHANNEL = 'to_device_wake';
+const CHANNEL = WAKE_CHANNEL;
 // NOTIFY payloads are limited to 8000 bytes.
 const MAX_PAYLOAD = 7_500;
 // How often a process checks that it still hears its own NOTIFYs.
@@ -192,7 +194,11 @@ export class PgWakeups {
     }
     if (typeof parsed.dl === 'number') this.onDeviceListPosition(parsed.dl);
     if (parsed.keys !== undefined && parsed.keys.length > 0) this.onKeyCountsChanged(parsed.keys.map(([userId, deviceId]) => ({ userId, deviceId })));
-    for (const [userId, deviceId] of parsed.devices ?? []) this.notifier.notify(userId, deviceId);
+    for (const [userId, deviceId] of parsed.devices ?? []) {
+      // `*` (from the send statement): every device of the user that waits here.
+      if (deviceId === '*') for (const d of [...this.notifier.waitingDevices(userId)]) this.notifier.notify(userId, d);
+      else this.notifier.notify(userId, deviceId);
+    }
     if (parsed.revoked !== undefined && parsed.revoked.length > 0) this.onRevoked(parsed.revoked);
   }
 }

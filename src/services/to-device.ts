@@ -25,8 +25,10 @@ export interface ToDeviceServiceDeps {
   /** Appservices that take to-device messages for their users (MSC4203). */
   appservices?: AppserviceRegistry;
   onAppserviceQueued?: (appserviceIds: string[]) => void;
-  /** Tells other processes which devices got messages (PostgreSQL NOTIFY). */
+  /** Tells other processes which devices got messages (PostgreSQL NOTIFY), for sends stored by a transaction. */
   publishWake?: (devices: { userId: string; deviceId: string }[]) => void;
+  /** The group-commit statement's own NOTIFY (channel, this process's name): see SendStatement. */
+  wakeInStatement?: { channel: string; from: string };
 }
 
 const DROPPED = 'to_device_dropped_total';
@@ -65,7 +67,7 @@ export class ToDeviceService {
   constructor(private readonly deps: ToDeviceServiceDeps) {
     this.serverUserId = `@:${deps.serverName}`;
     this.lazy = new LazyCommits(deps.db, () => deps.counters.inc(LAZY_COMMIT_FLUSHES));
-    const statement = new SendStatement(deps.db, this.lazy);
+    const statement = new SendStatement(deps.db, this.lazy, deps.wakeInStatement);
     this.enqueue = new GroupCommit({
       flush: (requests) => statement.run(requests),
       concurrency: ENQUEUE_CONCURRENCY,
@@ -216,7 +218,9 @@ export class ToDeviceService {
       for (const id of result.appservicesQueued) appservices.add(id);
     });
     for (const d of woken.values()) notifier.notify(d.userId, d.deviceId, d.news);
-    if (woken.size > 0) this.deps.publishWake?.([...woken.values()]);
+    // The send statement announced its own devices when it has a channel; a transaction did not.
+    const announced = this.deps.wakeInStatement !== undefined && results.every((r) => !('staleCount' in r));
+    if (woken.size > 0 && !announced) this.deps.publishWake?.([...woken.values()]);
     if (destinations.size > 0) this.deps.onRemoteQueued?.([...destinations]);
     if (appservices.size > 0) this.deps.onAppserviceQueued?.([...appservices]);
   }

@@ -67,6 +67,11 @@ export class SendStatement {
     private readonly db: Db,
     /** With it, statements that store only claims commit lazily (see {@link LazyCommits}). */
     private readonly lazy?: LazyCommits,
+    /**
+     * With it (PostgreSQL, several processes), the statement itself NOTIFYs the targeted devices
+     * on `channel`, delivered at its commit: no statement and no socket write of their own.
+     */
+    private readonly wake?: { channel: string; from: string },
   ) {}
 
   /**
@@ -177,6 +182,20 @@ export class SendStatement {
         )})`
         }
         ${
+          this.wake === undefined
+            ? sql``
+            : sql`,
+        woke as materialized (
+          -- Payloads under NOTIFY's 8,000 bytes: devices grouped by their running size.
+          select pg_notify(${this.wake.channel}, json_build_object('from', ${this.wake.from}::text, 'devices', json_agg(json_build_array(w.u, w.d)))::text) as n
+          from (
+            select s.u, s.d, sum(octet_length(s.u) + octet_length(s.d) + 8) over (order by s.u, s.d) / 7000 as chunk
+            from (select distinct x.u, x.d from tgt x join ok on ok.r = x.r) s
+          ) w
+          group by w.chunk
+        )`
+        }
+        ${
           owed.size === 0
             ? sql``
             : sql`,
@@ -202,6 +221,7 @@ export class SendStatement {
         where (i.user_id, i.device_id) in (select n.user_id, n.device_id from newest n)`
         }
         ${owed.size === 0 ? sql`` : sql`union all select distinct 'appservice', null::int, null::int, w.appservice_id, null::text, null::bigint from owed w`}
+        ${this.wake === undefined ? sql`` : sql`union all select 'woke', null::int, null::int, null::text, null::text, null::bigint from woke`}
         union all
         select distinct 'known', null::int, null::int, dv.user_id, null::text, null::bigint from devices dv where dv.user_id in (select u from tgt)
       `,
@@ -261,7 +281,7 @@ function resultsOf(requests: readonly EnqueueRequest[], rows: readonly Row[], la
   };
   const storedRows: { r: number; u: string; d: string }[] = [];
   for (const row of rows) {
-    if (row.k === 'lazy') continue;
+    if (row.k === 'lazy' || row.k === 'woke') continue;
     if (row.k === 'known') known.add(row.u ?? '');
     else if (row.k === 'appservice') queuedFor.add(row.u ?? '');
     else if (row.k === 'id') deviceOf(row.u, row.d).ids.push(Number(row.n));

@@ -92,17 +92,28 @@ export interface SyncResponse {
 export async function collectToDevice(client: TestClient, count: number, timeoutMs = 20_000): Promise<ToDeviceEventJson[]> {
   const events: ToDeviceEventJson[] = [];
   const deadline = Date.now() + timeoutMs;
+  // As a client does: a 503 (the database briefly away) is tried again after a moment.
+  const sync = async (opts: { since?: string | null; timeout?: number }): Promise<SyncResponse> => {
+    for (;;) {
+      try {
+        return await client.sync(opts);
+      } catch (e) {
+        if (!(e instanceof Error) || !e.message.startsWith('sync: 503') || Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  };
   let since: string | null = null;
   while (events.length < count && Date.now() < deadline) {
-    const s: SyncResponse = await client.sync({ since, timeout: since === null ? 0 : Math.min(2_000, Math.max(1, deadline - Date.now())) });
+    const s: SyncResponse = await sync({ since, timeout: since === null ? 0 : Math.min(2_000, Math.max(1, deadline - Date.now())) });
     events.push(...s.to_device.events);
     since = s.next_batch;
   }
   if (since !== null) {
     // One more sync: acknowledges the last batch and shows whether anything extra arrived.
-    const s = await client.sync({ since, timeout: 0 });
+    const s = await sync({ since, timeout: 0 });
     events.push(...s.to_device.events);
-    if (s.to_device.events.length > 0) await client.sync({ since: s.next_batch });
+    if (s.to_device.events.length > 0) await sync({ since: s.next_batch });
   }
   return events;
 }
