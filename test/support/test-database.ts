@@ -8,7 +8,8 @@ let template: Promise<Blob | null> | null = null;
 /**
  * A fresh database for one test file: in-memory PGlite by default (started from the migrated
  * template that global-setup.ts made, when there is one), or a new database on the PostgreSQL
- * server named by TEST_DATABASE_URL (dropped again by `close`).
+ * server named by TEST_DATABASE_URL (dropped again by `close`), reached through the pooler
+ * TEST_DATABASE_POOLER_URL names when it is set.
  */
 export async function createTestDatabase(): Promise<Database> {
   const adminUrl = process.env.TEST_DATABASE_URL;
@@ -19,7 +20,16 @@ export async function createTestDatabase(): Promise<Database> {
   await admin.unsafe(`create database ${name}`);
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
-  const database = await openDatabase({ kind: 'postgres', url: url.toString(), poolSize: 10 });
+  // Through a transaction pooler (TEST_DATABASE_POOLER_URL, e.g. PgBouncer): queries go through
+  // it, unprepared, and LISTEN and migrations over the direct URL, as docs/topologies.md says.
+  const poolerUrl = process.env.TEST_DATABASE_POOLER_URL;
+  const pooled = poolerUrl === undefined || poolerUrl === '' ? null : new URL(poolerUrl);
+  if (pooled !== null) pooled.pathname = `/${name}`;
+  const database = await openDatabase(
+    pooled === null
+      ? { kind: 'postgres', url: url.toString(), poolSize: 10 }
+      : { kind: 'postgres', url: pooled.toString(), listenUrl: url.toString(), preparedStatements: false, poolSize: 10 },
+  );
   return {
     ...database,
     async close() {
