@@ -15,6 +15,5 @@ test/support/ha/pgbouncer.sh start
 TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
 TEST_DATABASE_POOLER_URL="postgres://postgres@127.0.0.1:$PGB_PORT/postgres" \
   npx vitest run test/send-to-device.test.ts test/sync.test.ts test/multi-process.test.ts test/concurrency.test.ts \
-    test/wake-with-messages.test.ts test/appservice.test.ts test/federation-inbound.test.ts test/lazy-commits.test.ts
-# Not yet through a pooler: test/keys.test.ts and test/stale-to-device.test.ts fail there (claims
-# finding no key, MSC3944 records differing); see docs/topologies.md.
+    test/wake-with-messages.test.ts test/appservice.test.ts test/federation-inbound.test.ts test/lazy-commits.test.ts \
+    test/keys.test.ts test/keys-multi-process.test.ts test/stale-to-device.test.ts test/dehydrated-device.test.ts

@@ -119,6 +119,10 @@ export async function openDatabase(opts: DatabaseOptions): Promise<ServerDatabas
     onnotice: () => {},
     // A dead server must fail requests quickly, not hang them.
     connect_timeout: 10,
+    // Off, postgres.js's own queries (NOTIFY among them) are not prepared either: behind a
+    // transaction pooler a statement prepared on one server session is missing on the next, and
+    // the error that comes back after the pooler let go of the session breaks the connection.
+    ...(opts.preparedStatements === false ? { prepare: false } : {}),
   });
   // postgres.js opens LISTEN's connection from the options of the client it is called on.
   const listener = listenUrl === url ? client : postgres(listenUrl, { max: 1, onnotice: () => {}, connect_timeout: 10 });
