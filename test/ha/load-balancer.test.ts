@@ -215,4 +215,47 @@ describe.skipIf(skip !== null)('two processes behind HAProxy', () => {
     // Both processes did a fair share.
     expect(Math.min(...spread)).toBeGreaterThan(Math.max(...spread) / 3);
   }, 30_000);
+
+  it('a process killed: HAProxy sends everything to the other without a failed answer, and takes it back once restarted', async () => {
+    const alice = await TestClient.register(balanced, 'lb_kill_alice');
+    const bob = await TestClient.register(balanced, 'lb_kill_bob');
+    let since = (await syncAt(bob, null, 0)).body.next_batch;
+    await processes[1]!.stop('SIGKILL');
+    const statuses: number[] = [];
+    const by = new Set<number>();
+    for (let n = 0; n < 20; n++) {
+      const res = await alice.request('PUT', `/v3/sendToDevice/m.lb/kill-${n}`, { messages: { [bob.userId]: { [bob.deviceId]: { n } } } });
+      statuses.push(res.status);
+      by.add(processOf(res));
+      await res.body?.cancel();
+    }
+    // Connection refused is retried on the other server (`retries`, `option redispatch`).
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    expect([...by]).toEqual([0]);
+    const s = await syncAt(bob, since, 0);
+    expect(s.body.to_device.events.map((e) => (e.content as { n: number }).n)).toEqual(Array.from({ length: 20 }, (_, n) => n));
+    since = s.body.next_batch;
+
+    // Restarted (a new X-Request-Id prefix): the health check brings it back into rotation.
+    const restartedAt = Date.now();
+    await processes[1]!.start();
+    const res = await fetch(`${processes[1]!.baseUrl}/_matrix/client/versions`);
+    prefixes.set((res.headers.get('x-request-id') ?? '').slice(0, 8), 1);
+    await res.body?.cancel();
+    let back = 0;
+    for (let i = 0; i < 100 && back === 0; i++) {
+      const r = await fetch(`http://127.0.0.1:${ports.haproxy}/health/ready`);
+      if (r.status === 200 && processOf(r) === 1) back = Date.now();
+      await r.body?.cancel();
+      if (back === 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    console.warn(`load balancer: a killed process back in rotation ${back - restartedAt} ms after its restart began; 20 sends while it was down: all 200`);
+    expect(back).toBeGreaterThan(0);
+    // And a long-poll on one woken by a send through the other again.
+    const polling = syncAt(bob, since, 20_000);
+    await new Promise((r) => setTimeout(r, 150));
+    const sent = await alice.sendToDevice('m.lb', { [bob.userId]: { [bob.deviceId]: { n: 20 } } }, 'kill-20');
+    expect(sent.status).toBe(200);
+    expect((await polling).body.to_device.events.map((e) => e.content)).toEqual([{ n: 20 }]);
+  }, 30_000);
 });
