@@ -34,6 +34,7 @@ const PROCESS = [
   'test/group-commit-batching.test.ts',
   'test/handlers-examples.test.ts',
   'test/ha/ha.test.ts',
+  'test/ha/load-balancer.test.ts',
   'test/handlers-mls-multi-process.test.ts',
   'test/hostile-input.test.ts',
   'test/keys-multi-process.test.ts',

@@ -14,7 +14,7 @@
  * PostgreSQL at 32 connections.
  *
  * Knobs (environment): BENCH_DATABASE_URL (an admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
- * BENCH_ONLY (comma list of F1,F2,F3,F4,S1,S2,S3,S4,S5,S6,S7,K1,K2,KIT,PGLITE; PGLITE is the product on PGlite: M1, S1 and S2 there), BENCH_SECONDS (measured seconds per
+ * BENCH_ONLY (comma list of F1,F2,F3,F4,S1,S2,S3,S4,S5,S6,S7,K1,K2,KIT,PGLITE,PGB,LB; PGLITE is the product on PGlite: M1, S1 and S2 there; PGB is S1 through PgBouncer, LB S1 on 1 and 2 processes behind HAProxy, each against S1 direct measured beside it), BENCH_SECONDS (measured seconds per
  * throughput run at 32 connections, 10), BENCH_SCALE_CONNECTIONS (the concurrencies of S1 and its floors,
  * 1,8,32,128), BENCH_SCALE_SECONDS (measured seconds at the other concurrencies than 32, 5),
  * BENCH_S3_SCALE_DEVICES (S3's other device counts besides 1,000, 100,5000), BENCH_S5_CONNECTIONS (10000), BENCH_S5_DEVICES (distinct devices behind
@@ -26,7 +26,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -215,7 +215,7 @@ function productNodeArgs(profile: boolean): string[] {
   return [...startScriptNodeArgs(), ...(profile && CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF)}`] : [])];
 }
 
-async function startProduct(name: string, db: { url: string } | { dataDir: string }, profile: boolean): Promise<Server> {
+async function startProduct(name: string, db: { url: string } | { dataDir: string }, profile: boolean, extraEnv: Record<string, string> = {}): Promise<Server> {
   const port = await freePort();
   const env: Record<string, string> = {
     LISTEN_HOST: '127.0.0.1',
@@ -228,6 +228,7 @@ async function startProduct(name: string, db: { url: string } | { dataDir: strin
     RATE_LIMIT_SEND_TO_DEVICE_PER_SECOND: '0',
     DEVICE_QUEUE_MAX: String(10 * S4_BACKLOG),
     ...('url' in db ? { DATABASE_URL: db.url } : { DATA_DIR: db.dataDir }),
+    ...extraEnv,
   };
   const { proc, logFile } = spawnNode(name, productNodeArgs(profile), PRODUCT_SCRIPT, [], env);
   await waitReady(name, proc, port, '/_matrix/client/versions', logFile);
@@ -973,6 +974,162 @@ async function productOnPostgres(fl: Floors): Promise<void> {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// PGB and LB: S1 through PgBouncer, and S1 on two processes behind HAProxy (issue 31)
+
+const HA_SCRIPTS = path.join(ROOT, 'test/support/ha');
+const installed = (name: string): boolean =>
+  (process.env.PATH ?? '').split(':').some((d) => existsSync(path.join(d, name))) || existsSync(path.join('/usr/sbin', name));
+
+/** Runs test/support/ha/<script> <command> with `env`. */
+function haScript(script: 'pgbouncer.sh' | 'haproxy.sh', command: 'start' | 'stop', env: Record<string, string>): void {
+  execFileSync(path.join(HA_SCRIPTS, script), [command], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'], timeout: 60_000 });
+}
+
+/** S1 at CONNECTIONS against `port`; null (and a failed row) when the run fails. */
+async function s1Run(id: string, scenario: string, port: number, sender: Device, target: Device): Promise<LoadResult | null> {
+  log(`${id}: ${scenario}, ${conns(CONNECTIONS)}, ${SECONDS} s`);
+  try {
+    return await runLoad(loadSpec(port, `${CLIENT}/sendToDevice/m.bench`, sender.token, s1Body(target)));
+  } catch (e) {
+    failed(id, scenario, e);
+    return null;
+  }
+}
+
+const s1Figure = (r: LoadResult): string =>
+  `${fmt(r.reqPerSec)} req/s; p50 ${ms(r.p50)}, p99 ${ms(r.p99)}${r.non2xx + r.errors > 0 ? ` (${fmt(r.non2xx + r.errors)} failed!)` : ''}`;
+
+/**
+ * S1 on one PostgreSQL database measured three ways in one run: one process directly (the
+ * reference), one process through PgBouncer in transaction mode (prepared statements off,
+ * `listen_url` direct: docs/topologies.md), and one then two processes behind HAProxy (round
+ * robin, as test/support/ha/haproxy.sh configures it). No targets: PgBouncer's row is a ratio
+ * to direct, the two-process row is scaling on this machine.
+ */
+async function poolerAndBalancer(): Promise<void> {
+  const pgbMissing = want('PGB') && !installed('pgbouncer');
+  const lbMissing = want('LB') && !installed('haproxy');
+  if (pgbMissing) rows.push({ id: 'PGB', scenario: 'S1 through PgBouncer (transaction mode)', figure: 'skipped: pgbouncer not installed (apt-get install pgbouncer)', floor: '—', ratio: '—', verdict: 'n/a' });
+  if (lbMissing) rows.push({ id: 'LB', scenario: 'S1 on 2 processes behind HAProxy', figure: 'skipped: haproxy not installed (apt-get install haproxy)', floor: '—', ratio: '—', verdict: 'n/a' });
+  const doPgb = want('PGB') && !pgbMissing;
+  const doLb = want('LB') && !lbMissing;
+  if (!doPgb && !doLb) return;
+
+  const dbName = `tds_bench_${randomBytes(4).toString('hex')}`;
+  const url = await createDatabase(dbName);
+  const direct = new URL(url);
+  log(`PGB/LB: product on PostgreSQL (database ${dbName})`);
+  const servers: Server[] = [];
+  const start = async (name: string, dbUrl: string, env: Record<string, string> = {}): Promise<Server> => {
+    const s = await startProduct(name, { url: dbUrl }, false, env);
+    servers.push(s);
+    return s;
+  };
+  const stopAll = async (): Promise<void> => {
+    for (const s of servers.splice(0)) await stopServer(s);
+  };
+  const scratch = mkdtempSync(path.join(os.tmpdir(), 'tds-bench-ha-'));
+  // PgBouncer runs as postgres when we are root (pgbouncer.sh): a directory of its own, which the script hands to it.
+  const pgbDir = mkdtempSync(path.join(os.tmpdir(), 'tds-bench-pgb-'));
+  const pgbEnv = { PGB_DIR: pgbDir, PGB_PORT: '', PGB_TARGET_HOST: direct.hostname, PGB_TARGET_PORT: direct.port || '5432' };
+  const hapEnv = { HAP_DIR: path.join(scratch, 'haproxy'), HAP_PORT: '', HAP_BACKENDS: '' };
+  cleanups.push(() => {
+    if (pgbEnv.PGB_PORT !== '') haScript('pgbouncer.sh', 'stop', pgbEnv);
+    if (hapEnv.HAP_PORT !== '') haScript('haproxy.sh', 'stop', hapEnv);
+    rmSync(scratch, { recursive: true, force: true });
+    rmSync(pgbDir, { recursive: true, force: true });
+  });
+  try {
+    const one = await start('product-direct', url);
+    const c = new HttpClient('127.0.0.1', one.port, 4);
+    const alice = await register(c, 'alice');
+    const bob = await register(c, 'bob', 'BOBDEV');
+    c.close();
+    const ref = await s1Run(doPgb ? 'PGB' : 'LB', 'S1 on 1 process, PostgreSQL directly (reference)', one.port, alice, bob);
+    if (ref === null) return;
+    const refNote = `S1 direct ${fmt(ref.reqPerSec)} req/s`;
+
+    if (doPgb) {
+      try {
+        pgbEnv.PGB_PORT = String(await freePort());
+        haScript('pgbouncer.sh', 'start', pgbEnv);
+        await stopAll();
+        const pooled = new URL(url);
+        pooled.port = pgbEnv.PGB_PORT;
+        const p = await start('product-pgbouncer', pooled.toString(), { DATABASE_LISTEN_URL: url, DATABASE_PREPARED_STATEMENTS: 'false' });
+        const r = await s1Run('PGB', 'S1 through PgBouncer, transaction mode', p.port, alice, bob);
+        if (r !== null) {
+          rows.push({
+            id: 'PGB',
+            scenario: `sendToDevice to one device through PgBouncer (transaction mode, prepared statements off, listen_url direct), 1 process, ${conns(CONNECTIONS)}`,
+            figure: s1Figure(r),
+            floor: `${refNote} (prepared statements on), p50 ${ms(ref.p50)}`,
+            ratio: `${fmt(r.reqPerSec / ref.reqPerSec, 2)} × S1 direct (no target)`,
+            verdict: 'info',
+          });
+        }
+      } catch (e) {
+        failed('PGB', 'S1 through PgBouncer', e);
+      } finally {
+        await stopAll();
+        haScript('pgbouncer.sh', 'stop', pgbEnv);
+        pgbEnv.PGB_PORT = '';
+      }
+    }
+
+    if (doLb) {
+      await stopAll();
+      const a = await start('product-lb-1', url);
+      const b = await start('product-lb-2', url);
+      const runBehind = async (backends: Server[]): Promise<LoadResult | null> => {
+        hapEnv.HAP_PORT = String(await freePort());
+        hapEnv.HAP_BACKENDS = backends.map((s) => `127.0.0.1:${s.port}`).join(',');
+        haScript('haproxy.sh', 'start', hapEnv);
+        try {
+          await waitReady('haproxy', a.proc, Number(hapEnv.HAP_PORT), '/health/ready', a.logFile);
+          return await s1Run('LB', `S1 on ${backends.length} process${backends.length === 1 ? '' : 'es'} behind HAProxy`, Number(hapEnv.HAP_PORT), alice, bob);
+        } finally {
+          haScript('haproxy.sh', 'stop', hapEnv);
+          hapEnv.HAP_PORT = '';
+        }
+      };
+      notes.push(
+        'PGB and LB: S1 (one sender, one recipient device, fresh txnIds) on a database of their own, against S1 on one process directly measured just before them. ' +
+          `LB: HAProxy (test/support/ha/haproxy.sh, round robin) in front of 1, then 2 product processes; on ${os.cpus().length} cores the processes, HAProxy, PostgreSQL and the load generator share the CPUs, so the two-process row shows scaling, not a target.`,
+      );
+      const single = await runBehind([a]);
+      const pair = await runBehind([a, b]);
+      if (single !== null) {
+        rows.push({
+          id: 'LB',
+          scenario: `sendToDevice to one device, 1 process behind HAProxy (round robin), ${conns(CONNECTIONS)}`,
+          figure: s1Figure(single),
+          floor: refNote,
+          ratio: `${fmt(single.reqPerSec / ref.reqPerSec, 2)} × S1 direct (HAProxy's cost, no target)`,
+          verdict: 'info',
+          rank: 1,
+        });
+      }
+      if (pair !== null) {
+        const base = single ?? ref;
+        rows.push({
+          id: 'LB',
+          scenario: `sendToDevice to one device, 2 processes behind HAProxy (round robin), ${conns(CONNECTIONS)}`,
+          figure: s1Figure(pair),
+          floor: single !== null ? `1 process behind HAProxy ${fmt(single.reqPerSec)} req/s` : refNote,
+          ratio: `${fmt(pair.reqPerSec / base.reqPerSec, 2)} × 1 process (scaling, no target)`,
+          verdict: 'info',
+          rank: 2,
+        });
+      }
+    }
+  } finally {
+    await stopAll();
+    await dropDatabase(dbName);
+  }
+}
+
 async function productOnPglite(fl: Floors): Promise<void> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'tds-bench-pglite-'));
   cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -1080,7 +1237,7 @@ async function machine(): Promise<string[]> {
 }
 
 /** Rows grouped by id in the order of ORDER, by rank within an id, else as measured. */
-const ORDER = ['F1', 'F2', 'F3', 'F4', 'M1', 'S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'K1', 'K2', 'KIT'];
+const ORDER = ['F1', 'F2', 'F3', 'F4', 'M1', 'S1', 'PGB', 'LB', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'K1', 'K2', 'KIT'];
 
 function table(): string[] {
   const head = '| # | scenario | figure | floor | ratio / target | result |';
@@ -1099,13 +1256,20 @@ async function main(): Promise<void> {
   watchdog.unref();
 
   const header = await machine();
-  if (['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'K1', 'K2', 'PGLITE'].some(want)) buildProduct();
+  if (['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'K1', 'K2', 'PGLITE', 'PGB', 'LB'].some(want)) buildProduct();
   const fl = await floors();
   if (['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7'].some(want)) {
     try {
       await productOnPostgres(fl);
     } catch (e) {
       failed('S*', 'product on PostgreSQL', e);
+    }
+  }
+  if (want('PGB') || want('LB')) {
+    try {
+      await poolerAndBalancer();
+    } catch (e) {
+      failed(want('PGB') ? 'PGB' : 'LB', 'S1 through PgBouncer / behind HAProxy', e);
     }
   }
   if (want('PGLITE')) {

@@ -43,9 +43,10 @@ export class ServerProcess {
   /** The working directory (where relative module paths and npm package names are resolved from). */
   cwd: string = ROOT;
 
-  static async create(serverName: string, port: number, config: Record<string, unknown> = {}): Promise<ServerProcess> {
+  /** `pg`: a PostgreSQL database to use (dropped by `destroy`) instead of the one TEST_DATABASE_URL would give. */
+  static async create(serverName: string, port: number, config: Record<string, unknown> = {}, pg?: { url: string; drop(): Promise<void> }): Promise<ServerProcess> {
     const p = new ServerProcess(serverName, port, config);
-    p.pg = await createPostgresDatabaseUrl();
+    p.pg = pg ?? (await createPostgresDatabaseUrl());
     return p;
   }
 
