@@ -148,4 +148,47 @@ describe('retrying runner on the injected clock', () => {
     await settle();
     expect(steps).toBe(2);
   });
+
+  it('retries a step that found the database away about a second later, without growing the key\'s backoff or counting a failure', async () => {
+    vi.spyOn(Math, 'random').mockReturnValue(0.5);
+    const clock = new TestClock(0);
+    const attempts: number[] = [];
+    const failures: number[] = [];
+    let outcome: 'away' | 'refused' | 'ok' = 'away';
+    const r = runner(clock, {
+      onFailure: (_key, n) => failures.push(n),
+      step: async () => {
+        attempts.push(clock.now());
+        // What postgres.js throws while the database is away (a failover, a restart).
+        if (outcome === 'away') throw Object.assign(new Error('write CONNECTION_CLOSED 127.0.0.1:5432'), { code: 'CONNECTION_CLOSED' });
+        if (outcome === 'refused') throw new Error('the destination answered 500');
+        return false;
+      },
+    });
+    r.wake('k');
+    await settle();
+    // An outage of a minute: every second again, never a failure of the destination.
+    for (let i = 0; i < 60; i++) {
+      await clock.advance(1_000);
+      await settle();
+    }
+    expect(attempts).toHaveLength(61);
+    expect(failures).toEqual([]);
+    // The database back, the destination failing: its backoff starts from the first step.
+    outcome = 'refused';
+    await clock.advance(1_000);
+    await settle();
+    expect(failures).toEqual([1]);
+    const before = attempts.length;
+    await clock.advance(749);
+    await settle();
+    expect(attempts).toHaveLength(before);
+    outcome = 'ok';
+    await clock.advance(1);
+    await settle();
+    expect(attempts).toHaveLength(before + 1);
+    expect(r.size).toBe(0);
+    await r.stop();
+  });
 });
+
