@@ -17,8 +17,11 @@ async function waitForServer() {
   throw new Error('the server did not start listening');
 }
 
+// JSON objects have no key order (the server stores contents as canonical JSON, keys sorted).
+const sorted = (v) => (Array.isArray(v) ? v.map(sorted) : v !== null && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, sorted(v[k])])) : v);
+
 function expectEqual(actual, expected, what) {
-  if (JSON.stringify(actual) !== JSON.stringify(expected)) throw new Error(`${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
+  if (JSON.stringify(sorted(actual)) !== JSON.stringify(sorted(expected))) throw new Error(`${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
 }
 
 await waitForServer();
