@@ -88,6 +88,21 @@ describe.skipIf(!usingPostgres())('several processes on one PostgreSQL', () => {
     expect(wokeAfter).toBeLessThan(1_000);
   });
 
+  it('wakes the long-polls on another process of every device a "*" send reaches (the send statement\'s own NOTIFY)', async () => {
+    const [a, b] = instances.map((i) => i.app.app) as [App['app'], App['app']];
+    const sender = await TestClient.register(a, 'star_sender');
+    const carol = await TestClient.register(a, 'star_carol');
+    const carolOnB = new TestClient(b, carol.userId, carol.deviceId, carol.token);
+    const initial = await carolOnB.sync();
+    const polling = carolOnB.sync({ since: initial.next_batch, timeout: 20_000 });
+    await new Promise((r) => setTimeout(r, 100));
+    const sentAt = Date.now();
+    expect((await sender.sendToDevice('m.star', { [carol.userId]: { '*': { to: 'all' } } })).status).toBe(200);
+    const s = await polling;
+    expect(s.to_device.events).toEqual([{ sender: sender.userId, type: 'm.star', content: { to: 'all' } }]);
+    expect(Date.now() - sentAt).toBeLessThan(1_000);
+  });
+
   it('stops accepting a token on every process once it is logged out on one', async () => {
     const [a, b] = instances.map((i) => i.app.app) as [App['app'], App['app']];
     const onA = await TestClient.register(a, 'revoked');
