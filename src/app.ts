@@ -22,7 +22,7 @@ import { AccountsService } from './services/accounts.ts';
 import { Counters } from './metrics/counters.ts';
 import { FiltersService } from './services/filters.ts';
 import { Maintenance } from './runtime/maintenance.ts';
-import { PgWakeups, WAKE_CHANNEL } from './runtime/pg-wakeups.ts';
+import { PgWakeups, WAKE_CHANNEL, type WakeupTiming } from './runtime/pg-wakeups.ts';
 import { RateLimiter } from './shared/rate-limiter.ts';
 import { newInstanceId, releaseAllLeases, stopTakingLeases, taskLeases } from './runtime/queue-lease.ts';
 import type { Services } from './services/services.ts';
@@ -73,6 +73,8 @@ export interface AppDeps {
   appservices?: AppserviceRegistry;
   /** Time for rate limits, backoffs, leases, maintenance, the dispatch deadline and modules; a test passes a TestClock. */
   clock?: Clock;
+  /** How often processes on one PostgreSQL probe and how long they count each other alive (see PgWakeups); tests shorten it. */
+  wakeupTiming?: WakeupTiming;
 }
 
 export interface Federation {
@@ -120,7 +122,7 @@ export function createApp(deps: AppDeps): App {
   const serverUserId = `@:${config.serverName}`;
   const appservices = deps.appservices ?? new AppserviceRegistry([]);
   const instanceId = newInstanceId();
-  const wakeups = database.pg === null ? null : new PgWakeups(database.pg, notifier, log, instanceId, ('listener' in database ? (database as ServerDatabase).listener : null) ?? database.pg);
+  const wakeups = database.pg === null ? null : new PgWakeups(database.pg, notifier, log, instanceId, ('listener' in database ? (database as ServerDatabase).listener : null) ?? database.pg, deps.wakeupTiming);
   const appserviceSender = new AppserviceSender({
     db: database.db,
     registry: appservices,
@@ -137,7 +139,7 @@ export function createApp(deps: AppDeps): App {
     notifier,
     counters,
     appservices,
-    ...(wakeups === null ? {} : { publishWake: (devices: { userId: string; deviceId: string }[]) => wakeups.publish(devices), wakeInStatement: { channel: WAKE_CHANNEL, from: instanceId } }),
+    ...(wakeups === null ? {} : { publishWake: (devices: { userId: string; deviceId: string }[]) => wakeups.publish(devices), wakeInStatement: { channel: WAKE_CHANNEL, from: instanceId, othersMayListen: () => wakeups.othersMayListen() } }),
     onAppserviceQueued: (ids) => {
       for (const id of ids) appserviceSender.wake(id);
     },

@@ -105,6 +105,8 @@ export class AppserviceRegistry {
 
   /** The appservice an access token belongs to, compared in constant time. */
   byAsToken(token: string): Appservice | null {
+    // Most servers have no appservice: no digest for every request's token.
+    if (this.byTokenDigest.size === 0) return null;
     const d = digest(token);
     const as = this.byTokenDigest.get(d.toString('hex'));
     return as !== undefined && timingSafeEqual(digest(as.asToken), d) ? as : null;

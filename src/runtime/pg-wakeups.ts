@@ -7,8 +7,17 @@ export const WAKE_CHANNEL = 'to_device_wake';
 const CHANNEL = WAKE_CHANNEL;
 // NOTIFY payloads are limited to 8000 bytes.
 const MAX_PAYLOAD = 7_500;
-// How often a process checks that it still hears its own NOTIFYs.
-const PROBE_MS = 10_000;
+/** Timings of {@link PgWakeups}; tests shorten them. */
+export interface WakeupTiming {
+  /** How often a process checks that it still hears its own NOTIFYs (which also tell other processes it is alive). */
+  probeMs: number;
+  /** How long another process counts as alive after its last NOTIFY, and how long a new process assumes others exist. */
+  peerTtlMs: number;
+  /** After first hearing of another process: when local long-polls re-read their queues (see {@link PgWakeups.othersMayListen}). */
+  recheckMs: number;
+}
+
+export const DEFAULT_WAKEUP_TIMING: WakeupTiming = { probeMs: 10_000, peerTtlMs: 25_000, recheckMs: 1_000 };
 
 interface WakePayload {
   from: string;
@@ -21,6 +30,8 @@ interface WakePayload {
   keys?: [string, string][];
   /** A process's check that its own LISTEN still works. */
   probe?: number;
+  /** A process saying it exists: when it starts, and in answer to a process it had not heard before. */
+  hello?: true;
 }
 
 /**
@@ -38,6 +49,10 @@ export class PgWakeups {
   private probeTimer: NodeJS.Timeout | null = null;
   private probeSent = 0;
   private probeHeard = 0;
+  private startedAt = 0;
+  /** Other processes on this channel: instance id → when last heard (any NOTIFY of theirs). */
+  private readonly peers = new Map<string, number>();
+  private recheck: NodeJS.Timeout | null = null;
   onRevoked: (tokenHashes: string[]) => void = () => {};
   onDeviceListPosition: (position: number) => void = () => {};
   onKeyCountsChanged: (devices: { userId: string; deviceId: string }[]) => void = () => {};
@@ -51,17 +66,23 @@ export class PgWakeups {
     private readonly instanceId: string,
     /** Where LISTEN runs: a direct connection, since a transaction pooler drops notifications. */
     private readonly listener: postgres.Sql = pg,
+    private readonly timing: WakeupTiming = DEFAULT_WAKEUP_TIMING,
   ) {}
 
   async start(): Promise<void> {
     await this.listen();
-    this.probeTimer = setInterval(() => void this.probe(), PROBE_MS);
+    this.startedAt = Date.now();
+    // At once: the processes already running learn that this one exists.
+    this.announce();
+    this.probeTimer = setInterval(() => void this.probe(), this.timing.probeMs);
     this.probeTimer.unref();
   }
 
   async stop(): Promise<void> {
     if (this.probeTimer !== null) clearInterval(this.probeTimer);
     this.probeTimer = null;
+    if (this.recheck !== null) clearTimeout(this.recheck);
+    this.recheck = null;
     await this.listening?.unlisten().catch(() => {});
     this.listening = null;
   }
@@ -116,6 +137,28 @@ export class PgWakeups {
     } catch {
       // The database is away; the next round tries again.
     }
+  }
+
+  /**
+   * Whether a send's wake-up NOTIFY can reach anyone: another process was heard within
+   * `peerTtlMs` (every process probes every `probeMs`), or this one started less than that ago
+   * and may not have heard the others yet. A process alone on its database skips the NOTIFY
+   * of every send (a round of signals and a read in every listening session).
+   *
+   * A process that starts while another believes itself alone: until the other has read this
+   * one's first probe, the other's sends do not NOTIFY, so a long-poll parked here in between
+   * would sleep past a message. The other answers a new process's first NOTIFY with a probe;
+   * when that arrives, this process has every local long-poll read its queue once, `recheckMs`
+   * later (the sends the other started before it knew have committed by then).
+   */
+  othersMayListen(): boolean {
+    const now = Date.now();
+    if (now - this.startedAt < this.timing.peerTtlMs) return true;
+    for (const [id, heard] of this.peers) {
+      if (now - heard < this.timing.peerTtlMs) return true;
+      this.peers.delete(id);
+    }
+    return false;
   }
 
   publish(devices: readonly { userId: string; deviceId: string }[]): void {
@@ -192,6 +235,7 @@ export class PgWakeups {
       if (typeof parsed.probe === 'number') this.probeHeard = Math.max(this.probeHeard, parsed.probe);
       return;
     }
+    if (typeof parsed.from === 'string') this.heardFrom(parsed.from);
     if (typeof parsed.dl === 'number') this.onDeviceListPosition(parsed.dl);
     if (parsed.keys !== undefined && parsed.keys.length > 0) this.onKeyCountsChanged(parsed.keys.map(([userId, deviceId]) => ({ userId, deviceId })));
     for (const [userId, deviceId] of parsed.devices ?? []) {
@@ -200,5 +244,25 @@ export class PgWakeups {
       else this.notifier.notify(userId, deviceId);
     }
     if (parsed.revoked !== undefined && parsed.revoked.length > 0) this.onRevoked(parsed.revoked);
+  }
+
+  private announce(): void {
+    this.pg.notify(CHANNEL, JSON.stringify({ from: this.instanceId, hello: true } satisfies WakePayload)).catch(() => {
+      // The database is away: the probes that follow say the same.
+    });
+  }
+
+  /** A NOTIFY of another process; a process not heard before is answered and, see {@link othersMayListen}, caught up with. */
+  private heardFrom(peer: string): void {
+    const known = this.peers.has(peer);
+    this.peers.set(peer, Date.now());
+    if (known) return;
+    this.announce();
+    if (this.recheck !== null) return;
+    this.recheck = setTimeout(() => {
+      this.recheck = null;
+      this.notifier.wakeWaiting();
+    }, this.timing.recheckMs);
+    this.recheck.unref();
   }
 }

@@ -3,7 +3,7 @@ import type { Db } from '../storage/drivers/database.ts';
 import type { AppserviceRegistry } from '../appservice/registration.ts';
 import { LazyCommits } from '../storage/drivers/lazy-commits.ts';
 import { TxnStore } from '../storage/txn-store.ts';
-import { SendStatement, type EnqueueRequest, type EnqueueResult, type Watched } from '../storage/send-statement.ts';
+import { SendStatement, type EnqueueRequest, type EnqueueResult, type StatementWake, type Watched } from '../storage/send-statement.ts';
 import { GROUP_COMMIT_BATCH_SIZE, LAZY_COMMIT_FLUSHES, STORED_COUNTER, type Counters } from '../metrics/counters.ts';
 import { GroupCommit } from '../runtime/group-commit.ts';
 import type { Notifier } from '../runtime/notifier.ts';
@@ -28,7 +28,7 @@ export interface ToDeviceServiceDeps {
   /** Tells other processes which devices got messages (PostgreSQL NOTIFY), for sends stored by a transaction. */
   publishWake?: (devices: { userId: string; deviceId: string }[]) => void;
   /** The group-commit statement's own NOTIFY (channel, this process's name): see SendStatement. */
-  wakeInStatement?: { channel: string; from: string };
+  wakeInStatement?: StatementWake;
 }
 
 const DROPPED = 'to_device_dropped_total';

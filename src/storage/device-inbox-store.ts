@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, lt, lte, sql, type SQL } from 'drizzle-orm';
+import { and, asc, eq, gt, lt, lte, sql, type Placeholder, type SQL } from 'drizzle-orm';
 import type { Db } from './drivers/database.ts';
 import { queryRows } from '../shared/query-rows.ts';
 import { deviceInbox } from './schema.ts';
@@ -253,7 +253,7 @@ export class DeviceInboxStore {
  * order it selects them, and returns them with their ids. The devices' row locks must be held
  * (see the send statement): that is what keeps each device's ids in commit order.
  */
-export function inboxInsertSql(source: SQL, now: number): SQL {
+export function inboxInsertSql(source: SQL, now: number | Placeholder): SQL {
   return sql`insert into device_inbox (user_id, device_id, sender, type, content, received_ts)
           select s.u, s.d, s.s, s.t, s.c, ${now} from (${source}) as s(u, d, s, t, c)
           returning stream_id, user_id, device_id, sender, type, content`;

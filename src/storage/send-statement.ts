@@ -2,6 +2,8 @@ import { sql, type SQL } from 'drizzle-orm';
 import type { Db } from './drivers/database.ts';
 import type { LazyCommits } from './drivers/lazy-commits.ts';
 import { queryRows } from '../shared/query-rows.ts';
+import type { BuiltQuery } from './built-query.ts';
+import { isOneToOne, oneToOneQuery } from './one-to-one-statement.ts';
 import { appserviceQueueInsertSql } from './appservice-queue-store.ts';
 import { inboxInsertSql } from './device-inbox-store.ts';
 import { inboundClaimSql } from './federation-inbound-store.ts';
@@ -26,6 +28,15 @@ export interface EnqueueRequest {
   watch?: readonly Watched[];
   /** Messages not to store, by target index and device (MSC3944: cancellations whose request went instead). */
   exclude?: readonly { target: number; deviceId: string }[];
+}
+
+/** Where a send statement NOTIFYs the devices it stored for (see PgWakeups), and whether anyone may listen. */
+export interface StatementWake {
+  channel: string;
+  /** This process: its own NOTIFYs are not wake-ups for it. */
+  from: string;
+  /** False when no other process is known to listen (PgWakeups.othersMayListen): no NOTIFY then. Absent: always. */
+  othersMayListen?: () => boolean;
 }
 
 /** A device whose NewMessages are wanted (see `inbox_newest_after_lock`, migration 0006). */
@@ -63,6 +74,9 @@ type Row = { k: string; r: number | null; o: number | null; u: string | null; d:
  * appservices' copies. Each table's insert is its store's (txnClaimSql, inboxInsertSql…).
  */
 export class SendStatement {
+  /** {@link oneToOneQuery}'s texts, by shape: with a txn id or not, watched or not, NOTIFYing or not. */
+  private readonly oneToOneShapes: (BuiltQuery<Record<string, unknown>> | undefined)[] = [];
+
   constructor(
     private readonly db: Db,
     /** With it, statements that store only claims commit lazily (see {@link LazyCommits}). */
@@ -71,8 +85,13 @@ export class SendStatement {
      * With it (PostgreSQL, several processes), the statement itself NOTIFYs the targeted devices
      * on `channel`, delivered at its commit: no statement and no socket write of their own.
      */
-    private readonly wake?: { channel: string; from: string },
+    private readonly wake?: StatementWake,
   ) {}
+
+  /** The wake to NOTIFY in this statement, if any process may listen. */
+  private wakeNow(): StatementWake | undefined {
+    return this.wake !== undefined && (this.wake.othersMayListen?.() ?? true) ? this.wake : undefined;
+  }
 
   /**
    * Txn ids within one call must be distinct. Answers, per send, whether its claim was new,
@@ -84,6 +103,8 @@ export class SendStatement {
     if (requests.every((q) => q.targets.length === 0 && (q.remote?.length ?? 0) === 0 && (q.appservices?.length ?? 0) === 0 && q.inbound == null)) {
       return this.claimTxnIds(requests);
     }
+    const only = requests.length === 1 ? (requests[0] as EnqueueRequest) : null;
+    if (only !== null && isOneToOne(only)) return this.oneToOne(only);
     const now = Date.now();
     const reqs = JSON.stringify(
       requests.map((q, r) => ({
@@ -125,6 +146,7 @@ export class SendStatement {
               : sql``
           }
         )`;
+    const wake = this.wakeNow();
     const flushed = lazy === undefined ? this.lazy?.flushedCommit() : undefined;
     const rows = await queryRows<Row>(
       this.db,
@@ -182,12 +204,12 @@ export class SendStatement {
         )})`
         }
         ${
-          this.wake === undefined
+          wake === undefined
             ? sql``
             : sql`,
         woke as materialized (
           -- Payloads under NOTIFY's 8,000 bytes: devices grouped by their running size.
-          select pg_notify(${this.wake.channel}, json_build_object('from', ${this.wake.from}::text, 'devices', json_agg(json_build_array(w.u, w.d)))::text) as n
+          select pg_notify(${wake.channel}, json_build_object('from', ${wake.from}::text, 'devices', json_agg(json_build_array(w.u, w.d)))::text) as n
           from (
             select s.u, s.d, sum(octet_length(s.u) + octet_length(s.d) + 8) over (order by s.u, s.d) / 7000 as chunk
             from (select distinct x.u, x.d from tgt x join ok on ok.r = x.r) s
@@ -221,13 +243,46 @@ export class SendStatement {
         where (i.user_id, i.device_id) in (select n.user_id, n.device_id from newest n)`
         }
         ${owed.size === 0 ? sql`` : sql`union all select distinct 'appservice', null::int, null::int, w.appservice_id, null::text, null::bigint from owed w`}
-        ${this.wake === undefined ? sql`` : sql`union all select 'woke', null::int, null::int, null::text, null::text, null::bigint from woke`}
+        ${wake === undefined ? sql`` : sql`union all select 'woke', null::int, null::int, null::text, null::text, null::bigint from woke`}
         union all
         select distinct 'known', null::int, null::int, dv.user_id, null::text, null::bigint from devices dv where dv.user_id in (select u from tgt)
       `,
     );
     flushed?.();
     return resultsOf(requests, rows, lazy?.mark());
+  }
+
+  /**
+   * A batch of one send to one named local device, what a client sending alone (or a module's
+   * reply) makes: the same claim, lock, insert and answer rows as {@link run}'s statement, from
+   * the same per-table inserts, with the values as plain parameters instead of JSON record sets
+   * and none of the joins that only many sends or `*` need. One client sending serially spent
+   * about half its time in the general statement (issue 30's S1 at 1 connection).
+   */
+  private async oneToOne(q: EnqueueRequest): Promise<EnqueueResult[]> {
+    const target = q.targets[0] as EnqueueRequest['targets'][number];
+    const watched = (q.watch ?? []).some((w) => w.userId === target.userId && w.deviceId === target.deviceId);
+    const wake = this.wakeNow();
+    const shape = (q.txn === null ? 0 : 1) + (watched ? 2 : 0) + (wake === undefined ? 0 : 4);
+    const query = (this.oneToOneShapes[shape] ??= oneToOneQuery(q.txn !== null, watched, wake !== undefined));
+    // A commit that waits for its flush, like the general statement's: lazy claims before it are durable after it.
+    const flushed = this.lazy?.flushedCommit();
+    const rows = await query.rows<Row>(this.db, {
+      now: Date.now(),
+      u: target.userId,
+      d: target.deviceId,
+      s: q.sender,
+      t: q.type,
+      c: target.content,
+      tu: q.txn?.userId,
+      td: q.txn?.deviceId,
+      te: q.txn?.endpoint,
+      tt: q.txn?.txnId,
+      channel: wake?.channel,
+      from: wake?.from,
+    });
+    flushed?.();
+    return resultsOf([q], rows, undefined);
   }
 
   /**

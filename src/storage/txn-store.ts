@@ -1,4 +1,4 @@
-import { lt, sql, type SQL } from 'drizzle-orm';
+import { lt, sql, type Placeholder, type SQL } from 'drizzle-orm';
 import type { Db } from './drivers/database.ts';
 import { queryRows } from '../shared/query-rows.ts';
 import { txnIds } from './schema.ts';
@@ -50,7 +50,7 @@ export class TxnStore {
  * waiting for their flush (see LazyCommits): a retry of one of those must flush before it is
  * answered, a retry of any other finds its original on disk already.
  */
-export function txnClaimSql(source: SQL, now: number, lazy: boolean): SQL {
+export function txnClaimSql(source: SQL, now: number | Placeholder, lazy: boolean): SQL {
   return sql`insert into txn_ids (user_id, device_id, endpoint, txn_id, response, created_ts, lazy)
           select s.u, s.d, s.e, s.t, '{}', ${now}, ${lazy} from (${source}) as s(u, d, e, t)
           on conflict do nothing
