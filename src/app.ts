@@ -58,6 +58,7 @@ import { refuseNulInUrl } from './rest/refuse-nul-in-url.ts';
 import { healthRoutes } from './rest/routes/health.ts';
 import { metricsRoutes } from './rest/routes/metrics.ts';
 import { OperationsStore } from './storage/operations-store.ts';
+import { DeviceInboxStore } from './storage/device-inbox-store.ts';
 
 export interface AppDeps {
   config: Config;
@@ -186,6 +187,15 @@ export function createApp(deps: AppDeps): App {
     wakeups.onRevoked = (hashes) => accounts.forgetTokens(hashes);
     wakeups.onDeviceListPosition = (position) => deviceLists.observe(position);
     wakeups.onKeyCountsChanged = (devices) => keys.counts.forget(devices);
+    // Parked polls hold no message they could have had: a queued one arrived since they parked.
+    wakeups.onNewPeer = () => {
+      new DeviceInboxStore(database.db).devicesWithMessages([...notifier.waitingPairs()]).then(
+        (devices) => {
+          for (const d of devices) notifier.notify(d.userId, d.deviceId);
+        },
+        (e: unknown) => log.warn('re-reading parked long-polls failed', { err: String(e) }),
+      );
+    };
     wakeups.onMissedNotifications = () => {
       accounts.forgetAllTokens();
       keys.counts.forgetAll();

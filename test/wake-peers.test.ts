@@ -9,8 +9,8 @@ import { openDatabase, type Database } from '../src/storage/drivers/database.ts'
 import { TestClient } from './support/client.ts';
 import { createPostgresDatabaseUrl, usingPostgres } from './support/test-database.ts';
 
-/** Short enough for a test: a process counts as alone 400 ms after it last heard another. */
-const TIMING: WakeupTiming = { probeMs: 150, peerTtlMs: 400, recheckMs: 150 };
+/** Short enough for a test: a process counts as alone 400 ms after it last heard another, and after its first 200 ms. */
+const TIMING: WakeupTiming = { probeMs: 150, peerTtlMs: 400, startupMs: 200, recheckMs: 150 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -74,32 +74,31 @@ describe.skipIf(!usingPostgres())('wake-up NOTIFYs only when another process may
     await stopAll();
   });
 
-  it('has a new process re-read its parked long-polls once it hears a process that had thought itself alone', async () => {
+  it('wakes, once it first hears another process, the parked long-polls whose devices got a message without a NOTIFY', async () => {
     const log = createLogger('silent');
-    const one = new PgWakeups(raw, new Notifier(), log, 'one', raw, TIMING);
-    opened.push({ wakeups: one });
-    await one.start();
+    const a = await instance();
+    const bob = await TestClient.register(a.app, 'bob2');
+    const carol = await TestClient.register(a.app, 'carol2');
+    const bobPolls = bob.sync({ since: (await bob.sync()).next_batch, timeout: 20_000 });
+    const carolPolls = carol.sync({ since: (await carol.sync()).next_batch, timeout: 4_000 });
     await sleep(TIMING.peerTtlMs + 200);
-    expect(one.othersMayListen()).toBe(false);
-    // A long-poll parked on the new process before it has heard anyone: only the re-read wakes it.
-    const notifier = new Notifier();
-    let wokenAt = 0;
-    notifier.subscribe('@bob:peers.test', 'DEV', () => {
-      wokenAt = Date.now();
-    });
-    const two = new PgWakeups(raw, notifier, log, 'two', raw, TIMING);
-    opened.push({ wakeups: two });
-    const startedAt = Date.now();
-    await two.start();
-    expect(two.othersMayListen()).toBe(true);
-    const deadline = Date.now() + 3_000;
-    while (wokenAt === 0 && Date.now() < deadline) await sleep(20);
-    expect(wokenAt - startedAt).toBeGreaterThanOrEqual(TIMING.recheckMs);
-    expect(one.othersMayListen()).toBe(true);
-    // Once the new process is gone, the first is alone again after peerTtlMs.
-    await two.stop();
-    await sleep(TIMING.peerTtlMs + 300);
-    expect(one.othersMayListen()).toBe(false);
+    // A message stored by a process that believed itself alone: queued, and no NOTIFY about it.
+    await raw`insert into device_inbox (user_id, device_id, sender, type, content, received_ts)
+      values (${bob.userId}, ${bob.deviceId}, '@x:peers.test', 'm.unannounced', '{"n":1}', ${Date.now()})`;
+    await sleep(300);
+    // Then that process is heard for the first time (a bare PgWakeups saying hello).
+    const other = new PgWakeups(raw, new Notifier(), log, 'other', raw, TIMING);
+    opened.push({ wakeups: other });
+    const heardAt = Date.now();
+    await other.start();
+    const woken = await bobPolls;
+    expect(woken.to_device.events).toEqual([{ sender: '@x:peers.test', type: 'm.unannounced', content: { n: 1 } }]);
+    expect(Date.now() - heardAt).toBeGreaterThanOrEqual(TIMING.recheckMs);
+    expect(Date.now() - heardAt).toBeLessThan(2_000);
+    // A poll whose device got nothing keeps waiting until its timeout.
+    const started = Date.now();
+    expect((await carolPolls).to_device.events).toEqual([]);
+    expect(Date.now() - started).toBeGreaterThan(1_500);
   });
 
   async function stopAll(): Promise<void> {

@@ -1,13 +1,16 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 
 /** 256 random bits; the prefix makes leaked tokens recognisable to secret scanners. */
 export function newAccessToken(): string {
   return `mtd_${randomBytes(32).toString('base64url')}`;
 }
 
-/** Tokens are stored only as this hash, so a database leak does not leak sessions. */
+/**
+ * Tokens are stored only as this hash, so a database leak does not leak sessions. Every request
+ * hashes its token: the one-shot `hash` makes no Hash object (a few µs less per request).
+ */
 export function hashToken(token: string): string {
-  return createHash('sha256').update(token).digest('base64url');
+  return hash('sha256', token, 'base64url');
 }
 
 const DEVICE_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ';

@@ -65,6 +65,11 @@ export class Notifier {
     return this.listeners.get(userId)?.keys() ?? [];
   }
 
+  /** Every device with a long-poll waiting here. */
+  *waitingPairs(): Iterable<{ userId: string; deviceId: string }> {
+    for (const [userId, devices] of this.listeners) for (const deviceId of devices.keys()) yield { userId, deviceId };
+  }
+
   /** Ends every long-poll now and any later one at once (graceful shutdown: they answer instead of holding the server). */
   wakeAll(): void {
     this.closed = true;

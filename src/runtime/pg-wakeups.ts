@@ -11,13 +11,15 @@ const MAX_PAYLOAD = 7_500;
 export interface WakeupTiming {
   /** How often a process checks that it still hears its own NOTIFYs (which also tell other processes it is alive). */
   probeMs: number;
-  /** How long another process counts as alive after its last NOTIFY, and how long a new process assumes others exist. */
+  /** How long another process counts as alive after its last NOTIFY. */
   peerTtlMs: number;
+  /** How long a new process assumes others exist: they answer its first NOTIFY at once, so a few round trips. */
+  startupMs: number;
   /** After first hearing of another process: when local long-polls re-read their queues (see {@link PgWakeups.othersMayListen}). */
   recheckMs: number;
 }
 
-export const DEFAULT_WAKEUP_TIMING: WakeupTiming = { probeMs: 10_000, peerTtlMs: 25_000, recheckMs: 1_000 };
+export const DEFAULT_WAKEUP_TIMING: WakeupTiming = { probeMs: 10_000, peerTtlMs: 25_000, startupMs: 3_000, recheckMs: 1_000 };
 
 interface WakePayload {
   from: string;
@@ -56,6 +58,12 @@ export class PgWakeups {
   onRevoked: (tokenHashes: string[]) => void = () => {};
   onDeviceListPosition: (position: number) => void = () => {};
   onKeyCountsChanged: (devices: { userId: string; deviceId: string }[]) => void = () => {};
+  /**
+   * Another process was heard for the first time: sends made before the two knew of each other
+   * may have skipped their NOTIFY (see othersMayListen). Called `recheckMs` later; the app wakes
+   * the local long-polls whose devices have messages queued.
+   */
+  onNewPeer: () => void = () => {};
   /** Notifications may have been missed (LISTEN was re-established): drop what other processes would have said. */
   onMissedNotifications: () => void = () => {};
 
@@ -141,19 +149,20 @@ export class PgWakeups {
 
   /**
    * Whether a send's wake-up NOTIFY can reach anyone: another process was heard within
-   * `peerTtlMs` (every process probes every `probeMs`), or this one started less than that ago
-   * and may not have heard the others yet. A process alone on its database skips the NOTIFY
-   * of every send (a round of signals and a read in every listening session).
+   * `peerTtlMs` (every process probes every `probeMs`), or this one started less than
+   * `startupMs` ago and may not have heard the others yet (a new process says hello at once and
+   * every other answers at once). A process alone on its database skips the NOTIFY of every
+   * send (a round of signals, and a read in every listening session).
    *
-   * A process that starts while another believes itself alone: until the other has read this
-   * one's first probe, the other's sends do not NOTIFY, so a long-poll parked here in between
-   * would sleep past a message. The other answers a new process's first NOTIFY with a probe;
-   * when that arrives, this process has every local long-poll read its queue once, `recheckMs`
-   * later (the sends the other started before it knew have committed by then).
+   * Until two processes have heard each other, one's sends may skip the NOTIFY that would have
+   * woken a long-poll parked on the other. So whenever a process first hears another, `recheckMs`
+   * later (when the sends made before either knew have committed) it wakes the local long-polls
+   * whose devices have messages queued ({@link onNewPeer}): such a message arrives that much
+   * late, never lost.
    */
   othersMayListen(): boolean {
     const now = Date.now();
-    if (now - this.startedAt < this.timing.peerTtlMs) return true;
+    if (now - this.startedAt < this.timing.startupMs) return true;
     for (const [id, heard] of this.peers) {
       if (now - heard < this.timing.peerTtlMs) return true;
       this.peers.delete(id);
@@ -261,7 +270,7 @@ export class PgWakeups {
     if (this.recheck !== null) return;
     this.recheck = setTimeout(() => {
       this.recheck = null;
-      this.notifier.wakeWaiting();
+      this.onNewPeer();
     }, this.timing.recheckMs);
     this.recheck.unref();
   }

@@ -52,6 +52,17 @@ export class DeviceInboxStore {
   }
 
   /** The oldest `limit` messages after `afterStreamId` (exclusive), in arrival order. */
+  /** Which of these devices have messages queued (a parked long-poll's device has none it has not been given). */
+  async devicesWithMessages(devices: readonly { userId: string; deviceId: string }[]): Promise<{ userId: string; deviceId: string }[]> {
+    if (devices.length === 0) return [];
+    const rows = await queryRows<{ u: string; d: string }>(
+      this.db,
+      sql`select w.u, w.d from jsonb_to_recordset(${JSON.stringify(devices.map((x) => ({ u: x.userId, d: x.deviceId })))}::jsonb) as w(u text, d text)
+        where exists (select 1 from device_inbox i where i.user_id = w.u and i.device_id = w.d)`,
+    );
+    return rows.map((r) => ({ userId: r.u, deviceId: r.d }));
+  }
+
   async fetch(userId: string, deviceId: string, afterStreamId: number, limit: number): Promise<DeliveredMessage[]> {
     return this.db
       .select({
