@@ -1,7 +1,7 @@
 import * as v from 'valibot';
 import { afterEach, describe, expect, it } from 'vitest';
 import { defineHandler, ModuleError, SDK_VERSION, type HandlerModule } from '../src/sdk/index.ts';
-import { HandlerLoadError } from '../src/server-user/module-checks.ts';
+import { checkModules, HandlerLoadError } from '../src/server-user/module-checks.ts';
 import type { Database } from '../src/storage/drivers/database.ts';
 import { openPgliteInMemory } from './support/test-database.ts';
 import { testModule, type ModuleTester } from '../src/testing/index.ts';
@@ -47,6 +47,31 @@ describe('the SDK version a module declares', () => {
     expect(codesOf(error).sort()).toEqual(['TDS_ERR_CONFIG_INVALID', 'TDS_ERR_CONFIG_UNKNOWN_KEY', 'TDS_ERR_SDK_VERSION']);
     // No PGlite was opened: that alone takes longer than this.
     expect(performance.now() - started).toBeLessThan(150);
+  });
+});
+
+describe('a module\'s config', () => {
+  it('is parsed once from start-up\'s check to the server that start-up hands the modules to', async () => {
+    let parses = 0;
+    const counted = defineHandler({
+      name: 'counted',
+      sdk: `^${SDK_VERSION}`,
+      config: v.pipe(
+        v.object({ a: v.number() }),
+        v.transform((c) => {
+          parses++;
+          return c;
+        }),
+      ),
+      events: noEvents,
+    });
+    const handlers = [{ module: counted, config: { a: 1 } }];
+    // What prepareStartup does with the imported modules, before any database is opened…
+    expect(checkModules(handlers).problems).toEqual([]);
+    // …and the server built from the same list.
+    const t = await startTestApp({}, handlers);
+    closers.push(() => t.close());
+    expect(parses).toBe(1);
   });
 });
 

@@ -76,6 +76,17 @@ function unknownKeys(schema: v.GenericSchema, raw: unknown): string[] {
  * and each module's config against its schema.
  */
 export function checkModules(handlers: readonly HandlerToLoad[]): { checked: CheckedModule[]; problems: ModuleProblem[] } {
+  // Start-up checks the list to report every problem before the database opens, and the
+  // dispatcher it is handed to needs the checked configs: one run, so a module's config schema
+  // (which may transform) parses its config once.
+  let result = checkedLists.get(handlers);
+  if (result === undefined) checkedLists.set(handlers, (result = checkList(handlers)));
+  return result;
+}
+
+const checkedLists = new WeakMap<readonly HandlerToLoad[], { checked: CheckedModule[]; problems: ModuleProblem[] }>();
+
+function checkList(handlers: readonly HandlerToLoad[]): { checked: CheckedModule[]; problems: ModuleProblem[] } {
   const problems: ModuleProblem[] = [];
   const checked: CheckedModule[] = [];
   const names = new Set<string>();
