@@ -126,6 +126,7 @@ export class PgWakeups {
    * standby was promoted). A NOTIFY to itself that never arrives shows it; LISTEN again.
    */
   private async probe(): Promise<void> {
+    this.forgetSilentPeers();
     if (this.probeSent > this.probeHeard) {
       this.log.warn('own NOTIFY not received; issuing LISTEN again');
       this.probeHeard = this.probeSent;
@@ -163,11 +164,14 @@ export class PgWakeups {
   othersMayListen(): boolean {
     const now = Date.now();
     if (now - this.startedAt < this.timing.startupMs) return true;
-    for (const [id, heard] of this.peers) {
-      if (now - heard < this.timing.peerTtlMs) return true;
-      this.peers.delete(id);
-    }
+    for (const heard of this.peers.values()) if (now - heard < this.timing.peerTtlMs) return true;
     return false;
+  }
+
+  /** Forgets processes not heard for `peerTtlMs` (each restart is a new id; the map must not grow with them). */
+  private forgetSilentPeers(): void {
+    const now = Date.now();
+    for (const [id, heard] of this.peers) if (now - heard >= this.timing.peerTtlMs) this.peers.delete(id);
   }
 
   publish(devices: readonly { userId: string; deviceId: string }[]): void {
