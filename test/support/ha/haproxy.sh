@@ -26,7 +26,8 @@ HAP_CHECK_MS="${HAP_CHECK_MS:-1000}"
 HAP_BIN="${HAP_BIN:-haproxy}"
 PID="$HAP_DIR/haproxy.pid"
 
-running() { [ -f "$PID" ] && kill -0 "$(head -1 "$PID")" 2>/dev/null; }
+. "$HERE/daemon.sh"
+running() { daemon_running "$PID"; }
 
 write_config() {
   mkdir -p "$HAP_DIR"
@@ -80,23 +81,15 @@ cmd_start() {
   running && return 0
   write_config
   "$HAP_BIN" -D -f "$HAP_DIR/haproxy.cfg" >>"$HAP_DIR/haproxy.log" 2>&1
-  local i
-  for i in $(seq 1 50); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$HAP_PORT") 2>/dev/null; then echo "haproxy on :$HAP_PORT -> $HAP_BACKENDS (check $HAP_CHECK_PATH)"; return 0; fi
-    sleep 0.1
-  done
+  if wait_for_port "$HAP_PORT"; then
+    echo "haproxy on :$HAP_PORT -> $HAP_BACKENDS (check $HAP_CHECK_PATH)"
+    return 0
+  fi
   echo "haproxy did not start; see $HAP_DIR/haproxy.log" >&2
   return 1
 }
 
-cmd_stop() {
-  if running; then
-    kill -TERM "$(head -1 "$PID")"
-    local i
-    for i in $(seq 1 50); do running || break; sleep 0.1; done
-  fi
-  return 0
-}
+cmd_stop() { stop_daemon "$PID"; }
 
 cmd_status() {
   if running; then

@@ -35,7 +35,8 @@ PID="$PGB_DIR/pgbouncer.pid"
 as_user() {
   if [ "$(id -u)" = 0 ]; then runuser -u "$PGB_OS_USER" -- "$@"; else "$@"; fi
 }
-running() { [ -f "$PID" ] && kill -0 "$(cat "$PID")" 2>/dev/null; }
+. "$HERE/daemon.sh"
+running() { daemon_running "$PID"; }
 
 write_config() {
   mkdir -p "$PGB_DIR"
@@ -75,24 +76,16 @@ cmd_start() {
   running && return 0
   write_config
   as_user "$PGB_BIN" -d "$PGB_DIR/pgbouncer.ini"
-  local i
-  for i in $(seq 1 50); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$PGB_PORT") 2>/dev/null; then echo "pgbouncer ($PGB_POOL_MODE) on :$PGB_PORT -> $PGB_TARGET_HOST:$PGB_TARGET_PORT"; return 0; fi
-    sleep 0.1
-  done
+  if wait_for_port "$PGB_PORT"; then
+    echo "pgbouncer ($PGB_POOL_MODE) on :$PGB_PORT -> $PGB_TARGET_HOST:$PGB_TARGET_PORT"
+    return 0
+  fi
   echo "pgbouncer did not start; see $PGB_DIR/pgbouncer.log" >&2
   tail -5 "$PGB_DIR/pgbouncer.log" >&2 || true
   return 1
 }
 
-cmd_stop() {
-  if running; then
-    kill -TERM "$(cat "$PID")"
-    local i
-    for i in $(seq 1 50); do running || break; sleep 0.1; done
-  fi
-  return 0
-}
+cmd_stop() { stop_daemon "$PID"; }
 
 cmd_status() {
   if running; then
