@@ -289,7 +289,13 @@ describe('appservice sends', () => {
     }
     let m = await scrape(withAs);
     const deadline = Date.now() + 10_000;
-    while (((m.value('appservice_transactions_sent_total', { appservice: 'up' }) ?? 0) < 1 || (m.value('appservice_send_failures_total', { appservice: 'down' }) ?? 0) < 1) && Date.now() < deadline) {
+    // The sender counts a transaction when it is answered and deletes its rows in the step after:
+    // wait for both, or a scrape between them still sees the delivered message queued.
+    const settled = () =>
+      (m.value('appservice_transactions_sent_total', { appservice: 'up' }) ?? 0) >= 1 &&
+      (m.value('appservice_send_failures_total', { appservice: 'down' }) ?? 0) >= 1 &&
+      m.value('appservice_queue_depth', { appservice: 'up' }) === undefined;
+    while (!settled() && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
       m = await scrape(withAs);
     }
