@@ -9,7 +9,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClient, type Requester, type SyncResponse } from '../support/client.ts';
 import { haPorts } from '../support/ha/cluster.ts';
-import { ServerProcess } from '../support/server-process.ts';
+import { freePort, ServerProcess } from '../support/server-process.ts';
 
 const run = promisify(execFile);
 const HAPROXY_SH = fileURLToPath(new URL('../support/ha/haproxy.sh', import.meta.url));
@@ -69,7 +69,16 @@ describe.skipIf(skip !== null)('two processes behind HAProxy', () => {
     },
   };
 
+  const metricsPorts = [0, 0];
+  /** Long-polls parked in process `i`, from its own metrics listener. */
+  const parkedIn = async (i: number): Promise<number> => {
+    const text = await (await fetch(`http://127.0.0.1:${metricsPorts[i]}/metrics`)).text();
+    return Number(/^to_device_sync_long_polls (\d+)$/m.exec(text)?.[1] ?? NaN);
+  };
+
   beforeAll(async () => {
+    metricsPorts[0] = await freePort();
+    metricsPorts[1] = await freePort();
     const name = `tds_test_${randomBytes(6).toString('hex')}`;
     const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
     await admin.unsafe(`create database ${name}`);
@@ -82,9 +91,9 @@ describe.skipIf(skip !== null)('two processes behind HAProxy', () => {
         await admin.end();
       },
     };
-    const config = { rate_limits: { send_to_device: { per_second: 0 } } };
+    const config = { rate_limits: { send_to_device: { per_second: 0 } }, metrics: { port: metricsPorts[0] } };
     const first = await ServerProcess.create('lb.test', ports.http[0], config, pg);
-    processes.push(first, ServerProcess.sharing(first, ports.http[1]));
+    processes.push(first, ServerProcess.sharing(first, ports.http[1], { metrics: { port: metricsPorts[1] } }));
     await Promise.all(processes.map((p) => p.start()));
     for (const [i, p] of processes.entries()) {
       const res = await fetch(`${p.baseUrl}/_matrix/client/versions`);
@@ -216,10 +225,24 @@ describe.skipIf(skip !== null)('two processes behind HAProxy', () => {
     expect(Math.min(...spread)).toBeGreaterThan(Math.max(...spread) / 3);
   }, 30_000);
 
-  it('a process killed: HAProxy sends everything to the other without a failed answer, and takes it back once restarted', async () => {
+  it('a process killed: HAProxy sends everything to the other without a failed answer, long-polls it held included, and takes it back once restarted', async () => {
     const alice = await TestClient.register(balanced, 'lb_kill_alice');
     const bob = await TestClient.register(balanced, 'lb_kill_bob');
     let since = (await syncAt(bob, null, 0)).body.next_batch;
+    // Long-polls parked through HAProxy until the one to be killed holds some (round robin
+    // alternates, so it takes two or three).
+    const pollers: { client: TestClient; poll: Promise<{ process: number; body: SyncResponse }> }[] = [];
+    while (pollers.length < 6 && (pollers.length < 2 || (await parkedIn(1)) === 0)) {
+      const client = await TestClient.register(balanced, `lb_kill_poller${pollers.length}`);
+      const from = (await syncAt(client, null, 0)).body.next_batch;
+      const poll = syncAt(client, from, 25_000);
+      poll.catch(() => {}); // awaited below; this only keeps an early failure from going unhandled first
+      pollers.push({ client, poll });
+      const deadline = Date.now() + 5_000;
+      while ((await parkedIn(0)) + (await parkedIn(1)) < pollers.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    }
+    const heldByKilled = await parkedIn(1);
+    expect(heldByKilled).toBeGreaterThan(0);
     await processes[1]!.stop('SIGKILL');
     const statuses: number[] = [];
     const by = new Set<number>();
@@ -235,6 +258,16 @@ describe.skipIf(skip !== null)('two processes behind HAProxy', () => {
     const s = await syncAt(bob, since, 0);
     expect(s.body.to_device.events.map((e) => (e.content as { n: number }).n)).toEqual(Array.from({ length: 20 }, (_, n) => n));
     since = s.body.next_batch;
+    // The polls the killed process held were sent again to the survivor (`retry-on
+    // empty-response`): each is answered there, with the message sent to it after the kill.
+    for (const [i, p] of pollers.entries()) {
+      const sent = await alice.sendToDevice('m.lb', { [p.client.userId]: { [p.client.deviceId]: { poller: i } } }, `kill-poller-${i}`);
+      expect(sent.status).toBe(200);
+    }
+    const answers = await Promise.all(pollers.map((p) => p.poll));
+    expect(answers.map((a) => a.body.to_device.events.map((e) => e.content))).toEqual(pollers.map((_, i) => [{ poller: i }]));
+    expect(answers.filter((a) => a.process === 1)).toEqual([]);
+    console.warn(`load balancer: ${pollers.length} long-polls parked through HAProxy, ${heldByKilled} of them on the process killed; all answered by the survivor with their message`);
 
     // Restarted (a new X-Request-Id prefix): the health check brings it back into rotation.
     const restartedAt = Date.now();

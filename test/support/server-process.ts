@@ -50,10 +50,13 @@ export class ServerProcess {
     return p;
   }
 
-  /** A second process of the same deployment: same server name, same PostgreSQL database (which the first one drops). */
-  static sharing(first: ServerProcess, port: number): ServerProcess {
+  /**
+   * A second process of the same deployment: same server name, same PostgreSQL database (which the
+   * first one drops). `config`, if given, is laid over the first's (e.g. a metrics port of its own).
+   */
+  static sharing(first: ServerProcess, port: number, config: Record<string, unknown> = {}): ServerProcess {
     if (first.pg === null) throw new Error('processes share a database only on PostgreSQL');
-    const p = new ServerProcess(first.serverName, port, first.config);
+    const p = new ServerProcess(first.serverName, port, { ...first.config, ...config });
     p.pg = { url: first.pg.url, drop: async () => {} };
     return p;
   }

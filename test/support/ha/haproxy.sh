@@ -47,10 +47,16 @@ defaults
     timeout client 330s
     timeout server 330s
     timeout http-keep-alive 10s
-    # A request that reached a process which then failed: not retried (sends are idempotent by
-    # txnId, but HAProxy cannot know that); connection failures are retried on another server.
+    # A refused connection, and a request whose connection closed with no answer, are sent again
+    # to another server. The second happens when a process dies: a request that was on it (a
+    # parked long-poll), or that went out on a kept-alive connection to it before HAProxy saw the
+    # close. Without `empty-response` HAProxy closes the client's connection without an answer
+    # (`http-reuse safe`: "the browser can decide to silently retry"), which most HTTP clients
+    # report as an error. Sending again is safe here: a send carries its txnId (stored once), a
+    # /sync its since token (nothing acknowledged until the next one).
     retries 2
     option redispatch
+    retry-on conn-failure empty-response
     # /health/ready answers 503 after 2 s when the database does not answer: wait longer than that,
     # so a check sees the 503 (L7STS) instead of timing out.
     timeout check 3s
