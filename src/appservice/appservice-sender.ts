@@ -29,7 +29,7 @@ export interface AppserviceSenderOptions {
   backoff: { initialMs: number; maxMs: number };
   /** Times backoffs and queue leases; the system clock by default. */
   clock?: Clock;
-  /** The HTTP transport; app.ts passes a timed one. */
+  /** The HTTP transport; app.ts passes a timed one. The sender closes it when it stops. */
   client?: AppserviceClient;
 }
 
@@ -71,7 +71,10 @@ export class AppserviceSender {
     for (const id of await this.store.appservicesWithWork()) this.wake(id);
   }
 
-  /** Stops sending; what was acknowledged but not yet completed is completed, so a restart does not repeat it. */
+  /**
+   * Stops sending; what was acknowledged but not yet completed is completed, so a restart does not
+   * repeat it. The client (given or its own) is closed: the sender owns it.
+   */
   async stop(): Promise<void> {
     await this.runner.stop();
     const acknowledged = [...this.acknowledged];
@@ -79,6 +82,7 @@ export class AppserviceSender {
     for (const [appserviceId, txnId] of acknowledged) {
       await this.store.completePendingTxn(appserviceId, txnId).catch((e: unknown) => this.opts.log.warn('completing an appservice transaction at shutdown failed', { appserviceId, err: String(e) }));
     }
+    this.client.close();
   }
 
   private async sendOne(appserviceId: string): Promise<boolean> {

@@ -3,6 +3,7 @@ import https from 'node:https';
 import { rootCertificates } from 'node:tls';
 import { canonicalJson } from '../shared/canonical-json.ts';
 import type { SigningKey } from '../shared/ed25519.ts';
+import { PeerRequestError } from '../shared/peer-request-error.ts';
 import { signatureOf } from './json-signing.ts';
 import type { ServerDiscovery } from './server-discovery.ts';
 import { formatXMatrix } from './x-matrix.ts';
@@ -12,7 +13,8 @@ export interface FederationResponse {
   json: unknown;
 }
 
-export class FederationRequestError extends Error {}
+/** A federation request that failed on this side's terms (timed out, answer too large). */
+export class FederationRequestError extends PeerRequestError {}
 
 export interface FederationClientOptions {
   serverName: string;
@@ -68,6 +70,8 @@ export class FederationClient {
     const isHttps = url.protocol === 'https:';
     const mod = isHttps ? https : http;
     return new Promise((resolve, reject) => {
+      // A refused or reset connection is the destination's failure, not the database's (see PeerRequestError).
+      const fail = (e: unknown) => reject(PeerRequestError.from(`${method} ${url.origin}${url.pathname}`, e));
       const req = mod.request(
         url,
         {
@@ -89,11 +93,11 @@ export class FederationClient {
             const text = Buffer.concat(chunks).toString('utf8');
             resolve({ status: res.statusCode ?? 0, json: parseOrNull(text) });
           });
-          res.on('error', reject);
+          res.on('error', fail);
         },
       );
       req.on('timeout', () => req.destroy(new FederationRequestError(`timed out: ${method} ${url.origin}${url.pathname}`)));
-      req.on('error', reject);
+      req.on('error', fail);
       if (payload !== undefined) req.write(payload);
       req.end();
     });
