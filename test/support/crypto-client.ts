@@ -703,8 +703,14 @@ function sasSideReport(side: CryptoClient, request: VerificationRequest | undefi
   const received = side.received
     .filter((m) => m.message.type.startsWith('m.key.verification.'))
     .map((m) => `${m.message.type} from ${m.message.sender}${typeof m.message.content.transaction_id === 'string' ? ` (flow ${m.message.content.transaction_id})` : ''}`);
+  // The Rust SAS drops a done that comes before the MAC it follows (see verifyWithSas), so say so.
+  const types = side.received.filter((m) => m.message.type.startsWith('m.key.verification.')).map((m) => m.message.type);
+  const doneAt = types.indexOf('m.key.verification.done');
+  const macAt = types.indexOf('m.key.verification.mac');
+  const doneFirst = doneAt >= 0 && (macAt < 0 || doneAt < macAt);
   return (
     `\n${side.userId}/${side.deviceId}: ${phase}` +
+    (doneFirst ? '\n received the other side\'s done BEFORE its MAC: the SAS ignored that done and waits for another' : '') +
     `\n received verification events: ${received.length === 0 ? '(none)' : received.join('; ')}` +
     `\n received to-device types: ${safeJson(side.received.map((m) => m.message.type))}` +
     `\n wire since the SAS began:\n${side.wire.text(sinceMs)}` +
@@ -743,8 +749,26 @@ export async function verifyWithSas(initiator: CryptoClient, responder: CryptoCl
   const verified = Promise.all([verifier.verify(), theirVerifier.verify()]);
   verified.catch(() => {}); // surfaced below; this only keeps an early rejection from going unhandled
   const [sas, theirSas] = await Promise.all([waitForShowSas(initiator, verifier, timeoutMs, report), waitForShowSas(responder, theirVerifier, timeoutMs, report)]);
-  await phase('both confirm the SAS (send their MACs)', Promise.all([sas.confirm(), theirSas.confirm()]));
-  await phase('both verify() calls (MACs and done from the other side)', verified);
+
+  // One side confirms at a time, the second only once the first one's MAC has reached it. Both at
+  // once race inside the client: confirm() sends the MAC with a PUT of its own, while the done the
+  // Rust crypto owes once the other side's MAC arrives goes out with the next sync's queued
+  // requests, on another connection. If that done reaches the server before the MAC still in
+  // flight, the other side receives done before MAC; the Rust SAS ignores a done before the MAC
+  // (only WaitingForDone accepts one), so that side's verify() never resolves, though both
+  // requests reach phase Done. Seen in CI as a SAS step stuck for its whole 60 s; made to happen
+  // at will by holding one side's MAC PUT back for a second. In this order each done follows its
+  // MAC on the wire (the first side's MAC is answered before the second confirms; the second,
+  // having the first's MAC, sends its MAC and done one after the other), so a done that still
+  // arrives first is the servers' doing, which this test is here to catch.
+  await phase('initiator confirms the SAS (sends its MAC)', sas.confirm());
+  const flow = request.transactionId;
+  await phase(
+    "the initiator's MAC reaches the responder",
+    responder.waitForToDevice((m) => m.message.type === 'm.key.verification.mac' && m.message.sender === initiator.userId && m.message.content.transaction_id === flow, timeoutMs),
+  );
+  await phase('responder confirms the SAS (sends its MAC and done)', theirSas.confirm());
+  await phase('both verify() calls (the MAC and done from the other side)', verified);
   await Promise.all([waitForPhase(initiator, request, [VerificationPhase.Done], timeoutMs, report), waitForPhase(responder, theirs, [VerificationPhase.Done], timeoutMs, report)]);
   return { initiator: { request, verifier, sas }, responder: { request: theirs, verifier: theirVerifier, sas: theirSas } };
 }
