@@ -288,6 +288,11 @@ export class CryptoClient {
   readonly received: ReceivedToDeviceMessage[] = [];
   /** The secret-storage key this device knows (as a user would type in a recovery key), if any. */
   secretStorageKey: { keyId: string | null; privateKey: Uint8Array<ArrayBuffer> } | null = null;
+  /**
+   * How long to hold back each request before it is sent (0: not at all), e.g. to make one
+   * to-device PUT slow and see that nothing depends on it being fast.
+   */
+  holdBack: (method: string, url: URL) => number = () => 0;
   private stopped = false;
 
   private constructor(
@@ -347,6 +352,8 @@ export class CryptoClient {
     const recordingFetch: typeof fetch = async (input, init) => {
       const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url);
       const method = init?.method ?? 'GET';
+      const hold = self?.holdBack(method, url) ?? 0;
+      if (hold > 0) await new Promise((resolve) => setTimeout(resolve, hold));
       const startedAt = Date.now();
       const answered = wire.begin(`${clock(startedAt)} ${method} ${url.pathname}${url.pathname.endsWith('/sync') ? ` since ${url.searchParams.get('since') ?? '-'}` : ''}`);
       let res: Response;
