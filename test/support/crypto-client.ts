@@ -234,7 +234,7 @@ class WireLog {
   private readonly inFlight = new Map<number, string>();
   private nextKey = 0;
 
-  /** Notes a request as in flight until `done` is called. */
+  /** Notes a request as in flight until the function returned is called (when it is answered). */
   begin(line: string): () => void {
     const key = this.nextKey++;
     this.inFlight.set(key, line);
@@ -255,8 +255,8 @@ class WireLog {
   }
 
   /**
-   * Records `request` and its answer (after `startedAt`) if it is a to-device send or a /sync;
-   * `body` is the answer's JSON when the caller read it.
+   * Records a request sent at `startedAt` and its answer (`status`, or why it failed), if it is a
+   * to-device send or a /sync; `body` is the answer's JSON when the caller read it.
    */
   record(method: string, url: URL, requestBody: unknown, startedAt: number, status: number | string, body: unknown): void {
     const took = `${Date.now() - startedAt} ms`;
