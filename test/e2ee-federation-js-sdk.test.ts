@@ -13,15 +13,44 @@ import { freePort, ServerProcess } from './support/server-process.ts';
 const TEST_TIMEOUT_MS = 240_000;
 const STEP_TIMEOUT_MS = 60_000;
 
-/** One awaited step of the scenario, named in the failure if it does not finish in time. */
+/**
+ * One awaited step of the scenario, named in the failure if it does not finish in time. A failed
+ * step also carries both servers' request log since it began: with the clients' own wire logs
+ * (see verifyWithSas) it shows whether a to-device send, a federation transaction or a /sync
+ * long-poll was late on the server's side.
+ */
 async function step<T>(name: string, work: Promise<T>): Promise<T> {
+  const began = new Date().toISOString();
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`step "${name}" did not finish within ${STEP_TIMEOUT_MS} ms`)), STEP_TIMEOUT_MS)));
   try {
     return await Promise.race([work, late]);
+  } catch (e) {
+    if (e instanceof Error) e.message += `\n${serverLog(a, began)}\n${serverLog(b, began)}`;
+    throw e;
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** A server's log lines from `since` (ISO time) on, requests shortened to one line each. */
+function serverLog(server: ServerProcess | undefined, since: string): string {
+  if (server === undefined) return '';
+  const lines = server.stderr.split('\n').flatMap((line) => {
+    let entry: Record<string, unknown>;
+    try {
+      entry = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      return line.trim() === '' ? [] : [line];
+    }
+    const time = typeof entry.time === 'string' ? entry.time : '';
+    if (time < since) return [];
+    const { time: _t, level, msg, method, path, status, durationMs, userId, deviceId, requestId: _r, ...rest } = entry;
+    const who = typeof userId === 'string' ? ` ${userId}/${String(deviceId ?? '-')}` : '';
+    const what = msg === 'request' ? `${String(method)} ${String(path)} ${String(status)} in ${String(durationMs)} ms${who}` : `${String(level)} ${String(msg)} ${JSON.stringify(rest)}`;
+    return [`${time.slice(11, 23)} ${what}`];
+  });
+  return `${server.serverName} log since ${since.slice(11, 23)}:\n  ${lines.slice(-150).join('\n  ')}`;
 }
 let a: ServerProcess;
 let b: ServerProcess;

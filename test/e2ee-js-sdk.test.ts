@@ -221,6 +221,23 @@ describe('matrix-js-sdk 43 with the Rust crypto', () => {
     expect((await bob.crypto.getDeviceVerificationStatus(alice.userId, alice.deviceId))?.localVerified).toBe(true);
   }, TEST_TIMEOUT_MS);
 
+  it("SAS completes when one side's MAC is slow to reach the server (verifyWithSas lets no done overtake its MAC)", async () => {
+    // One side's MAC PUT held back longer than the other side's MAC takes to arrive: had both
+    // sides confirmed at once, the held side's done (sent once that MAC arrived) would reach the
+    // server first, and the other side's SAS, which ignores a done before the MAC, would never end.
+    const slowMac = (method: string, url: URL) => (method === 'PUT' && url.pathname.includes('/sendToDevice/m.key.verification.mac/') ? 1_000 : 0);
+    for (const held of ['initiator', 'responder'] as const) {
+      const alice = await start(await registerUser(baseUrl, username('alice')));
+      const bob = await start(await registerUser(baseUrl, username('bob')));
+      await alice.trackUsers([bob.userId], { [bob.userId]: [bob.deviceId] });
+      await bob.trackUsers([alice.userId], { [alice.userId]: [alice.deviceId] });
+      (held === 'initiator' ? alice : bob).holdBack = slowMac;
+      await verifyWithSas(alice, bob);
+      expect((await alice.crypto.getDeviceVerificationStatus(bob.userId, bob.deviceId))?.localVerified).toBe(true);
+      expect((await bob.crypto.getDeviceVerificationStatus(alice.userId, alice.deviceId))?.localVerified).toBe(true);
+    }
+  }, TEST_TIMEOUT_MS);
+
   it('cross-signing bootstrapped by one device; a second device verified with SAS is cross-signed', async () => {
     const alice = await registerUser(baseUrl, username('alice'));
     const a1 = await start(alice);

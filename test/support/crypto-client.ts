@@ -216,12 +216,83 @@ export function waitFor<T>(
   });
 }
 
+/** Time of day with milliseconds (UTC), to line a client's wire log up with the other client's and the servers' logs. */
+function clock(ms: number): string {
+  return new Date(ms).toISOString().slice(11, 23);
+}
+
+/**
+ * What one client put on the wire for to-device delivery: each PUT /sendToDevice (type, targets,
+ * when it was answered and how) and each /sync (since, timeout, when it was answered and the
+ * to-device types it carried). A stuck exchange then shows whether a message went out late,
+ * never, or went out and came back late in the other side's /sync (a server's missed wake-up
+ * shows as a long-poll answered after its full timeout with the message in it).
+ */
+class WireLog {
+  private readonly lines: string[] = [];
+  /** Requests sent and not answered yet (a parked long-poll), by a key of their own. */
+  private readonly inFlight = new Map<number, string>();
+  private nextKey = 0;
+
+  /** Notes a request as in flight until the function returned is called (when it is answered). */
+  begin(line: string): () => void {
+    const key = this.nextKey++;
+    this.inFlight.set(key, line);
+    return () => this.inFlight.delete(key);
+  }
+
+  add(line: string): void {
+    if (this.lines.length >= 300) this.lines.shift();
+    this.lines.push(line);
+  }
+
+  /** The lines from `sinceMs` on (all of them by default). */
+  text(sinceMs = 0): string {
+    const from = clock(sinceMs);
+    // Lines are added when answered; sorted, they read in the order the requests were sent.
+    const shown = [...(sinceMs === 0 ? this.lines : this.lines.filter((l) => l.slice(0, 12) >= from)), ...[...this.inFlight.values()].map((l) => `${l}: not answered yet`)].sort();
+    return shown.length === 0 ? '  (nothing)' : `  ${shown.join('\n  ')}`;
+  }
+
+  /**
+   * Records a request sent at `startedAt` and its answer (`status`, or why it failed), if it is a
+   * to-device send or a /sync; `body` is the answer's JSON when the caller read it.
+   */
+  record(method: string, url: URL, requestBody: unknown, startedAt: number, status: number | string, body: unknown): void {
+    const took = `${Date.now() - startedAt} ms`;
+    const send = /\/sendToDevice\/([^/]+)\/([^/]+)$/.exec(url.pathname);
+    if (method === 'PUT' && send !== null) {
+      const type = decodeURIComponent(send[1] ?? '');
+      let targets = '?';
+      try {
+        const messages = (JSON.parse(String(requestBody)) as { messages?: Record<string, Record<string, { transaction_id?: unknown }>> }).messages ?? {};
+        targets = Object.entries(messages)
+          .flatMap(([u, ds]) => Object.entries(ds).map(([d, c]) => `${u}/${d}${typeof c.transaction_id === 'string' ? ` (flow ${c.transaction_id})` : ''}`))
+          .join(', ');
+      } catch {
+        // An unreadable body is logged as '?'; the send itself is what matters.
+      }
+      this.add(`${clock(startedAt)} PUT ${type} -> ${targets}: ${status} after ${took}`);
+    } else if (method === 'GET' && url.pathname.endsWith('/sync')) {
+      const events = (body as SyncBody | undefined)?.to_device?.events ?? [];
+      const types = events.map((e) => e.type).join(', ');
+      const since = url.searchParams.get('since') ?? '-';
+      this.add(`${clock(startedAt)} /sync since ${since} timeout ${url.searchParams.get('timeout') ?? '-'}: ${status} after ${took} with [${types}]`);
+    }
+  }
+}
+
 /** One signed-in device running matrix-js-sdk with the Rust crypto and an in-memory crypto store. */
 export class CryptoClient {
   /** Every to-device message the client has handed to the application, decrypted where it was encrypted. */
   readonly received: ReceivedToDeviceMessage[] = [];
   /** The secret-storage key this device knows (as a user would type in a recovery key), if any. */
   secretStorageKey: { keyId: string | null; privateKey: Uint8Array<ArrayBuffer> } | null = null;
+  /**
+   * How long to hold back each request before it is sent (0: not at all), e.g. to make one
+   * to-device PUT slow and see that nothing depends on it being fast.
+   */
+  holdBack: (method: string, url: URL) => number = () => 0;
   private stopped = false;
 
   private constructor(
@@ -231,6 +302,8 @@ export class CryptoClient {
     private readonly log: RecordingLogger,
     /** Every /sync response body as the server sent it, before the client processed it. */
     readonly syncResponses: SyncBody[],
+    /** The client's to-device sends and /sync requests, timed (see WireLog). */
+    readonly wire: WireLog,
   ) {
     client.on(ClientEvent.ReceivedToDeviceMessage, (m) => this.received.push(m));
   }
@@ -275,16 +348,33 @@ export class CryptoClient {
     const syncResponses: SyncBody[] = [];
     // The SDK's own fetch, teed: a test can check the /sync fields the client was given
     // (device_lists, one-time key counts) without a second reader acknowledging its to-device queue.
+    const wire = new WireLog();
     const recordingFetch: typeof fetch = async (input, init) => {
-      const res = await fetch(input, init);
-      const url = typeof input === 'string' ? input : input instanceof URL ? input.href : input.url;
-      if (res.ok && new URL(url).pathname.endsWith('/sync')) {
+      const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url);
+      const method = init?.method ?? 'GET';
+      const hold = self?.holdBack(method, url) ?? 0;
+      if (hold > 0) await new Promise((resolve) => setTimeout(resolve, hold));
+      const startedAt = Date.now();
+      const answered = wire.begin(`${clock(startedAt)} ${method} ${url.pathname}${url.pathname.endsWith('/sync') ? ` since ${url.searchParams.get('since') ?? '-'}` : ''}`);
+      let res: Response;
+      try {
+        res = await fetch(input, init);
+      } catch (e) {
+        answered();
+        wire.record(method, url, init?.body, startedAt, `failed (${e instanceof Error ? e.message : String(e)})`, undefined);
+        throw e;
+      }
+      answered();
+      let body: unknown;
+      if (res.ok && url.pathname.endsWith('/sync')) {
         try {
-          syncResponses.push((await res.clone().json()) as SyncBody);
+          body = await res.clone().json();
+          syncResponses.push(body as SyncBody);
         } catch {
           // An aborted long-poll (at stop) has no body to record.
         }
       }
+      wire.record(method, url, init?.body, startedAt, res.status, body);
       return res;
     };
     let self: CryptoClient | null = null;
@@ -307,7 +397,7 @@ export class CryptoClient {
       },
     });
     await client.initRustCrypto({ useIndexedDB: false });
-    const c = new CryptoClient(baseUrl, creds, client, log, syncResponses);
+    const c = new CryptoClient(baseUrl, creds, client, log, syncResponses, wire);
     self = c;
     if (opts.secretStorageKey !== undefined) c.secretStorageKey = { keyId: null, privateKey: new Uint8Array(opts.secretStorageKey) };
     const prepared = waitFor(
@@ -458,7 +548,7 @@ export class CryptoClient {
   }
 
   /** The next verification request another device sends us (or one already in progress from `fromUserId`). */
-  waitForVerificationRequest(fromUserId: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<VerificationRequest> {
+  waitForVerificationRequest(fromUserId: string, timeoutMs = DEFAULT_TIMEOUT_MS, diagnostics: () => string = this.diagnostics): Promise<VerificationRequest> {
     let got: VerificationRequest | undefined;
     return waitFor(
       `${this.userId}/${this.deviceId}: a verification request from ${fromUserId}`,
@@ -472,7 +562,7 @@ export class CryptoClient {
       },
       () => got ?? this.crypto.getVerificationRequestsToDeviceInProgress(fromUserId).find((r) => !r.initiatedByMe),
       timeoutMs,
-      this.diagnostics,
+      diagnostics,
     );
   }
 
@@ -566,7 +656,7 @@ export interface SasSide {
   sas: ShowSasCallbacks;
 }
 
-function waitForPhase(side: CryptoClient, request: VerificationRequest, phases: VerificationPhase[], timeoutMs: number): Promise<VerificationPhase> {
+function waitForPhase(side: CryptoClient, request: VerificationRequest, phases: VerificationPhase[], timeoutMs: number, diagnostics: () => string = side.diagnostics): Promise<VerificationPhase> {
   return waitFor(
     `${side.userId}/${side.deviceId}: verification phase ${phases.map((p) => VerificationPhase[p]).join('|')} (now ${VerificationPhase[request.phase]})`,
     (wake) => {
@@ -581,11 +671,11 @@ function waitForPhase(side: CryptoClient, request: VerificationRequest, phases: 
       return phases.includes(request.phase) ? request.phase : undefined;
     },
     timeoutMs,
-    side.diagnostics,
+    diagnostics,
   );
 }
 
-function waitForShowSas(side: CryptoClient, verifier: Verifier, timeoutMs: number): Promise<ShowSasCallbacks> {
+function waitForShowSas(side: CryptoClient, verifier: Verifier, timeoutMs: number, diagnostics: () => string = side.diagnostics): Promise<ShowSasCallbacks> {
   return waitFor(
     `${side.userId}/${side.deviceId}: the SAS to show`,
     (wake) => {
@@ -598,7 +688,40 @@ function waitForShowSas(side: CryptoClient, verifier: Verifier, timeoutMs: numbe
     },
     () => (verifier.hasBeenCancelled ? Promise.reject(new Error(`SAS cancelled${side.diagnostics()}`)) : (verifier.getShowSasCallbacks() ?? undefined)),
     timeoutMs,
-    side.diagnostics,
+    diagnostics,
+  );
+}
+
+/** `work`, or a rejection naming `describe` and `diagnostics()` if it has not settled within `timeoutMs`. */
+function bounded<T>(describe: string, work: Promise<T>, timeoutMs: number, diagnostics: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${describe}${diagnostics()}`)), timeoutMs);
+  });
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * One side of a SAS exchange as a failure message shows it: the request's phase, the verification
+ * events it received (from whom, for which flow) and what it put on the wire since `sinceMs`.
+ */
+function sasSideReport(side: CryptoClient, request: VerificationRequest | undefined, sinceMs: number): string {
+  const phase = request === undefined ? 'no request yet' : `phase ${VerificationPhase[request.phase]}${request.verifier === undefined ? '' : ', verifier made'}`;
+  const received = side.received
+    .filter((m) => m.message.type.startsWith('m.key.verification.'))
+    .map((m) => `${m.message.type} from ${m.message.sender}${typeof m.message.content.transaction_id === 'string' ? ` (flow ${m.message.content.transaction_id})` : ''}`);
+  // The Rust SAS drops a done that comes before the MAC it follows (see verifyWithSas), so say so.
+  const types = side.received.filter((m) => m.message.type.startsWith('m.key.verification.')).map((m) => m.message.type);
+  const doneAt = types.indexOf('m.key.verification.done');
+  const macAt = types.indexOf('m.key.verification.mac');
+  const doneFirst = doneAt >= 0 && (macAt < 0 || doneAt < macAt);
+  return (
+    `\n${side.userId}/${side.deviceId}: ${phase}` +
+    (doneFirst ? '\n received the other side\'s done BEFORE its MAC: the SAS ignored that done and waits for another' : '') +
+    `\n received verification events: ${received.length === 0 ? '(none)' : received.join('; ')}` +
+    `\n received to-device types: ${safeJson(side.received.map((m) => m.message.type))}` +
+    `\n wire since the SAS began:\n${side.wire.text(sinceMs)}` +
+    side.diagnostics()
   );
 }
 
@@ -606,26 +729,54 @@ function waitForShowSas(side: CryptoClient, verifier: Verifier, timeoutMs: numbe
  * Interactive SAS verification of `responder`'s device by `initiator`, both sides confirming, as two
  * users would after comparing emoji: request → accept → start m.sas.v1 → both confirm → done.
  * Returns what each side showed, so a test can check they showed the same.
+ *
+ * Every await is bounded by `timeoutMs` (a caller's own deadline, if longer, then never fires
+ * first) and a stuck one names its phase and both sides' received events and wire logs: whether a
+ * verification event was never sent, sent and not delivered, or delivered late.
  */
 export async function verifyWithSas(initiator: CryptoClient, responder: CryptoClient, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<{ initiator: SasSide; responder: SasSide }> {
-  const incoming = responder.waitForVerificationRequest(initiator.userId, timeoutMs);
-  const request = await initiator.crypto.requestDeviceVerification(responder.userId, responder.deviceId);
-  const theirs = await incoming;
-  if (theirs.phase === VerificationPhase.Cancelled) throw new Error(`request arrived cancelled (${theirs.cancellationCode ?? "?"}) by ${theirs.cancellingUserId ?? "?"}${responder.diagnostics()}`);
-  await theirs.accept();
-  await waitForPhase(initiator, request, [VerificationPhase.Ready], timeoutMs);
-  const verifier = await request.startVerification('m.sas.v1');
-  await waitForPhase(responder, theirs, [VerificationPhase.Started], timeoutMs);
+  const began = Date.now();
+  // Filled in as the requests appear, for the report of a phase that gets stuck.
+  const seen: { request?: VerificationRequest; theirs?: VerificationRequest } = {};
+  const report = () => `\nSAS began at ${clock(began)}, now ${clock(Date.now())}${sasSideReport(initiator, seen.request, began)}${sasSideReport(responder, seen.theirs, began)}`;
+  const phase = <T>(describe: string, work: Promise<T>) => bounded(`SAS phase "${describe}"`, work, timeoutMs, report);
+
+  const incoming = responder.waitForVerificationRequest(initiator.userId, timeoutMs, report);
+  const request = (seen.request = await phase('initiator sends the request', initiator.crypto.requestDeviceVerification(responder.userId, responder.deviceId)));
+  const theirs = (seen.theirs = await incoming);
+  if (theirs.phase === VerificationPhase.Cancelled) throw new Error(`request arrived cancelled (${theirs.cancellationCode ?? '?'}) by ${theirs.cancellingUserId ?? '?'}${responder.diagnostics()}`);
+  await phase('responder accepts (sends ready)', theirs.accept());
+  await waitForPhase(initiator, request, [VerificationPhase.Ready], timeoutMs, report);
+  const verifier = await phase('initiator starts m.sas.v1 (sends start)', request.startVerification('m.sas.v1'));
+  await waitForPhase(responder, theirs, [VerificationPhase.Started], timeoutMs, report);
   const theirVerifier = theirs.verifier;
   if (theirVerifier === undefined) throw new Error('responder has no verifier after the start');
 
   // verify() resolves only once the whole exchange (MACs and done) completes, so both run at once.
   const verified = Promise.all([verifier.verify(), theirVerifier.verify()]);
   verified.catch(() => {}); // surfaced below; this only keeps an early rejection from going unhandled
-  const [sas, theirSas] = await Promise.all([waitForShowSas(initiator, verifier, timeoutMs), waitForShowSas(responder, theirVerifier, timeoutMs)]);
-  await Promise.all([sas.confirm(), theirSas.confirm()]);
-  await verified;
-  await Promise.all([waitForPhase(initiator, request, [VerificationPhase.Done], timeoutMs), waitForPhase(responder, theirs, [VerificationPhase.Done], timeoutMs)]);
+  const [sas, theirSas] = await Promise.all([waitForShowSas(initiator, verifier, timeoutMs, report), waitForShowSas(responder, theirVerifier, timeoutMs, report)]);
+
+  // One side confirms at a time, the second only once the first one's MAC has reached it. Both at
+  // once race inside the client: confirm() sends the MAC with a PUT of its own, while the done the
+  // Rust crypto owes once the other side's MAC arrives goes out with the next sync's queued
+  // requests, on another connection. If that done reaches the server before the MAC still in
+  // flight, the other side receives done before MAC; the Rust SAS ignores a done before the MAC
+  // (only WaitingForDone accepts one), so that side's verify() never resolves, though both
+  // requests reach phase Done. Seen in CI as a SAS step stuck for its whole 60 s; made to happen
+  // at will by holding one side's MAC PUT back for a second. In this order each done follows its
+  // MAC on the wire (the first side's MAC is answered before the second confirms; the second,
+  // having the first's MAC, sends its MAC and done one after the other), so a done that still
+  // arrives first is the servers' doing, which this test is here to catch.
+  await phase('initiator confirms the SAS (sends its MAC)', sas.confirm());
+  const flow = request.transactionId;
+  await phase(
+    "the initiator's MAC reaches the responder",
+    responder.waitForToDevice((m) => m.message.type === 'm.key.verification.mac' && m.message.sender === initiator.userId && m.message.content.transaction_id === flow, timeoutMs),
+  );
+  await phase('responder confirms the SAS (sends its MAC and done)', theirSas.confirm());
+  await phase('both verify() calls (the MAC and done from the other side)', verified);
+  await Promise.all([waitForPhase(initiator, request, [VerificationPhase.Done], timeoutMs, report), waitForPhase(responder, theirs, [VerificationPhase.Done], timeoutMs, report)]);
   return { initiator: { request, verifier, sas }, responder: { request: theirs, verifier: theirVerifier, sas: theirSas } };
 }
 
