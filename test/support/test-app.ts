@@ -16,14 +16,13 @@ export interface TestApp extends App {
   close(): Promise<void>;
 }
 
-/** A whole server on a fresh database (or `extra.database`, closed with it), driven through `app.request()`. */
+/** A whole server on a fresh database, driven through `app.request()`. */
 export async function startTestApp(
   config: Record<string, unknown> = {},
   handlers: readonly HandlerToLoad[] = [{ module: ping as HandlerModule<unknown> }],
-  extra: { federationCa?: string; appservices?: AppserviceRegistry; clock?: Clock; database?: Database } = {},
+  extra: { federationCa?: string; appservices?: AppserviceRegistry; clock?: Clock } = {},
 ): Promise<TestApp> {
-  const { database: given, ...rest } = extra;
-  const database = given ?? (await createTestDatabase());
+  const database = await createTestDatabase();
   let built: App;
   try {
     built = createApp({
@@ -31,7 +30,7 @@ export async function startTestApp(
       database,
       handlers,
       signingKey: await loadOwnSigningKey(database.db),
-      ...rest,
+      ...extra,
     });
   } catch (e) {
     await database.close();
