@@ -163,9 +163,9 @@ export class SendStatement {
           select * from jsonb_to_recordset(${targets}::jsonb) as x(r int, u text, d text, c text, o int)
         ),
         targeted as (
-          select x.r, x.u, x.d, x.c, x.o from tgt x join ok on ok.r = x.r where x.d <> '*'
+          select x.r, x.u, x.d, x.c, x.o, ok.s, ok.t from tgt x join ok on ok.r = x.r where x.d <> '*'
           union all
-          select x.r, x.u, dv.device_id as d, x.c, x.o from tgt x join ok on ok.r = x.r
+          select x.r, x.u, dv.device_id as d, x.c, x.o, ok.s, ok.t from tgt x join ok on ok.r = x.r
           join devices dv on dv.user_id = x.u where x.d = '*'
         ),
         expanded as (
@@ -178,17 +178,20 @@ export class SendStatement {
             where z.r = e.r and z.o = e.o and z.d = e.d)`
           }
         ),
+        -- Each message with its device's row locked, the locks taken in (user, device) order. The
+        -- messages ride through the lock instead of being joined back to it after: planned from
+        -- statistics that say a user has a device or two, that join of two CTEs was a nested loop,
+        -- a million comparisons for one "*" to a user with 1,000 devices (230 ms against 18 ms).
         locked as (
-          select dv.user_id, dv.device_id from devices dv
-          where (dv.user_id, dv.device_id) in (select u, d from expanded)
+          select e.r, e.o, e.u, e.d, e.c, e.s, e.t from expanded e
+          join devices dv on dv.user_id = e.u and dv.device_id = e.d
           order by dv.user_id, dv.device_id
-          for update
+          for update of dv
         ),
         ${newestAfterLock(watch)},
         ins as (${inboxInsertSql(
-          sql`select e.u, e.d, ok.s, ok.t, e.c
-          from expanded e join ok on ok.r = e.r join locked l on l.user_id = e.u and l.device_id = e.d
-          order by e.r, e.o, e.u, e.d`,
+          sql`select l.u, l.d, l.s, l.t, l.c from locked l
+          order by l.r, l.o, l.u, l.d`,
           now,
         )})
         ${
@@ -230,7 +233,7 @@ export class SendStatement {
         }
         select 'claimed' as k, ok.r, null::int as o, null::text as u, null::text as d, null::bigint as n from ok
         union all
-        select 'stored', e.r, e.o, e.u, e.d, null from expanded e join locked l on l.user_id = e.u and l.device_id = e.d
+        select 'stored', l.r, l.o, l.u, l.d, null from locked l
         union all
         -- The watched devices' newest older messages, then their new ids. In this order: reading
         -- ins makes it insert, and the function's snapshot would see rows inserted before it.
