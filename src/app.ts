@@ -272,7 +272,7 @@ export function createApp(deps: AppDeps): App {
     dispatcher,
     federation,
     appserviceSender,
-    maintenance: new Maintenance(database.db, config, log, counters, clock),
+    maintenance: new Maintenance(database.db, config, log, counters, clock, database.kind === 'pglite'),
     async start() {
       await modules.start();
       await wakeups?.start();

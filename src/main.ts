@@ -122,6 +122,8 @@ async function main(): Promise<void> {
     const stopped = built.stop();
     const closed = Promise.all([
       stopped,
+      // A VACUUM under way on PGlite finishes before the database closes.
+      maintenance.idle(),
       new Promise<void>((resolve) => server.close(() => resolve())),
       new Promise<void>((resolve) => (fedServer === null ? resolve() : fedServer.close(() => resolve()))),
       new Promise<void>((resolve) => (metricsServer === null || !metricsServer.listening ? resolve() : metricsServer.close(() => resolve()))),

@@ -4,6 +4,7 @@ import type { Clock } from '../sdk/clock.ts';
 import { systemClock } from '../server-user/system-clock.ts';
 import type { Db } from '../storage/drivers/database.ts';
 import { DeviceInboxStore } from '../storage/device-inbox-store.ts';
+import { vacuumWhereDue } from '../storage/drivers/pglite-vacuum.ts';
 import { FederationInboundStore } from '../storage/federation-inbound-store.ts';
 import { FederationOutboxStore } from '../storage/federation-outbox-store.ts';
 import type { Counters } from '../metrics/counters.ts';
@@ -12,20 +13,34 @@ import { TxnStore } from '../storage/txn-store.ts';
 import { UiaStore } from '../storage/uia-store.ts';
 
 const HOUR = 60 * 60 * 1000;
+/** How often PGlite's tables are checked for a due VACUUM: autovacuum's own naptime. */
+export const PGLITE_VACUUM_INTERVAL_MS = 60_000;
 
 /** Periodic clean-up of rows whose purpose has expired. */
 export class Maintenance {
   private cancel: (() => void) | null = null;
+  private cancelVacuum: (() => void) | null = null;
   private stopped = false;
   private running: Promise<void> = Promise.resolve();
+  private vacuuming: Promise<void> = Promise.resolve();
 
+  /** `vacuum`: PGlite's stand-in for autovacuum (see pglite-vacuum.ts), which PostgreSQL does itself. */
   constructor(
     private readonly db: Db,
     private readonly config: Config,
     private readonly log: Logger,
     private readonly counters: Counters,
     private readonly clock: Clock = systemClock,
+    private readonly vacuum = false,
   ) {}
+
+  /** PGlite: VACUUM (ANALYZE) the tables autovacuum's rule finds due; nothing elsewhere. */
+  async vacuumOnce(): Promise<{ table: string; dead: number }[]> {
+    if (!this.vacuum) return [];
+    const done = await vacuumWhereDue(this.db);
+    if (done.length > 0) this.log.debug('vacuumed', { tables: done });
+    return done;
+  }
 
   async runOnce(now = this.clock.now()): Promise<{ txnIds: number; inboundEdus: number; queueCap: number; ttl: number; federationQueueCap: number }> {
     const txnIds = await new TxnStore(this.db).deleteOlderThan(now - this.config.limits.txnRetentionHours * HOUR);
@@ -55,16 +70,25 @@ export class Maintenance {
       if (!this.stopped) this.cancel = this.clock.setTimeout(() => (this.running = run()), intervalMs);
     };
     this.running = run();
+    if (this.vacuum) {
+      const vacuum = async (): Promise<void> => {
+        await this.vacuumOnce().catch((e: unknown) => this.log.warn('vacuum failed', { err: String(e) }));
+        if (!this.stopped) this.cancelVacuum = this.clock.setTimeout(() => (this.vacuuming = vacuum()), PGLITE_VACUUM_INTERVAL_MS);
+      };
+      this.cancelVacuum = this.clock.setTimeout(() => (this.vacuuming = vacuum()), PGLITE_VACUUM_INTERVAL_MS);
+    }
   }
 
-  /** Resolves when the run in progress (if any) has finished: for a test that moved the clock. */
+  /** Resolves when the runs in progress (if any) have finished: for a test that moved the clock. */
   async idle(): Promise<void> {
-    await this.running;
+    await Promise.all([this.running, this.vacuuming]);
   }
 
   stop(): void {
     this.stopped = true;
     this.cancel?.();
     this.cancel = null;
+    this.cancelVacuum?.();
+    this.cancelVacuum = null;
   }
 }

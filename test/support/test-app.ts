@@ -16,13 +16,14 @@ export interface TestApp extends App {
   close(): Promise<void>;
 }
 
-/** A whole server on a fresh database, driven through `app.request()`. */
+/** A whole server on a fresh database (or `extra.database`, closed with it), driven through `app.request()`. */
 export async function startTestApp(
   config: Record<string, unknown> = {},
   handlers: readonly HandlerToLoad[] = [{ module: ping as HandlerModule<unknown> }],
-  extra: { federationCa?: string; appservices?: AppserviceRegistry; clock?: Clock } = {},
+  extra: { federationCa?: string; appservices?: AppserviceRegistry; clock?: Clock; database?: Database } = {},
 ): Promise<TestApp> {
-  const database = await createTestDatabase();
+  const { database: given, ...rest } = extra;
+  const database = given ?? (await createTestDatabase());
   let built: App;
   try {
     built = createApp({
@@ -30,7 +31,7 @@ export async function startTestApp(
       database,
       handlers,
       signingKey: await loadOwnSigningKey(database.db),
-      ...extra,
+      ...rest,
     });
   } catch (e) {
     await database.close();
