@@ -1,14 +1,11 @@
 import { mkdirSync } from 'node:fs';
-import type { PGlite } from '@electric-sql/pglite';
-import { fileURLToPath } from 'node:url';
-import { sql } from 'drizzle-orm';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import { lockDataDir } from './data-dir-lock.ts';
-import { installRawTextParsers } from './pglite-parsers.ts';
-import { withPglitePrepared } from './pglite-prepared.ts';
+import { CORE_MIGRATIONS, countingApplied } from './migrations-applied.ts';
+import { pgliteDatabase } from './pglite-database.ts';
 import { postgresJsUrl } from './postgres-url.ts';
 import { withPreparedStatements } from './prepared-statements.ts';
 import { withWaitTimeout } from './wait-timeout.ts';
@@ -76,7 +73,6 @@ export type DatabaseOptions =
       loadDataDir?: Blob;
     };
 
-const MIGRATIONS = fileURLToPath(new URL('../../../drizzle', import.meta.url));
 // Arbitrary constant: serialises migrations when several processes start on one database.
 const MIGRATION_LOCK = 4246_0001;
 
@@ -113,7 +109,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<ServerDatabas
   }
   const url = postgresJsUrl(opts.url);
   const listenUrl = postgresJsUrl(opts.listenUrl ?? opts.url);
-  await migrate(listenUrl, { folder: MIGRATIONS, table: '__drizzle_migrations' });
+  await migrate(listenUrl, { folder: CORE_MIGRATIONS, table: '__drizzle_migrations' });
   const client = postgres(url, {
     max: opts.poolSize ?? 10,
     onnotice: () => {},
@@ -143,29 +139,6 @@ export async function openDatabase(opts: DatabaseOptions): Promise<ServerDatabas
 }
 
 /**
- * A Database over a PGlite that is already running, set up as openDatabase sets up its own
- * (raw-text parsers, prepared statements). `close` is what closing the Database does: the test
- * kit hands its instance back to a pool instead of closing it; `migrateCore: false` when the
- * caller knows the core's migrations are applied.
- */
-export async function pgliteDatabase(raw: PGlite, opts: { migrateCore: boolean; close: () => Promise<void> }): Promise<Database> {
-  const [{ drizzle: drizzlePglite }, { migrate: migratePglite }] = await Promise.all([import('drizzle-orm/pglite'), import('drizzle-orm/pglite/migrator')]);
-  installRawTextParsers(raw);
-  const client = withPglitePrepared(raw);
-  const db = drizzlePglite(client, { schema });
-  if (opts.migrateCore) await migratePglite(db, { migrationsFolder: MIGRATIONS });
-  return {
-    db: db as unknown as Db,
-    kind: 'pglite',
-    pg: null,
-    migrate: (m) => countingApplied(db as unknown as Db, m.table, () => migratePglite(db, { migrationsFolder: m.folder, migrationsTable: m.table })),
-    withSchema: (s) => drizzlePglite(client, { schema: s ?? {} }) as never,
-    dumpDataDir: async () => client.dumpDataDir('none'),
-    close: opts.close,
-  };
-}
-
-/**
  * Migrates on a connection of its own, holding an advisory lock so that processes starting
  * together take turns. Own connection: the lock is per session, and borrowing one from the pool
  * would leave a pool of one nothing to migrate with. `url` must reach PostgreSQL directly: a
@@ -183,21 +156,6 @@ async function migrate(url: string, m: MigrationsSource): Promise<number> {
   } finally {
     await conn.end({ timeout: 1 });
   }
-}
-
-/** Runs a migrator and counts the rows it added to its table (drizzle's migrator does not say). */
-async function countingApplied(db: Db, table: string, run: () => Promise<void>): Promise<number> {
-  const count = async (): Promise<number> => {
-    const result: unknown = await db.execute(sql`select to_regclass(${`drizzle.${table}`}) is not null as present`);
-    const rows = Array.isArray(result) ? result : (result as { rows: unknown[] }).rows;
-    if ((rows[0] as { present: boolean } | undefined)?.present !== true) return 0;
-    const counted: unknown = await db.execute(sql`select count(*)::int as n from ${sql.identifier('drizzle')}.${sql.identifier(table)}`);
-    const countRows = Array.isArray(counted) ? counted : (counted as { rows: unknown[] }).rows;
-    return (countRows[0] as { n: number }).n;
-  };
-  const before = await count();
-  await run();
-  return (await count()) - before;
 }
 
 /** The migrations' advisory lock was not held by the session that released it: a transaction pooler is in the way. */
