@@ -18,6 +18,7 @@ const UNIT = [
   'test/sdk-surface.test.ts',
   'test/sdk-types.test.ts',
   'test/send-plan.test.ts',
+  'test/tar-without.test.ts',
 ];
 const PROCESS = [
   'test/admin.test.ts',

@@ -1,9 +1,11 @@
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'drizzle-orm';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { defineHandler, queryRows } from '../src/sdk/index.ts';
+import { kitTemplateFile } from '../src/testing/kit-database.ts';
 import { testModule, type ModuleTester } from '../src/testing/index.ts';
 
 // The kits of one process share PGlite instances (src/testing/kit-database.ts): what one kit
@@ -93,5 +95,12 @@ describe('the test kit\'s databases', () => {
     await a.db.execute(sql`insert into filters (user_id, filter_json) values ('@alice:test.local', '{}')`);
     expect(await count(b, `select count(*) from filters`)).toBe(0);
     expect(await count(b, `select count(*) from pg_class where relname = 'kit_notes'`)).toBe(0);
+  });
+
+  it('are started from a template that holds the one WAL segment a start reads, not the spare ones PostgreSQL keeps', async () => {
+    kits.push(await testModule(moduleWithObjects()));
+    const listing = execFileSync('tar', ['-tf', kitTemplateFile()], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const segments = listing.split('\n').filter((path) => /pg_wal\/[0-9A-F]{24}$/.test(path));
+    expect(segments).toHaveLength(1);
   });
 });

@@ -16,18 +16,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { PGlite } from '@electric-sql/pglite';
-import { pgliteDatabase, type Database } from '../storage/drivers/database.ts';
+import type { Database } from '../storage/drivers/database.ts';
+import { importPgliteDrizzle, pgliteDatabase } from '../storage/drivers/pglite-database.ts';
+import { tarWithout } from './tar-without.ts';
 
 // A kit's tables are small: PGlite's default 128 MB of shared buffers cost a tenth of a second
 // of each start (measured on PGlite 0.5.16) and buy nothing here.
-const CONF = ['shared_buffers = 16MB'];
+export const KIT_POSTGRESQL_CONF = ['shared_buffers = 16MB'];
 // 1 MB WAL segments instead of 16 MB: the template tarball, untarred at every start, is smaller.
 const INITDB = ['--wal-segsize=1'];
 // An idle instance keeps a timer of PGlite's running, which keeps a process from exiting; it is
 // closed once no kit has taken it for this long (the next kit of a test file takes it at once).
 const IDLE_MS = 2000;
 // Bumped when what the template holds changes for a reason the key below does not see.
-const TEMPLATE_FORMAT = '3';
+const TEMPLATE_FORMAT = '4';
 
 /** What an instance held right after the core's migrations, for emptying it back to that. */
 interface Baseline {
@@ -68,7 +70,8 @@ export async function kitDatabase(): Promise<Database> {
   });
 }
 
-function templateFile(): string {
+/** Where the migrated template is kept (the bench's KIT floor opens it as the kit does). */
+export function kitTemplateFile(): string {
   // Keyed by every migration's text, so a template is current by its name alone: a process
   // starting from one need not ask drizzle's migrator.
   const folder = fileURLToPath(new URL('../../drizzle/', import.meta.url));
@@ -81,7 +84,7 @@ function templateFile(): string {
 }
 
 async function readTemplate(): Promise<{ tarball: Blob; baseline: Baseline | null } | null> {
-  const file = templateFile();
+  const file = kitTemplateFile();
   let tarball: Blob;
   try {
     tarball = new Blob([await readFile(file)]);
@@ -96,14 +99,17 @@ async function readTemplate(): Promise<{ tarball: Blob; baseline: Baseline | nul
 }
 
 async function startInstance(): Promise<Instance> {
+  // Before the PGlite starts, not after (see importPgliteDrizzle).
+  const drivers = importPgliteDrizzle();
   const { PGlite } = await import('@electric-sql/pglite');
   template ??= readTemplate();
   const saved = await template;
+  await drivers;
   const raw =
     saved === null
       ? // Little WAL kept past a checkpoint, for a small template (for this run only, not saved in it).
-        new PGlite({ postgresqlconf: CONF, initDbStartParams: INITDB, startParams: [...PGlite.defaultStartParams, '-c', 'min_wal_size=2MB', '-c', 'max_wal_size=4MB'] })
-      : new PGlite({ postgresqlconf: CONF, loadDataDir: saved.tarball });
+        new PGlite({ postgresqlconf: KIT_POSTGRESQL_CONF, initDbStartParams: INITDB, startParams: [...PGlite.defaultStartParams, '-c', 'min_wal_size=2MB', '-c', 'max_wal_size=4MB'] })
+      : new PGlite({ postgresqlconf: KIT_POSTGRESQL_CONF, loadDataDir: saved.tarball });
   try {
     await raw.waitReady;
     if (saved !== null) return { raw, baseline: saved.baseline ?? (await takeBaseline(raw)) };
@@ -130,11 +136,11 @@ async function saveTemplate(raw: PGlite): Promise<Baseline> {
   // Taken before the tarball, and kept beside it: a hundred milliseconds of every start.
   const baseline = await takeBaseline(raw);
   await raw.exec('checkpoint');
-  const tarball = await raw.dumpDataDir('none');
+  const tarball = await withoutSpareWal(await raw.dumpDataDir('none'), await walInUse(raw));
   template = Promise.resolve({ tarball, baseline });
   // Each written beside, then renamed, the baseline first: a kit in another process reads whole
   // files or none. Awaited: a test runner may end this process as soon as its tests are done.
-  const file = templateFile();
+  const file = kitTemplateFile();
   const written: string[] = [];
   try {
     for (const [path, data] of [
@@ -151,6 +157,25 @@ async function saveTemplate(raw: PGlite): Promise<Baseline> {
     for (const partial of written) await rm(partial, { force: true }).catch(() => {});
   }
   return baseline;
+}
+
+/** The WAL segments a start from this instance's files needs: the one holding the last checkpoint's redo point, and the current one. */
+async function walInUse(raw: PGlite): Promise<Set<string>> {
+  const { rows } = await raw.query<{ redo: string; current: string }>(`select redo_wal_file as redo, pg_walfile_name(pg_current_wal_lsn()) as current from pg_control_checkpoint()`);
+  return new Set(rows.flatMap((r) => [r.redo, r.current]));
+}
+
+/**
+ * The tarball without the WAL segments kept for reuse (recycled ones, named for positions not yet
+ * written): megabytes that every kit would untar and its PostgreSQL never read.
+ */
+async function withoutSpareWal(tarball: Blob, keep: ReadonlySet<string>): Promise<Blob> {
+  if (keep.size === 0) return tarball;
+  const trimmed = tarWithout(new Uint8Array(await tarball.arrayBuffer()), (path) => {
+    const segment = /^pg_wal\/([0-9A-F]{24})$/.exec(path)?.[1];
+    return segment !== undefined && !keep.has(segment);
+  });
+  return new Blob([trimmed]);
 }
 
 const USER_SCHEMAS = `n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast') and n.nspname not like 'pg\\_temp\\_%' and n.nspname not like 'pg\\_toast\\_temp\\_%'`;
