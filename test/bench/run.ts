@@ -1320,7 +1320,7 @@ async function machine(): Promise<string[]> {
 }
 
 /** Rows grouped by id in the order of ORDER, by rank within an id, else as measured. */
-const ORDER = ['F1', 'F2', 'F3', 'F4', 'M1', 'S1', 'PGB', 'LB', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'K1', 'K2', 'KIT'];
+const ORDER = ['F1', 'F2', 'F3', 'F4', 'F5', 'M1', 'S1', 'PGB', 'LB', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'K1', 'K2', 'KIT'];
 
 function table(): string[] {
   const head = '| # | scenario | figure | floor | ratio / target | result |';
@@ -1339,7 +1339,7 @@ async function main(): Promise<void> {
   watchdog.unref();
 
   const header = await machine();
-  if (['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'K1', 'K2', 'PGLITE', 'PGB', 'LB'].some(want)) buildProduct();
+  if (['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7', 'K1', 'K2', 'PGLITE', 'PGB', 'LB', 'KIT'].some(want)) buildProduct();
   const fl = await floors();
   if (['S1', 'S2', 'S3', 'S4', 'S5', 'S6', 'S7'].some(want)) {
     try {
