@@ -1,5 +1,11 @@
+import { createRequire } from 'node:module';
 import { pino, stdTimeFunctions, type DestinationStream, type Logger as PinoLogger } from 'pino';
-import pretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
+
+/** pino-pretty, loaded only for `format: pretty`: every other process (JSON logs, a test kit) is spared its import. */
+function pretty(options: PinoPretty.PrettyOptions): DestinationStream {
+  return (createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty)(options);
+}
 
 /** Structured logging: one JSON object per line, never message contents or tokens. */
 export interface Logger {

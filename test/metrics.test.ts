@@ -362,4 +362,18 @@ describe('Counters', () => {
     // @ts-expect-error not a declared counter
     expect(() => a.inc('federation_edu_rejected_total')).toThrow(/not a declared counter/);
   });
+
+  it('kept in memory only (a test kit\'s), count the same and know the same names, with no registry to export', () => {
+    const c = new Counters(null);
+    c.inc('federation_edus_rejected_total', { reason: 'x' }, 2);
+    c.inc('federation_edus_rejected_total', { reason: 'x' });
+    c.observe('to_device_group_commit_batch_size', {}, 3);
+    expect(c.get('federation_edus_rejected_total', { reason: 'x' })).toBe(3);
+    expect(c.snapshot()).toEqual({ 'federation_edus_rejected_total{reason="x"}': 3 });
+    // @ts-expect-error not a declared counter
+    expect(() => c.inc('federation_edu_rejected_total')).toThrow(/not a declared counter/);
+    // @ts-expect-error not a declared histogram
+    expect(() => c.observe('to_device_group_commit_batch', {}, 1)).toThrow(/not a declared histogram/);
+    expect(() => c.registry).toThrow(/kept in memory only/);
+  });
 });

@@ -1,5 +1,17 @@
-import { Counter, Histogram, Registry } from 'prom-client';
+import { createRequire } from 'node:module';
+import type * as PromClient from 'prom-client';
+import type { Counter, Histogram, Registry } from 'prom-client';
 import { STALE_DROPPED } from '../services/stale-requests.ts';
+
+/**
+ * prom-client, loaded by the first Counters that exports: counters kept in memory only (a test
+ * kit's) never load it, and loading it was a large share of what a kit's start spends beyond
+ * PGlite (see test/bench/kit-scenario.ts).
+ */
+let loaded: typeof PromClient | null = null;
+function promClient(): typeof PromClient {
+  return (loaded ??= createRequire(import.meta.url)('prom-client') as typeof PromClient);
+}
 
 /**
  * Named event counters (messages dropped by reason, dispatch outcomes…) and latency histograms,
@@ -10,19 +22,30 @@ import { STALE_DROPPED } from '../services/stale-requests.ts';
  * code stay synchronous; the export caps each metric's label combinations (see MAX_SERIES).
  */
 export class Counters {
-  readonly registry: Registry;
+  private readonly exportedTo: Registry | null;
   private readonly values = new Map<string, number>();
   private readonly counters = new Map<string, Exported<Counter<string>>>();
   private readonly histograms = new Map<string, Exported<Histogram<string>>>();
 
-  constructor(registry: Registry = new Registry()) {
-    this.registry = registry;
+  /** Counters exported to `registry` (a new one when none is given). */
+  constructor(registry?: Registry);
+  /** Counters kept in memory only (`get`, `snapshot`), with no Prometheus export: a test kit's. */
+  constructor(registry: null);
+  constructor(registry?: Registry | null) {
+    this.exportedTo = registry === null ? null : (registry ?? new (promClient().Registry)());
+    if (this.exportedTo === null) return;
     for (const [name, spec] of Object.entries(COUNTERS)) {
       const exported = this.counter(name, spec.labelNames, spec.help);
       // Known label values start at 0, so rate() works from the first increment on.
       for (const labels of 'initial' in spec ? spec.initial : []) exported.metric.inc(labels, 0);
     }
     for (const [name, spec] of Object.entries(HISTOGRAMS)) this.histogram(name, spec.labelNames, spec.help, spec.buckets);
+  }
+
+  /** Where the metrics are exported; counters made with `new Counters(null)` have none. */
+  get registry(): Registry {
+    if (this.exportedTo === null) throw new Error('these counters are kept in memory only (new Counters(null)): they have no registry');
+    return this.exportedTo;
   }
 
   private static key(name: string, labels: Record<string, string>): string {
@@ -33,12 +56,12 @@ export class Counters {
   }
 
   inc(name: CounterName, labels: Record<string, string> = {}, by = 1): void {
-    const exported = this.counters.get(name);
-    if (exported === undefined) throw new Error(`${name} is not a declared counter (COUNTERS)`);
+    if (!Object.hasOwn(COUNTERS, name)) throw new Error(`${name} is not a declared counter (COUNTERS)`);
     if (by === 0) return;
     const key = Counters.key(name, labels);
     this.values.set(key, (this.values.get(key) ?? 0) + by);
-    if (by < 0) return; // a Prometheus counter only goes up
+    const exported = this.counters.get(name);
+    if (by < 0 || exported === undefined) return; // a Prometheus counter only goes up
     const bounded = boundLabels(exported, labels);
     if (bounded !== null) exported.metric.inc(bounded, by);
   }
@@ -53,20 +76,21 @@ export class Counters {
 
   /** Records one duration (in seconds) in a histogram (see HISTOGRAMS for the known ones). */
   observe(name: HistogramName, labels: Record<string, string>, seconds: number): void {
+    if (!Object.hasOwn(HISTOGRAMS, name)) throw new Error(`${name} is not a declared histogram (HISTOGRAMS)`);
     const exported = this.histograms.get(name);
-    if (exported === undefined) throw new Error(`${name} is not a declared histogram (HISTOGRAMS)`);
+    if (exported === undefined) return;
     const bounded = boundLabels(exported, labels);
     if (bounded !== null) exported.metric.observe(bounded, seconds);
   }
 
   private counter(name: string, labelNames: readonly string[], help: string): Exported<Counter<string>> {
-    const exported = { metric: new Counter({ name, help, labelNames, registers: [this.registry] }), labelNames: new Set(labelNames), series: new Set<string>() };
+    const exported = { metric: new (promClient().Counter)({ name, help, labelNames, registers: [this.registry] }), labelNames: new Set(labelNames), series: new Set<string>() };
     this.counters.set(name, exported);
     return exported;
   }
 
   private histogram(name: string, labelNames: readonly string[], help: string, buckets: readonly number[]): Exported<Histogram<string>> {
-    const metric = new Histogram({ name, help, labelNames, buckets: [...buckets], registers: [this.registry] });
+    const metric = new (promClient().Histogram)({ name, help, labelNames, buckets: [...buckets], registers: [this.registry] });
     const exported = { metric, labelNames: new Set(labelNames), series: new Set<string>() };
     this.histograms.set(name, exported);
     return exported;

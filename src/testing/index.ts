@@ -160,7 +160,7 @@ export async function testModule<Config, State, Schema extends Record<string, un
       clock,
       leases: taskLeases(database.db, `kit-${randomBytes(6).toString('hex')}`),
       log,
-      counters: new Counters(),
+      counters: new Counters(null),
       serverUserId,
       deadlineMs: opts.deadlineMs ?? 5000,
       send: async (userId, deviceId, type, content) => {
