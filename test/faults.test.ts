@@ -122,6 +122,9 @@ describe('faults', () => {
       const received = idsOf(await collectToDevice(target, run.acked.length + 1, 30_000));
       expect(run.acked.filter((id) => !received.includes(id))).toEqual([]);
       expect(new Set(received).size).toBe(received.length);
+    } catch (e) {
+      // A server that died here says why on its stderr, which nothing else shows.
+      throw new Error(`${e instanceof Error ? e.message : String(e)}\nserver stderr (last 4,000 characters):\n${server.stderr.slice(-4000)}`, { cause: e });
     } finally {
       await admin.end();
     }
