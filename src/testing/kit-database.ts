@@ -171,11 +171,16 @@ async function walInUse(raw: PGlite): Promise<Set<string>> {
  */
 async function withoutSpareWal(tarball: Blob, keep: ReadonlySet<string>): Promise<Blob> {
   if (keep.size === 0) return tarball;
-  const trimmed = tarWithout(new Uint8Array(await tarball.arrayBuffer()), (path) => {
-    const segment = /^pg_wal\/([0-9A-F]{24})$/.exec(path)?.[1];
-    return segment !== undefined && !keep.has(segment);
-  });
-  return new Blob([trimmed]);
+  try {
+    const trimmed = tarWithout(new Uint8Array(await tarball.arrayBuffer()), (path) => {
+      const segment = /^pg_wal\/([0-9A-F]{24})$/.exec(path)?.[1];
+      return segment !== undefined && !keep.has(segment);
+    });
+    return new Blob([trimmed]);
+  } catch {
+    // An archive this cannot read (a PGlite that writes another format): kept whole, only larger.
+    return tarball;
+  }
 }
 
 const USER_SCHEMAS = `n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast') and n.nspname not like 'pg\\_temp\\_%' and n.nspname not like 'pg\\_toast\\_temp\\_%'`;
