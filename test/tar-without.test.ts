@@ -54,6 +54,25 @@ describe('tarWithout', () => {
     expect(out.subarray(out.length - 1024).every((b) => b === 0)).toBe(true);
   });
 
+  it('judges an entry by the path its pax header gives, not by the ustar name it overrides', () => {
+    const pax = (path: string) => {
+      const record = (n: number) => `${n} path=${path}\n`;
+      let n = record(0).length;
+      while (record(n).length !== n) n = record(n).length;
+      return entry('PaxHeaders/x', record(n), 'x');
+    };
+    const tar = archive(
+      // A WAL segment under a long name the ustar header could not hold: it goes.
+      pax('/pg_wal/00000001000000000000000A'),
+      entry('/pg_wal/truncated', 'spare'),
+      // A ustar name that looks like a spare segment, whose real path is another file: it stays.
+      pax('/base/5/a-long-relation-file-name'),
+      entry('/pg_wal/00000001000000000000000B', 'relation'),
+    );
+    const out = tarWithout(tar, (path) => /^pg_wal\/[0-9A-F]{24}$/.test(path) && !path.endsWith('9'));
+    expect(list(out)).toEqual([expect.stringMatching(/^PaxHeaders\/x=\d+ path=\/base\/5\/a-long-relation-file-name\n$/), '/pg_wal/00000001000000000000000B=relation']);
+  });
+
   it('keeps everything when nothing is to go, byte for byte', () => {
     const tar = archive(entry('a', 'one'), entry('b', 'two'));
     expect(tarWithout(tar, () => false)).toEqual(tar);

@@ -1,7 +1,9 @@
 /**
  * Drops entries from a tar archive (ustar, as PGlite's `dumpDataDir('none')` writes it): each
- * entry whose path `drop` answers true for goes, with any pax header that precedes it. The
- * archive is otherwise copied byte for byte; entries are not parsed beyond their headers.
+ * entry whose path `drop` answers true for goes, with any pax header that precedes it. The path is
+ * the pax header's `path` record when it has one (a name too long for the ustar header), else the
+ * header's prefix and name. The archive is otherwise copied byte for byte; entries are not parsed
+ * beyond their headers.
  */
 export function tarWithout(tar: Uint8Array, drop: (path: string) => boolean): Uint8Array {
   const BLOCK = 512;
@@ -25,7 +27,8 @@ export function tarWithout(tar: Uint8Array, drop: (path: string) => boolean): Ui
     }
     const prefix = text(header, 345, 155);
     const name = text(header, 0, 100);
-    const path = (prefix === '' ? name : `${prefix}/${name}`).replace(/^\/+/, '');
+    const paxPath = pending.map(paxPathOf).findLast((p) => p !== null) ?? null;
+    const path = (paxPath ?? (prefix === '' ? name : `${prefix}/${name}`)).replace(/^\/+/, '');
     if (!drop(path)) kept.push(...pending, entry);
     pending = [];
   }
@@ -44,4 +47,12 @@ function text(header: Uint8Array, offset: number, length: number): string {
   const field = header.subarray(offset, offset + length);
   const nul = field.indexOf(0);
   return new TextDecoder().decode(nul < 0 ? field : field.subarray(0, nul));
+}
+
+/** The `path` record of a pax extended header entry (records are "<length> <key>=<value>\n"), or null. */
+function paxPathOf(entry: Uint8Array): string | null {
+  const size = Number.parseInt(text(entry, 124, 12).trim() || '0', 8);
+  const records = new TextDecoder().decode(entry.subarray(512, 512 + size));
+  const match = /(?:^|\n)\d+ path=([^\n]*)\n/.exec(records);
+  return match?.[1] ?? null;
 }
