@@ -181,7 +181,7 @@ export class SendStatement {
         -- Each message with its device's row locked, the locks taken in (user, device) order. The
         -- messages ride through the lock instead of being joined back to it after: planned from
         -- statistics that say a user has a device or two, that join of two CTEs was a nested loop,
-        -- a million comparisons for one "*" to a user with 1,000 devices (230 ms against 18 ms).
+        -- a million comparisons for one "*" to a user with 1,000 devices (send-statement-plans.test.ts).
         locked as (
           select e.r, e.o, e.u, e.d, e.c, e.s, e.t from expanded e
           join devices dv on dv.user_id = e.u and dv.device_id = e.d
