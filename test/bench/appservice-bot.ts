@@ -2,7 +2,7 @@
  * The appservice for S7, run as its own process by appservice-scenario.ts: matrix-bot-sdk's
  * `Appservice` (its native crypto dependency is stubbed by package.json `overrides`; no crypto is
  * used). Reads a BotSpec as JSON from argv[2]; prints JSON lines on stdout: `{"ready":true}` once
- * listening, `{"count":n}` every `reportEvery` messages of `type`, and `{"done":n}` at `expect`.
+ * listening, `{"count":n}` every `reportEvery` messages of `type`, and `{"done":n,"at":ms}` at `expect` (`at`: its Date.now()).
  */
 import { Appservice, LogLevel, LogService, MemoryStorageProvider, type IAppserviceRegistration } from 'matrix-bot-sdk';
 
@@ -30,7 +30,7 @@ let count = 0;
 as.on('ephemeral.event', (e: { type?: string }) => {
   if (e.type !== spec.type) return;
   count++;
-  if (count === spec.expect) process.stdout.write(`${JSON.stringify({ done: count })}\n`);
+  if (count === spec.expect) process.stdout.write(`${JSON.stringify({ done: count, at: Date.now() })}\n`);
   else if (count % spec.reportEvery === 0) process.stdout.write(`${JSON.stringify({ count })}\n`);
 });
 await as.begin();

@@ -4,15 +4,15 @@
  * registration (exclusive user namespace, ephemeral push on, not rate limited); the appservice is
  * matrix-bot-sdk's `Appservice` in a process of its own (appservice-bot.ts). A few ordinary users
  * send S7_MESSAGES messages, one per sendToDevice, S7_CONCURRENCY requests in flight, to devices
- * of users in the namespace; timed from the first send until the appservice has received them all.
+ * of users in the namespace, sent by autocannon (load.ts) as S1's are; timed from the start of its
+ * run until the appservice has received them all (each process's Date.now(), one machine).
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { stringify } from 'yaml';
 import type { BotSpec } from './appservice-bot.ts';
-import { HttpClient, pool } from './http-client.ts';
+import { HttpClient } from './http-client.ts';
 import {
   BENCH_DIR,
   CLIENT,
@@ -25,7 +25,6 @@ import {
   failedRow,
   fmt,
   register,
-  sendPath,
   startConfiguredServer,
 } from './scenario-support.ts';
 
@@ -96,26 +95,40 @@ export async function appserviceScenario(ctx: BenchContext): Promise<BenchRow[]>
     ctx.log(`S7: ${fmt(S7_MESSAGES)} messages to the appservice's users, ${S7_CONCURRENCY} requests in flight`);
     const done = lines.waitFor((m) => m.done !== undefined, WAIT_MS, 'timed out');
     done.catch(() => {}); // awaited below; a failing send must not leave it unhandled
-    const t0 = performance.now();
-    await pool(S7_MESSAGES, S7_CONCURRENCY, async (i) => {
-      const from = senders[i % senders.length]!;
-      const to = bridged[i % bridged.length]!;
-      await c!.ok('PUT', sendPath(TYPE), { token: from.token, body: { messages: { [to.userId]: { [to.deviceId]: { i } } } } });
+    // Sent by autocannon in a process of its own, as S1 is: the client then costs the 2-core
+    // machine what S1's costs it. Request n is sender n mod 4's to device n mod 8.
+    const variants = Array.from({ length: S7_SENDERS * S7_BRIDGED }, (_, n) => {
+      const from = senders[n % S7_SENDERS] as Device;
+      const to = bridged[n % S7_BRIDGED] as { userId: string; deviceId: string };
+      return { headers: { authorization: `Bearer ${from.token}` }, body: JSON.stringify({ messages: { [to.userId]: { [to.deviceId]: { n } } } }) };
     });
-    const sentSeconds = (performance.now() - t0) / 1000;
+    const load = await ctx.runLoad({
+      url: `http://127.0.0.1:${server.port}`,
+      method: 'PUT',
+      pathPrefix: `${CLIENT}/sendToDevice/${TYPE}`,
+      headers: { 'content-type': 'application/json' },
+      body: variants[0]!.body,
+      variants,
+      connections: S7_CONCURRENCY,
+      warmupSeconds: 0,
+      amount: S7_MESSAGES,
+    });
+    if (load.ok2xx !== S7_MESSAGES) throw new Error(`${fmt(load.ok2xx)} of ${fmt(S7_MESSAGES)} sends answered 2xx (${load.non2xx} non-2xx, ${load.errors} errors, ${load.timeouts} timeouts)`);
+    let received: BotMessage;
     try {
-      await done;
+      received = await done;
     } catch {
       return [{ id: 'S7', scenario, figure: `incomplete: the appservice received ${fmt(lines.lastCount())} of ${fmt(S7_MESSAGES)} within ${WAIT_MS / 1000} s`, floor: '—', ratio: '—', verdict: 'error' }];
     }
-    const seconds = (performance.now() - t0) / 1000;
+    const seconds = ((received.at ?? Number.NaN) - load.startedAt) / 1000;
+    const sentSeconds = S7_MESSAGES / load.reqPerSec;
     const s1 = ctx.references.s1PostgresReqPerSec;
     const target = atLeast(S7_MESSAGES / seconds, TARGET_STREAM_S1, s1, 'S1 PostgreSQL');
     return [
       {
         id: 'S7',
         scenario,
-        figure: `${fmt(S7_MESSAGES / seconds)} msg/s into the appservice (all received after ${fmt(seconds, 2)} s; the server accepted the sends at ${fmt(S7_MESSAGES / sentSeconds)} req/s, the appservice had the last ${fmt((seconds - sentSeconds) * 1000)} ms after)`,
+        figure: `${fmt(S7_MESSAGES / seconds)} msg/s into the appservice (all received after ${fmt(seconds, 2)} s; the server accepted the sends at ${fmt(load.reqPerSec)} req/s, the appservice had the last ${fmt((seconds - sentSeconds) * 1000)} ms after)`,
         floor: s1 === null ? '—' : `S1 PostgreSQL ${fmt(s1)} req/s (32 connections)`,
         ...target,
       },
@@ -142,11 +155,13 @@ interface BotMessage {
   ready?: boolean;
   count?: number;
   done?: number;
+  /** With `done`: the bot's Date.now() when it had them all. */
+  at?: number;
 }
 
 /** The bot's JSON lines on stdout, as they come. */
 function botLines(bot: BenchServer) {
-  const waiters: { test: (m: BotMessage) => boolean; resolve: () => void }[] = [];
+  const waiters: { test: (m: BotMessage) => boolean; resolve: (m: BotMessage) => void }[] = [];
   let last = 0;
   let buf = '';
   bot.proc.stdout?.on('data', (chunk: Buffer) => {
@@ -165,24 +180,24 @@ function botLines(bot: BenchServer) {
       for (const w of [...waiters]) {
         if (w.test(m)) {
           waiters.splice(waiters.indexOf(w), 1);
-          w.resolve();
+          w.resolve(m);
         }
       }
     }
   });
   return {
     lastCount: () => last,
-    waitFor(test: (m: BotMessage) => boolean, timeoutMs: number, what: string): Promise<void> {
-      return new Promise<void>((resolve, reject) => {
+    waitFor(test: (m: BotMessage) => boolean, timeoutMs: number, what: string): Promise<BotMessage> {
+      return new Promise<BotMessage>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(what)), timeoutMs);
         const onExit = (code: number | null) => reject(new Error(`the appservice exited with ${code}`));
         bot.proc.once('exit', onExit);
         waiters.push({
           test,
-          resolve: () => {
+          resolve: (m) => {
             clearTimeout(timer);
             bot.proc.off('exit', onExit);
-            resolve();
+            resolve(m);
           },
         });
       });

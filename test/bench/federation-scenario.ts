@@ -6,14 +6,16 @@
  *
  * Latency: B's device parks a long-poll `/sync`, A's user sends it one message; timed from A's
  * `sendToDevice` to the return of B's long-poll, serially, over S6_ROUNDS round trips.
- * Throughput: a few A users send S6_MESSAGES messages (S6_CONCURRENCY requests in flight) to
- * devices on B that long-poll continuously; timed from the first send until B's devices have all.
+ * Throughput: a few A users send S6_MESSAGES messages (S6_CONCURRENCY requests in flight, sent by
+ * autocannon as S1's are) to devices on B that long-poll continuously; timed from the start of
+ * autocannon's run until B's devices have all (each process's Date.now(), one machine).
  */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { HttpClient, pool, summarize } from './http-client.ts';
+import { HttpClient, summarize } from './http-client.ts';
 import {
+  CLIENT,
   type BenchContext,
   type BenchRow,
   type BenchServer,
@@ -139,18 +141,35 @@ async function throughput(ctx: BenchContext, onA: HttpClient, onB: HttpClient, s
       const s = await onB.ok<SyncBody>('GET', syncPath(d.since, 5_000), { token: d.token });
       d.since = s.next_batch;
       got[r]! += s.to_device.events.filter((e) => e.type === 'm.bench.s6').length;
-      if (got[r]! >= expected[r]!) doneAt[r] = performance.now();
+      if (got[r]! >= expected[r]!) doneAt[r] = Date.now();
     }
   });
   await sleep(100);
-  const t0 = performance.now();
-  await pool(n, S6_CONCURRENCY, async (i) => {
-    const from = senders[i % senders.length]!;
-    // The senders take turns, each going round all of B's devices (interleaved senders).
-    const to = receivers[Math.floor(i / senders.length) % receivers.length]!;
-    await onA.ok('PUT', sendPath('m.bench.s6'), { token: from.token, body: { messages: { [to.userId]: { [to.deviceId]: { i } } } } });
+  // Sent by autocannon in a process of its own, as S1 is: the client then costs the 2-core machine
+  // what S1's costs it. The senders take turns, each going round all of B's devices: request i is
+  // sender i mod 4's, to device ⌊i / 4⌋ mod 8.
+  const variants = Array.from({ length: senders.length * receivers.length }, (_, i) => {
+    const from = senders[i % senders.length] as Device;
+    const to = receivers[Math.floor(i / senders.length) % receivers.length] as Device;
+    return { headers: { authorization: `Bearer ${from.token}` }, body: JSON.stringify({ messages: { [to.userId]: { [to.deviceId]: { i } } } }) };
   });
-  const sentSeconds = (performance.now() - t0) / 1000;
+  const load = await ctx.runLoad({
+    url: `http://127.0.0.1:${onA.port}`,
+    method: 'PUT',
+    pathPrefix: `${CLIENT}/sendToDevice/m.bench.s6`,
+    headers: { 'content-type': 'application/json' },
+    body: variants[0]!.body,
+    variants,
+    connections: S6_CONCURRENCY,
+    warmupSeconds: 0,
+    amount: n,
+  });
+  if (load.ok2xx !== n) {
+    stop = true;
+    throw new Error(`${fmt(load.ok2xx)} of ${fmt(n)} sends answered 2xx (${load.non2xx} non-2xx, ${load.errors} errors, ${load.timeouts} timeouts)`);
+  }
+  const t0 = load.startedAt;
+  const sentSeconds = n / load.reqPerSec;
   const deadline = setTimeout(() => {
     stop = true;
   }, 120_000);

@@ -3,9 +3,10 @@
  * table and written to test/bench/RESULTS.md. A benchmark, not a test: misses are reported, never
  * a failing exit status.
  *
- * Processes: this orchestrator (the client for S2–S7), each server in its own process (floors
- * F1/F2/F3, the product on PostgreSQL, the product on PGlite), and autocannon in its own process
- * (load.ts) for the throughput runs. Everything is on loopback; databases and data directories
+ * Processes: this orchestrator (the client for S2–S5, S6's latency and the streams' receivers), each
+ * server in its own process (floors F1/F2/F3, the product on PostgreSQL, the product on PGlite),
+ * and autocannon in its own process (load.ts) for the throughput runs, S6's and S7's streams of
+ * sends included. Everything is on loopback; databases and data directories
  * are created fresh and removed at the end.
  *
  * Targets are ratios to floors (and to S1) of the same run where issue 18 asks for them, so a
@@ -1387,7 +1388,7 @@ async function main(): Promise<void> {
     ...(notes.length > 0 ? ['Notes:', '', ...notes.map((n) => `- ${n}`), ''] : []),
     `Method: each server runs in its own process: the floors under \`node --import tsx\`, the product as built by \`npm run build\` and started as \`npm run start:prod\` does (\`node dist/src/main.js\`, node flags: ${startScriptNodeArgs().join(' ') || 'none'}); ` +
       'the load generator (autocannon) in another, ' +
-      'this orchestrator is the client for S2–S7. F3 opens PGlite as the product\'s default does (src/storage/drivers/pglite-durable.ts: fsync on every commit), ' +
+      'also for S6\'s and S7\'s streams of sends; this orchestrator is the client for S2–S5, S6\'s latency and the streams\' receiving devices. F3 opens PGlite as the product\'s default does (src/storage/drivers/pglite-durable.ts: fsync on every commit), ' +
       'so F3 and S1 on PGlite pay the same durability. ' +
       `F4 is F1 with a bare PGlite (default options) opened on a fresh directory, M1 the product started on a fresh directory; both read VmRSS from /proc once idle, before any request; M1 ≤ ${M1_TARGET} × F4 (issue 30). ` +
       `S1 sends to one device with a fresh txnId per request, at ${SCALE_CONNECTIONS.join(', ')} connections, each compared with its floor (F2 on PostgreSQL, F3 on PGlite) at the same concurrency and judged at ${CONNECTIONS} and at 1 (the others show the scaling); at 1 connection against a fresh floor server measured in turns with the product (both first warmed for ${PAIRED_WARMUP_SECONDS} s at ${CONNECTIONS} connections; then floor, product, product, floor, floor, product; ${PAIRED_SECONDS} s each after a 2 s warm-up; the median run of each), since one client's serial requests are the most sensitive to this shared machine's drift; ` +
