@@ -151,6 +151,26 @@ describe('lazily committed claims', () => {
     expect(alone?.lazyMark).toBeUndefined();
   });
 
+  it('answer a claim sent alone (its own statement): new and lazy, then already used; without LazyCommits, not lazy', async () => {
+    const store = new SendStatement(t.database.db, new LazyCommits(t.database.db));
+    const send = { txn: { userId: alice.userId, deviceId: alice.deviceId, endpoint: 'test', txnId: 'alone' }, sender: alice.userId, type: 'org.test.quiet', targets: [] };
+    const [first] = await store.run([send]);
+    expect(first?.claimed).toBe(true);
+    expect(first?.lazyMark).toBeTypeOf('number');
+    const [again] = await store.run([send]);
+    expect(again?.claimed).toBe(false);
+
+    const flushed = new SendStatement(t.database.db);
+    const [other] = await flushed.run([{ ...send, txn: { ...send.txn, txnId: 'alone-flushed' } }]);
+    expect(other?.claimed).toBe(true);
+    expect(other?.lazyMark).toBeUndefined();
+    expect(await walFlushed()).toBe(true);
+    const [repeated] = await flushed.run([{ ...send, txn: { ...send.txn, txnId: 'alone-flushed' } }]);
+    expect(repeated?.claimed).toBe(false);
+    const rows = await queryRows<{ lazy: boolean }>(t.database.db, sql`select lazy from txn_ids where endpoint = 'test' and txn_id in ('alone', 'alone-flushed') order by txn_id`);
+    expect(rows.map((r) => r.lazy)).toEqual([true, false]);
+  });
+
   it('are not lazy when the statement stores messages too', async () => {
     const lazy = new LazyCommits(t.database.db);
     const store = new SendStatement(t.database.db, lazy);

@@ -4,6 +4,7 @@ import type { LazyCommits } from './drivers/lazy-commits.ts';
 import { queryRows } from '../shared/query-rows.ts';
 import type { BuiltQuery } from './built-query.ts';
 import { isOneToOne, oneToOneQuery } from './one-to-one-statement.ts';
+import { oneClaimQuery } from './one-claim-statement.ts';
 import { appserviceQueueInsertSql } from './appservice-queue-store.ts';
 import { inboxInsertSql } from './device-inbox-store.ts';
 import { inboundClaimSql } from './federation-inbound-store.ts';
@@ -76,6 +77,8 @@ type Row = { k: string; r: number | null; o: number | null; u: string | null; d:
 export class SendStatement {
   /** {@link oneToOneQuery}'s texts, by shape: with a txn id or not, watched or not, NOTIFYing or not. */
   private readonly oneToOneShapes: (BuiltQuery<Record<string, unknown>> | undefined)[] = [];
+  /** {@link oneClaimQuery}'s texts: committed with its flush, and lazily. */
+  private readonly oneClaimShapes: (BuiltQuery<Record<string, unknown>> | undefined)[] = [];
 
   constructor(
     private readonly db: Db,
@@ -298,6 +301,12 @@ export class SendStatement {
     const keys = requests.flatMap((q, r) => (q.txn === null ? [] : [{ u: q.txn.userId, d: q.txn.deviceId, e: q.txn.endpoint, t: q.txn.txnId, r }]));
     // Nothing to write, so nothing to commit or make durable.
     if (keys.length === 0) return requests.map(() => ({ claimed: true, stored: [], knownUsers: new Set<string>(), appservicesQueued: [] }));
+    const only = requests.length === 1 ? requests[0]?.txn : null;
+    if (only != null) {
+      const query = (this.oneClaimShapes[lazy === undefined ? 0 : 1] ??= oneClaimQuery(lazy !== undefined));
+      const rows = await query.rows<Row>(this.db, { now: Date.now(), tu: only.userId, td: only.deviceId, te: only.endpoint, tt: only.txnId });
+      return resultsOf(requests, rows, lazy?.mark());
+    }
     const source = sql`select k.u, k.d, k.e, k.t, k.r from jsonb_to_recordset(${JSON.stringify(keys)}::jsonb) as k(u text, d text, e text, t text, r int)`;
     const rows = await queryRows<Row>(
       this.db,
