@@ -133,8 +133,7 @@ async function main(): Promise<void> {
   const r = await run(spec, `${tag}m`, true);
   const result: LoadResult = {
     // For a fixed amount the per-second histogram misses the partial last second, and autocannon's
-    // duration runs on to its next whole tick (5.0 s for sends answered within 4.2): total over
-    // the time to the last answer.
+    // duration runs on to its next whole second: total over the time to the last answer.
     reqPerSec: spec.amount !== undefined ? r.requests.total / ((lastResponseAt - startedAt) / 1000) : r.requests.total / r.duration,
     p50: r.latency.p50,
     p99: r.latency.p99,
