@@ -25,6 +25,7 @@ import {
   failedRow,
   fmt,
   register,
+  sendStream,
   startConfiguredServer,
 } from './scenario-support.ts';
 
@@ -97,23 +98,8 @@ export async function appserviceScenario(ctx: BenchContext): Promise<BenchRow[]>
     done.catch(() => {}); // awaited below; a failing send must not leave it unhandled
     // Sent by autocannon in a process of its own, as S1 is: the client then costs the 2-core
     // machine what S1's costs it. Request n is sender n mod 4's to device n mod 8.
-    const variants = Array.from({ length: S7_SENDERS * S7_BRIDGED }, (_, n) => {
-      const from = senders[n % S7_SENDERS] as Device;
-      const to = bridged[n % S7_BRIDGED] as { userId: string; deviceId: string };
-      return { headers: { authorization: `Bearer ${from.token}` }, body: JSON.stringify({ messages: { [to.userId]: { [to.deviceId]: { n } } } }) };
-    });
-    const load = await ctx.runLoad({
-      url: `http://127.0.0.1:${server.port}`,
-      method: 'PUT',
-      pathPrefix: `${CLIENT}/sendToDevice/${TYPE}`,
-      headers: { 'content-type': 'application/json' },
-      body: variants[0]!.body,
-      variants,
-      connections: S7_CONCURRENCY,
-      warmupSeconds: 0,
-      amount: S7_MESSAGES,
-    });
-    if (load.ok2xx !== S7_MESSAGES) throw new Error(`${fmt(load.ok2xx)} of ${fmt(S7_MESSAGES)} sends answered 2xx (${load.non2xx} non-2xx, ${load.errors} errors, ${load.timeouts} timeouts)`);
+    const turns = Array.from({ length: S7_SENDERS * S7_BRIDGED }, (_, n) => ({ from: senders[n % S7_SENDERS] as Device, to: bridged[n % S7_BRIDGED]! }));
+    const load = await sendStream(ctx, server.port, TYPE, turns, S7_CONCURRENCY, S7_MESSAGES);
     let received: BotMessage;
     try {
       received = await done;

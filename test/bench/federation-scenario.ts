@@ -15,7 +15,6 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { HttpClient, summarize } from './http-client.ts';
 import {
-  CLIENT,
   type BenchContext,
   type BenchRow,
   type BenchServer,
@@ -28,6 +27,7 @@ import {
   ms,
   register,
   sendPath,
+  sendStream,
   startConfiguredServer,
   syncPath,
 } from './scenario-support.ts';
@@ -148,26 +148,14 @@ async function throughput(ctx: BenchContext, onA: HttpClient, onB: HttpClient, s
   // Sent by autocannon in a process of its own, as S1 is: the client then costs the 2-core machine
   // what S1's costs it. The senders take turns, each going round all of B's devices: request i is
   // sender i mod 4's, to device ⌊i / 4⌋ mod 8.
-  const variants = Array.from({ length: senders.length * receivers.length }, (_, i) => {
-    const from = senders[i % senders.length] as Device;
-    const to = receivers[Math.floor(i / senders.length) % receivers.length] as Device;
-    return { headers: { authorization: `Bearer ${from.token}` }, body: JSON.stringify({ messages: { [to.userId]: { [to.deviceId]: { i } } } }) };
-  });
-  const load = await ctx.runLoad({
-    url: `http://127.0.0.1:${onA.port}`,
-    method: 'PUT',
-    pathPrefix: `${CLIENT}/sendToDevice/m.bench.s6`,
-    headers: { 'content-type': 'application/json' },
-    body: variants[0]!.body,
-    variants,
-    connections: S6_CONCURRENCY,
-    warmupSeconds: 0,
-    amount: n,
-  });
-  if (load.ok2xx !== n) {
+  const turns = Array.from({ length: senders.length * receivers.length }, (_, i) => ({
+    from: senders[i % senders.length] as Device,
+    to: receivers[Math.floor(i / senders.length) % receivers.length] as Device,
+  }));
+  const load = await sendStream(ctx, onA.port, 'm.bench.s6', turns, S6_CONCURRENCY, n).catch((e: unknown) => {
     stop = true;
-    throw new Error(`${fmt(load.ok2xx)} of ${fmt(n)} sends answered 2xx (${load.non2xx} non-2xx, ${load.errors} errors, ${load.timeouts} timeouts)`);
-  }
+    throw e;
+  });
   const t0 = load.startedAt;
   const sentSeconds = n / load.reqPerSec;
   const deadline = setTimeout(() => {

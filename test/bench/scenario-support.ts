@@ -152,3 +152,34 @@ export async function drain(c: HttpClient, d: Device): Promise<void> {
     if (s.to_device.events.length === 0) return;
   }
 }
+
+/** One send of a stream: from `from` to one device of `to`. */
+export interface StreamTurn {
+  from: Device;
+  to: { userId: string; deviceId: string };
+}
+
+/**
+ * A stream of `amount` sends of `type`, by autocannon in a process of its own (load.ts) as S1's
+ * are, `connections` in flight, send n being `turns[n mod turns.length]` with content `{ n }`
+ * (n of the turn). Throws unless every send was answered 2xx.
+ */
+export async function sendStream(ctx: BenchContext, port: number, type: string, turns: readonly StreamTurn[], connections: number, amount: number): Promise<LoadResult> {
+  const variants = turns.map(({ from, to }, n) => ({
+    headers: { authorization: `Bearer ${from.token}` },
+    body: JSON.stringify({ messages: { [to.userId]: { [to.deviceId]: { n } } } }),
+  }));
+  const load = await ctx.runLoad({
+    url: `http://127.0.0.1:${port}`,
+    method: 'PUT',
+    pathPrefix: `${CLIENT}/sendToDevice/${type}`,
+    headers: { 'content-type': 'application/json' },
+    body: variants[0]?.body ?? '{}',
+    variants,
+    connections,
+    warmupSeconds: 0,
+    amount,
+  });
+  if (load.ok2xx !== amount) throw new Error(`${fmt(load.ok2xx)} of ${fmt(amount)} sends answered 2xx (${load.non2xx} non-2xx, ${load.errors} errors, ${load.timeouts} timeouts)`);
+  return load;
+}
