@@ -86,10 +86,9 @@ const autocannon = createRequire(import.meta.url)('autocannon') as (
   cb: (err: Error | null, result: AutocannonResult) => void,
 ) => { on(event: 'response', listener: () => void): void };
 
-/** When the last response came: with a fixed amount, autocannon stops only at its next 1 s tick. */
-let lastResponseAt = 0;
-
-function run(spec: LoadSpec, tag: string, measured: boolean): Promise<AutocannonResult> {
+/** A run's result, and when its last response came: with a fixed amount, autocannon stops only at its next 1 s tick. */
+function run(spec: LoadSpec, tag: string, measured: boolean): Promise<AutocannonResult & { lastResponseAt: number }> {
+  let lastResponseAt = Number.NaN;
   let n = 0;
   const opts: AutocannonOptions = {
     url: spec.url,
@@ -118,7 +117,7 @@ function run(spec: LoadSpec, tag: string, measured: boolean): Promise<Autocannon
   else if (spec.amount !== undefined) opts.amount = spec.amount;
   else opts.duration = spec.durationSeconds ?? 10;
   return new Promise((resolve, reject) => {
-    autocannon(opts, (err, result) => (err ? reject(err) : resolve(result))).on('response', () => {
+    autocannon(opts, (err, result) => (err ? reject(err) : resolve({ ...result, lastResponseAt }))).on('response', () => {
       lastResponseAt = Date.now();
     });
   });
@@ -134,7 +133,7 @@ async function main(): Promise<void> {
   const result: LoadResult = {
     // For a fixed amount the per-second histogram misses the partial last second, and autocannon's
     // duration runs on to its next whole second: total over the time to the last answer.
-    reqPerSec: spec.amount !== undefined ? r.requests.total / ((lastResponseAt - startedAt) / 1000) : r.requests.total / r.duration,
+    reqPerSec: spec.amount !== undefined ? r.requests.total / ((r.lastResponseAt - startedAt) / 1000) : r.requests.total / r.duration,
     p50: r.latency.p50,
     p99: r.latency.p99,
     ok2xx: r['2xx'] + (warm?.['2xx'] ?? 0),
